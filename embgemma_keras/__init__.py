@@ -1,0 +1,28 @@
+"""EmbeddingGemma-300m on keras-hub: prompts, Matryoshka dims, fast encoding.
+
+```python
+from embgemma_keras import EmbeddingGemma
+model = EmbeddingGemma.from_preset()   # reads $EMBGEMMA_MODEL
+vectors = model.encode(["Is this spam?"], task="classification", dim=256)
+```
+"""
+
+from embgemma_keras.embedding_gemma import MATRYOSHKA_DIMS
+from embgemma_keras.embedding_gemma import EmbeddingGemma
+from embgemma_keras.embedding_gemma import EncodeStats
+from embgemma_keras.embedding_gemma import truncate_embeddings
+from embgemma_keras.presets import ModelNotFoundError
+from embgemma_keras.tasks import Task
+from embgemma_keras.tasks import format_prompts
+from embgemma_keras.tiny import make_tiny_preset
+
+__all__ = [
+    "EmbeddingGemma",
+    "EncodeStats",
+    "MATRYOSHKA_DIMS",
+    "ModelNotFoundError",
+    "Task",
+    "format_prompts",
+    "make_tiny_preset",
+    "truncate_embeddings",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from embgemma_keras.cli import main
+
+sys.exit(main())

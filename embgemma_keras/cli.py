@@ -1,0 +1,114 @@
+"""`python -m embgemma_keras embed`: JSONL in, JSONL with embeddings out.
+
+    python -m embgemma_keras embed --model M --task classification --dim 256 \
+        --input in.jsonl --output out.jsonl
+
+Each input line is a JSON object with `text` (and optionally `title`); the
+output line is the same object plus `embedding`. A bad line is reported on
+stderr with its line number and reason and left out of the output; the good
+lines are still written, and the exit status is 1 when any line failed.
+"""
+
+import argparse
+import itertools
+import json
+import sys
+
+from tqdm import tqdm
+
+from embgemma_keras.embedding_gemma import MATRYOSHKA_DIMS
+from embgemma_keras.embedding_gemma import EmbeddingGemma
+from embgemma_keras.presets import MODEL_ENV_VAR
+from embgemma_keras.presets import SUPPORTED_DTYPES
+from embgemma_keras.records import DEFAULT_MAX_RECORD_BYTES
+from embgemma_keras.records import BadRecord
+from embgemma_keras.records import parse_record
+from embgemma_keras.tasks import Task
+
+# Lines read, embedded and written together: large enough for length-aware
+# batching to find similar lengths, small enough to bound memory.
+_CHUNK_LINES = 2048
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    model = EmbeddingGemma.from_preset(
+        args.model, dtype=args.dtype, max_length=args.max_length
+    )
+    failed = 0
+    with open(args.input, "rb") as source, open(
+        args.output, "w", encoding="utf-8"
+    ) as sink, tqdm(unit=" lines", file=sys.stderr, disable=args.quiet) as bar:
+        lines = enumerate(source, start=1)
+        while chunk := list(itertools.islice(lines, _CHUNK_LINES)):
+            failed += _embed_chunk(model, chunk, args, sink)
+            bar.update(len(chunk))
+    if failed:
+        print(f"{failed} line(s) failed; see the errors above.",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _embed_chunk(model, chunk, args, sink):
+    """Embeds the valid records of `chunk`; returns how many lines failed."""
+    records, failed = [], 0
+    for number, raw in chunk:
+        raw = raw.rstrip(b"\r\n")
+        if not raw.strip():
+            continue  # blank lines separate nothing in JSONL; not records
+        try:
+            records.append(parse_record(raw, args.max_record_bytes))
+        except BadRecord as e:
+            tqdm.write(f"{args.input}:{number}: {e}", file=sys.stderr)
+            failed += 1
+    if records:
+        titles = None
+        if args.task == Task.DOCUMENT.value:
+            titles = [record.get("title") for record in records]
+        vectors = model.encode(
+            [record["text"] for record in records],
+            task=args.task,
+            titles=titles,
+            dim=args.dim,
+            batch_size=args.batch_size,
+        )
+        for record, vector in zip(records, vectors):
+            record["embedding"] = vector.tolist()
+            sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return failed
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m embgemma_keras",
+        description="EmbeddingGemma on keras-hub.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    embed = commands.add_parser(
+        "embed",
+        help="Embed the `text` of each JSONL record.",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    embed.add_argument(
+        "--model", default=None,
+        help=f"Model directory, Keras preset or hf:// / kaggle:// handle "
+             f"(default: ${MODEL_ENV_VAR}).")
+    embed.add_argument(
+        "--task", default=Task.CLASSIFICATION.value,
+        choices=[task.value for task in Task],
+        help="Prompt to embed with (default: classification).")
+    embed.add_argument("--dim", type=int, default=768,
+                       choices=MATRYOSHKA_DIMS, help="Embedding size.")
+    embed.add_argument("--dtype", default="float32", choices=SUPPORTED_DTYPES)
+    embed.add_argument("--max-length", type=int, default=2048,
+                       help="Tokens per text; longer texts are truncated.")
+    embed.add_argument("--batch-size", type=int, default=32)
+    embed.add_argument(
+        "--max-record-bytes", type=int, default=DEFAULT_MAX_RECORD_BYTES,
+        help="Lines longer than this are refused before tokenization.")
+    embed.add_argument("--input", required=True, help="JSONL file to read.")
+    embed.add_argument("--output", required=True, help="JSONL file to write.")
+    embed.add_argument("--quiet", action="store_true",
+                       help="No progress bar.")
+    return parser

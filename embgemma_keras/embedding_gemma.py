@@ -1,0 +1,219 @@
+"""`EmbeddingGemma`: keras-hub's Gemma 3 embedding backbone, ready to encode."""
+
+import dataclasses
+import logging
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras_hub  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from embgemma_keras import presets  # noqa: E402
+from embgemma_keras.batching import pad_batch  # noqa: E402
+from embgemma_keras.batching import plan_batches  # noqa: E402
+from embgemma_keras.tasks import Task  # noqa: E402
+from embgemma_keras.tasks import format_prompts  # noqa: E402
+
+MATRYOSHKA_DIMS = (768, 512, 256, 128)
+MAX_CONTEXT = 2048
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class EncodeStats:
+    """What one `encode` call did; useful for metrics and cost accounting."""
+
+    texts: int = 0
+    tokens: int = 0  # real tokens, prompt and special tokens included
+    padded_tokens: int = 0  # tokens the model computed, padding included
+    truncated_texts: int = 0
+    batches: int = 0
+
+
+class EmbeddingGemma:
+    """EmbeddingGemma-300m text encoder on keras-hub.
+
+    Adds to `keras_hub.models.Gemma3Backbone(is_embedding_model=True)` what
+    a user of the model card expects: task prompts, Matryoshka dimensions,
+    length-aware batching and loading from wherever the model is kept.
+
+    Example:
+
+    ```python
+    from embgemma_keras import EmbeddingGemma
+
+    model = EmbeddingGemma.from_preset("hf://google/embeddinggemma-300m")
+    query = model.encode(["Which planet is known as the Red Planet?"],
+                         task="query")
+    docs = model.encode(["Mars is often referred to as the Red Planet.",
+                         "Venus is often called Earth's twin."],
+                        task="document")
+    print(query @ docs.T)  # cosine similarities; Mars scores highest
+    small = model.encode(["a 128-d vector"], task="clustering", dim=128)
+    ```
+
+    Args:
+        backbone: a `keras_hub.models.Gemma3Backbone` built with
+            `is_embedding_model=True`.
+        tokenizer: the matching `keras_hub.models.Gemma3Tokenizer`.
+        max_length: tokens per text, `<bos>`/`<eos>` included; longer texts
+            are truncated (and counted). At most 2048, the model's context.
+        max_batch_tokens: padded tokens per forward pass. Small batches of
+            long texts and large batches of short ones keep activations in
+            cache; 512 was fastest on a 2-core CPU (see benchmarks/).
+    """
+
+    def __init__(self, backbone, tokenizer, max_length=MAX_CONTEXT,
+                 max_batch_tokens=512):
+        if not getattr(backbone, "is_embedding_model", False):
+            raise ValueError(
+                "EmbeddingGemma needs a Gemma3Backbone built with "
+                "is_embedding_model=True."
+            )
+        if not 3 <= max_length <= MAX_CONTEXT:
+            raise ValueError(
+                f"max_length must be between 3 and {MAX_CONTEXT}, got "
+                f"{max_length}."
+            )
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.max_batch_tokens = max_batch_tokens
+        self.dtype = backbone.dtype_policy.compute_dtype
+        # One trace for every batch shape: graph mode runs any (batch, length)
+        # without retracing, so length-aware batching costs no compilation.
+        self._embed = tf.function(
+            self._forward,
+            input_signature=[tf.TensorSpec([None, None], tf.int32)] * 2,
+        )
+
+    @classmethod
+    def from_preset(cls, handle=None, dtype="float32", max_length=MAX_CONTEXT,
+                    **kwargs):
+        """Loads the model from a directory, a Keras preset or a hub handle.
+
+        Args:
+            handle: a local Sentence-Transformers directory, a Keras preset
+                directory (see `save_preset`), `hf://google/embeddinggemma-300m`
+                or `kaggle://keras/embeddinggemma/keras/embedding_gemma3_300m`.
+                `None` reads the `EMBGEMMA_MODEL` environment variable.
+            dtype: "float32" or "bfloat16" (the model does not support
+                float16).
+            max_length: tokens per text; longer texts are truncated.
+            **kwargs: passed to the constructor (`max_batch_tokens`).
+        """
+        presets.check_dtype(dtype)
+        handle = presets.resolve_handle(handle)
+        try:
+            backbone = keras_hub.models.Gemma3Backbone.from_preset(
+                handle, dtype=dtype
+            )
+            tokenizer = keras_hub.models.Gemma3Tokenizer.from_preset(handle)
+        except (OSError, ValueError, KeyError) as e:
+            raise presets.ModelNotFoundError(
+                f"Could not load EmbeddingGemma from {handle!r}: {e}"
+            ) from e
+        return cls(backbone, tokenizer, max_length=max_length, **kwargs)
+
+    def save_preset(self, directory):
+        """Writes a Keras preset (weights in this model's dtype).
+
+        `from_preset(directory)` loads it back to identical vectors, without
+        the Sentence-Transformers snapshot it came from.
+        """
+        self.backbone.save_to_preset(directory)
+        self.tokenizer.save_to_preset(directory)
+
+    def encode(self, texts, task=Task.CLASSIFICATION, titles=None, dim=768,
+               batch_size=32, return_stats=False):
+        """Embeds texts with the prompt of `task`.
+
+        Args:
+            texts: a list of non-empty strings.
+            task: a `Task` or its name ("query", "document",
+                "classification", ...). "none" embeds the raw text.
+            titles: per-text titles for `task="document"` (None -> "none").
+            dim: 768, 512, 256 or 128. Smaller vectors are the first `dim`
+                values, re-normalised (Matryoshka representation learning).
+            batch_size: most texts per forward pass.
+            return_stats: also return an `EncodeStats`.
+
+        Returns:
+            A float32 array `(len(texts), dim)` of unit vectors in input
+            order, and the `EncodeStats` when `return_stats` is set.
+        """
+        _check_texts(texts)
+        _check_dim(dim)
+        prompts = format_prompts(list(texts), task, titles)
+        token_lists, truncated = self._tokenize(prompts)
+        lengths = [len(tokens) for tokens in token_lists]
+        stats = EncodeStats(texts=len(texts), tokens=sum(lengths),
+                            truncated_texts=truncated)
+        vectors = np.zeros((len(texts), MATRYOSHKA_DIMS[0]), np.float32)
+        for batch in plan_batches(lengths, batch_size, self.max_batch_tokens):
+            token_ids, padding_mask = pad_batch(
+                [token_lists[i] for i in batch], self.tokenizer.pad_token_id
+            )
+            vectors[batch] = self._embed(token_ids, padding_mask).numpy()
+            stats.padded_tokens += token_ids.size
+            stats.batches += 1
+        if truncated:
+            log.info("Truncated %d of %d texts to %d tokens.", truncated,
+                     len(texts), self.max_length)
+        vectors = truncate_embeddings(vectors, dim)
+        return (vectors, stats) if return_stats else vectors
+
+    def count_tokens(self, texts, task=Task.CLASSIFICATION, titles=None):
+        """Tokens each text takes with its prompt, before truncation."""
+        prompts = format_prompts(list(texts), task, titles)
+        return [len(t) + 2 for t in self.tokenizer(prompts)]
+
+    def _tokenize(self, prompts):
+        """Token ids with <bos>/<eos>, cut to `max_length`; and the cut count."""
+        bos, eos = self.tokenizer.start_token_id, self.tokenizer.end_token_id
+        room = self.max_length - 2
+        token_lists, truncated = [], 0
+        for tokens in self.tokenizer(prompts):
+            truncated += len(tokens) > room
+            token_lists.append([bos] + tokens[:room] + [eos])
+        return token_lists, truncated
+
+    def _forward(self, token_ids, padding_mask):
+        outputs = self.backbone(
+            {"token_ids": token_ids, "padding_mask": padding_mask}
+        )
+        return tf.cast(outputs["pooled_output"], tf.float32)
+
+
+def truncate_embeddings(vectors, dim):
+    """Keeps the first `dim` values of each row and re-normalises them."""
+    _check_dim(dim)
+    vectors = np.asarray(vectors, dtype=np.float32)[:, :dim]
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def _check_dim(dim):
+    if dim not in MATRYOSHKA_DIMS:
+        raise ValueError(
+            f"dim must be one of {MATRYOSHKA_DIMS} (the Matryoshka sizes "
+            f"EmbeddingGemma was trained for), got {dim!r}."
+        )
+
+
+def _check_texts(texts):
+    if isinstance(texts, (str, bytes)):
+        raise TypeError("texts must be a list of strings, not one string.")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(
+                f"texts[{i}] is {type(text).__name__}, not str."
+            )
+        if not text.strip():
+            raise ValueError(
+                f"texts[{i}] is empty or whitespace; an empty text has "
+                "nothing to embed (its vector would be the prompt's alone)."
+            )

@@ -1,0 +1,134 @@
+"""Where an EmbeddingGemma model can live, and how a handle is checked.
+
+A handle is one of:
+
+- a local Sentence-Transformers / Hugging Face snapshot directory
+  (`config.json`, `model.safetensors`, `tokenizer.model`, `2_Dense/`,
+  `3_Dense/`), as written by `huggingface-cli download` or
+  `../shared/fetch-embeddinggemma`;
+- a local Keras preset directory written by `EmbeddingGemma.save_preset`
+  (what the Dataflow image bakes in);
+- a remote handle that keras-hub resolves itself: `hf://OWNER/NAME`,
+  `kaggle://OWNER/MODEL/FRAMEWORK/VARIATION`, `gs://...`, or a keras-hub
+  built-in preset name.
+
+Local directories are checked here, before keras-hub sees them, because
+keras-hub only prints a warning when the pooling head of a snapshot is
+missing and then returns wrong vectors.
+"""
+
+import json
+import os
+
+MODEL_ENV_VAR = "EMBGEMMA_MODEL"
+HF_HANDLE = "hf://google/embeddinggemma-300m"
+KAGGLE_HANDLE = "kaggle://keras/embeddinggemma/keras/embedding_gemma3_300m"
+REMOTE_SCHEMES = ("hf://", "kaggle://", "gs://", "modelscope://")
+SUPPORTED_DTYPES = ("float32", "bfloat16")
+
+_DENSE_HEAD_FILES = ("2_Dense/model.safetensors", "3_Dense/model.safetensors")
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No usable EmbeddingGemma model at the given handle."""
+
+
+def resolve_handle(handle=None):
+    """Returns a checked model handle; `None` reads `$EMBGEMMA_MODEL`."""
+    if handle is None:
+        handle = os.environ.get(MODEL_ENV_VAR, "").strip()
+        if not handle:
+            raise ModelNotFoundError(
+                f"No EmbeddingGemma model given. Pass a handle or set "
+                f"{MODEL_ENV_VAR} to a local Sentence-Transformers directory, "
+                f"a Keras preset directory written by save_preset(), "
+                f"{HF_HANDLE} or {KAGGLE_HANDLE}."
+            )
+    handle = os.fspath(handle)
+    if handle.startswith(REMOTE_SCHEMES) or not _looks_like_path(handle):
+        return handle
+    _check_local_directory(handle)
+    return handle
+
+
+def check_dtype(dtype):
+    """Refuses dtypes the model cannot run in, with the reason."""
+    if dtype == "float16":
+        raise ValueError(
+            "EmbeddingGemma does not support float16: its activations "
+            "overflow the float16 range. Use 'float32' or 'bfloat16'."
+        )
+    if dtype not in SUPPORTED_DTYPES:
+        raise ValueError(
+            f"Unsupported dtype {dtype!r}; use 'float32' or 'bfloat16'."
+        )
+    return dtype
+
+
+def is_huggingface_directory(path):
+    """True for a Transformers-style snapshot, False for a Keras preset."""
+    return "model_type" in _read_config(path)
+
+
+def _looks_like_path(handle):
+    return os.sep in handle or handle.startswith(".") or os.path.exists(handle)
+
+
+def _check_local_directory(path):
+    if not os.path.isdir(path):
+        raise ModelNotFoundError(
+            f"EmbeddingGemma model directory {path!r} does not exist."
+        )
+    config = _read_config(path)
+    if "model_type" in config:
+        _check_huggingface_snapshot(path, config)
+    else:
+        _check_keras_preset(path, config)
+
+
+def _read_config(path):
+    config_path = os.path.join(path, "config.json")
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise ModelNotFoundError(
+            f"{path!r} is not a model directory: it has no config.json."
+        ) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelNotFoundError(
+            f"{config_path!r} is not valid JSON ({e}); the model directory "
+            "is corrupt."
+        ) from None
+
+
+def _check_huggingface_snapshot(path, config):
+    if not config.get("use_bidirectional_attention"):
+        raise ModelNotFoundError(
+            f"{path!r} holds a {config.get('model_type')!r} model without "
+            "bidirectional attention, not EmbeddingGemma."
+        )
+    required = ("model.safetensors", "tokenizer.model") + _DENSE_HEAD_FILES
+    missing = [f for f in required if not os.path.isfile(os.path.join(path, f))]
+    if missing:
+        raise ModelNotFoundError(
+            f"EmbeddingGemma snapshot {path!r} is incomplete; missing: "
+            f"{', '.join(missing)}. Download the full Sentence-Transformers "
+            "snapshot (the 2_Dense/3_Dense projection head is required)."
+        )
+
+
+def _check_keras_preset(path, config):
+    backbone = config.get("config", {})
+    if config.get("class_name") != "Gemma3Backbone" or not backbone.get(
+        "is_embedding_model"
+    ):
+        raise ModelNotFoundError(
+            f"{path!r} is a Keras preset of {config.get('class_name')!r}, "
+            "not an EmbeddingGemma (Gemma3Backbone with is_embedding_model)."
+        )
+    if not os.path.isfile(os.path.join(path, "tokenizer.json")):
+        raise ModelNotFoundError(
+            f"Keras preset {path!r} has no tokenizer.json; save it with "
+            "EmbeddingGemma.save_preset()."
+        )

@@ -1,0 +1,44 @@
+import json
+
+from embgemma_keras.cli import main
+
+
+def _write(path, lines):
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+
+def test_embed_writes_good_lines_and_reports_each_bad_one(tiny_preset,
+                                                          tmp_path, capsys):
+    source, sink = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write(source, [
+        b'{"text": "hello world", "id": "a", "lang": "en"}',
+        b"not json",
+        b'{"text": ""}',
+        b'{"text": "second good", "title": "T"}',
+        b'{"text": "bad \xff byte"}',
+        b'[1, 2]',
+        b'{"text": "third good"}',
+    ])
+    status = main(["embed", "--model", tiny_preset, "--task", "document",
+                   "--dim", "256", "--input", str(source), "--output",
+                   str(sink), "--quiet"])
+    assert status == 1
+    written = [json.loads(line) for line in sink.read_text().splitlines()]
+    assert [r["text"] for r in written] == [
+        "hello world", "second good", "third good"
+    ]
+    assert written[0]["id"] == "a" and written[0]["lang"] == "en"
+    assert all(len(r["embedding"]) == 256 for r in written)
+    errors = capsys.readouterr().err
+    for number, reason in [(2, "malformed JSON"), (3, "field 'text' is empty"),
+                           (5, "not valid UTF-8"), (6, "expected a JSON object, got list")]:
+        assert f"in.jsonl:{number}: {reason}" in errors
+    assert "4 line(s) failed" in errors
+
+
+def test_embed_exits_zero_when_every_line_is_good(tiny_preset, tmp_path):
+    source, sink = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write(source, [b'{"text": "a"}', b'{"text": "b"}'])
+    assert main(["embed", "--model", tiny_preset, "--input", str(source),
+                 "--output", str(sink), "--quiet"]) == 0
+    assert len(sink.read_text().splitlines()) == 2
