@@ -20,6 +20,7 @@ import os
 import pathlib
 import random
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -35,7 +36,7 @@ def _rows(path):
 
 
 def build_corpora(data_dir, scale):
-    """Deterministic text sets; sizes chosen so each takes ~10-30 s."""
+    """Deterministic text sets; at scale 1 each takes 10-30 s to encode."""
     rng = random.Random(0)
     sst = [r["text"] for r in _rows(data_dir / "sst2_train.tsv")]
     sms = [r["text"] for r in _rows(data_dir / "sms_spam_train.tsv")]
@@ -61,8 +62,12 @@ def build_corpora(data_dir, scale):
     }
 
 
-def measure(engine, dtype, model, data_dir, scale):
-    """Runs in a child process: load, warm up, time every corpus."""
+def measure(engine, dtype, model, data_dir, scale, repeats):
+    """Runs in a child process: load, warm up, time every corpus.
+
+    Each corpus is encoded `repeats` times and the median time is kept: this
+    machine's speed drifts by 10-15 % from minute to minute.
+    """
     corpora = build_corpora(data_dir, scale)
     start = time.perf_counter()
     encode, count_tokens = _load(engine, dtype, model)
@@ -70,9 +75,12 @@ def measure(engine, dtype, model, data_dir, scale):
     encode(corpora["short"][:BATCH_SIZE])  # build graphs / allocate pools
     for name, texts in corpora.items():
         tokens = sum(count_tokens(texts))
-        start = time.perf_counter()
-        encode(texts)
-        seconds = time.perf_counter() - start
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            encode(texts)
+            times.append(time.perf_counter() - start)
+        seconds = statistics.median(times)
         result["corpora"][name] = {
             "texts": len(texts), "tokens": tokens, "seconds": seconds,
         }
@@ -109,7 +117,8 @@ def _load(engine, dtype, model):
 def _run_child(engine, dtype, args):
     command = [sys.executable, __file__, "--child", engine, dtype,
                "--model", args.model, "--data-dir", str(args.data_dir),
-               "--scale", str(args.scale)]
+               "--scale", str(args.scale),
+               "--repeats", str(args.repeats)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     out = subprocess.run(command, env=env, check=True, capture_output=True,
                          text=True)
@@ -151,13 +160,15 @@ def main():
     parser.add_argument("--data-dir", type=pathlib.Path, default=DEFAULT_DATA)
     parser.add_argument("--scale", type=float, default=1.0,
                         help="Multiply corpus sizes (e.g. 0.25 for a smoke run).")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="Times each corpus is encoded; the median counts.")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not args.model:
         parser.error("pass --model or set EMBGEMMA_MODEL")
     if args.child:
         print(json.dumps(measure(*args.child, args.model, args.data_dir,
-                                 args.scale)))
+                                 args.scale, args.repeats)))
         return
     engines = ["keras-hub"]
     if args.compare_sentence_transformers:

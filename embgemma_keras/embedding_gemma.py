@@ -61,13 +61,14 @@ class EmbeddingGemma:
         tokenizer: the matching `keras_hub.models.Gemma3Tokenizer`.
         max_length: tokens per text, `<bos>`/`<eos>` included; longer texts
             are truncated (and counted). At most 2048, the model's context.
-        max_batch_tokens: padded tokens per forward pass. Small batches of
-            long texts and large batches of short ones keep activations in
-            cache; 512 was fastest on a 2-core CPU (see benchmarks/).
+        max_batch_tokens: most padded tokens per forward pass, so long texts
+            go in small batches and short ones in large batches. 1024 was
+            fastest over short, medium and mixed texts on a 2-core CPU
+            (512-2048 were tried; see benchmarks/embed_throughput.py).
     """
 
     def __init__(self, backbone, tokenizer, max_length=MAX_CONTEXT,
-                 max_batch_tokens=512):
+                 max_batch_tokens=1024):
         if not getattr(backbone, "is_embedding_model", False):
             raise ValueError(
                 "EmbeddingGemma needs a Gemma3Backbone built with "

@@ -1,0 +1,117 @@
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.ml.inference.base import KeyedModelHandler
+from apache_beam.ml.inference.base import RunInference
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that
+
+from transforms import EmbeddingGemmaModelHandler
+from transforms.model_handler import METRICS_NAMESPACE
+
+TEXTS = [f"text number {i} about {'spam' if i % 3 else 'films'}"
+         for i in range(40)]
+
+
+def _counter(result, name):
+    (counter,) = result.metrics().query(
+        MetricsFilter().with_namespace(METRICS_NAMESPACE).with_name(name)
+    )["counters"]
+    return counter.committed
+
+
+def model_loads(result):
+    """How many times RunInference loaded a model (its load-latency count)."""
+    loads = result.metrics().query(MetricsFilter().with_namespace(
+        METRICS_NAMESPACE).with_name("load_model_latency_milli_secs"))
+    return sum(d.committed.count for d in loads["distributions"])
+
+
+def test_run_inference_matches_encode_and_loads_the_model_once(
+        tiny_preset, tiny_model):
+    handler = EmbeddingGemmaModelHandler(tiny_preset, task="clustering",
+                                         dim=256, max_batch_size=4)
+    expected = dict(zip(TEXTS, tiny_model.encode(TEXTS, task="clustering",
+                                                 dim=256)))
+
+    def check(results):
+        assert len(results) == len(TEXTS)
+        for result in results:
+            assert result.inference.shape == (256,)
+            np.testing.assert_allclose(result.inference,
+                                       expected[result.example], atol=1e-5)
+
+    pipeline = TestPipeline()
+    outputs = (pipeline | beam.Create(TEXTS, reshuffle=False)
+               | RunInference(handler))
+    assert_that(outputs, check)
+    result = pipeline.run()
+    result.wait_until_finish()
+    # At least ten batches of at most four, one model.
+    assert model_loads(result) == 1
+    assert _counter(result, "texts") == len(TEXTS)
+    assert _counter(result, "tokens") > len(TEXTS) * 5
+
+
+def test_keyed_handler_carries_keys(tiny_preset):
+    handler = KeyedModelHandler(EmbeddingGemmaModelHandler(tiny_preset))
+    with TestPipeline() as p:
+        out = (p | beam.Create([("k1", "hello"), ("k2", "world")])
+               | RunInference(handler)
+               | beam.MapTuple(lambda key, result: (key, result.example)))
+        assert_that(out, lambda got: sorted(got) == [("k1", "hello"),
+                                                    ("k2", "world")] or
+                    pytest.fail(f"got {got}"))
+
+
+def test_several_tasks_give_a_dict_of_vectors(tiny_preset, tiny_model):
+    handler = EmbeddingGemmaModelHandler(
+        tiny_preset, task=["classification", "query", "classification"])
+    model = handler.load_model()
+    (result,) = handler.run_inference(["hello"], model)
+    assert set(result.inference) == {"classification", "query"}
+    np.testing.assert_allclose(result.inference["query"],
+                               tiny_model.encode(["hello"], task="query")[0],
+                               atol=1e-6)
+
+
+def test_truncated_texts_are_counted(tiny_preset):
+    handler = EmbeddingGemmaModelHandler(tiny_preset, max_length=32)
+    pipeline = TestPipeline()
+    _ = pipeline | beam.Create(["short", "long " * 50]) | RunInference(handler)
+    result = pipeline.run()
+    result.wait_until_finish()
+    assert _counter(result, "truncated_texts") == 1
+
+
+def test_batching_and_sharing_options_reach_beam(tiny_preset):
+    handler = EmbeddingGemmaModelHandler(
+        tiny_preset, min_batch_size=2, max_batch_size=16,
+        max_batch_duration_secs=5, model_copies=1)
+    assert handler.batch_elements_kwargs() == {
+        "min_batch_size": 2, "max_batch_size": 16,
+        "max_batch_duration_secs": 5}
+    assert handler.share_model_across_processes()
+    assert not EmbeddingGemmaModelHandler(
+        tiny_preset).share_model_across_processes()
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"task": "nope"}, "Unknown task"),
+    ({"dim": 100}, "dim must be one of"),
+    ({"dtype": "float16"}, "does not support float16"),
+    ({"task": []}, "at least one task"),
+])
+def test_bad_settings_fail_at_pipeline_construction(tiny_preset, kwargs,
+                                                     message):
+    with pytest.raises(ValueError, match=message):
+        EmbeddingGemmaModelHandler(tiny_preset, **kwargs)
+
+
+def test_the_handler_pickles_without_a_model(tiny_preset):
+    import pickle
+
+    handler = EmbeddingGemmaModelHandler(tiny_preset)
+    handler.load_model()
+    assert len(pickle.dumps(handler)) < 10_000

@@ -1,0 +1,27 @@
+"""Beam building blocks on EmbeddingGemma: parse, embed, dead letters."""
+
+from transforms.dead_letters import DEAD_LETTERS
+from transforms.dead_letters import WithDeadLetters
+from transforms.dead_letters import dead_letter
+from transforms.embed import DEFAULT_PROMPTS
+from transforms.embed import EMBEDDINGS
+from transforms.embed import EmbedRecords
+from transforms.embed import embed_once
+from transforms.json_lines import to_json_line
+from transforms.model_handler import EmbeddingGemmaModelHandler
+from transforms.records import ParseRecords
+from transforms.records import record_id
+
+__all__ = [
+    "DEAD_LETTERS",
+    "DEFAULT_PROMPTS",
+    "EMBEDDINGS",
+    "EmbedRecords",
+    "EmbeddingGemmaModelHandler",
+    "ParseRecords",
+    "WithDeadLetters",
+    "dead_letter",
+    "embed_once",
+    "record_id",
+    "to_json_line",
+]

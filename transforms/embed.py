@@ -1,0 +1,97 @@
+"""`EmbedRecords`: add EmbeddingGemma vectors to records, one per stage.
+
+Downstream stages each read their own embedding: classification heads the
+classification prompt's, k-means the clustering prompt's, near-duplicate
+detection the sentence-similarity prompt's. Stages that ask for the same
+prompt share one vector and one forward pass, and `embed_once` maps every
+stage to one prompt for a third of the cost.
+"""
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import KeyedModelHandler
+from apache_beam.ml.inference.base import RunInference
+from apache_beam.transforms.window import TimestampedValue
+
+from embgemma_keras import Task
+from transforms.dead_letters import WithDeadLetters
+from transforms.dead_letters import dead_letter
+
+EMBEDDINGS = "embeddings"
+DEFAULT_PROMPTS = {
+    "classification": Task.CLASSIFICATION,
+    "clustering": Task.CLUSTERING,
+    "similarity": Task.SENTENCE_SIMILARITY,
+}
+
+
+def embed_once(task=Task.CLASSIFICATION, stages=tuple(DEFAULT_PROMPTS)):
+    """Prompts that give every stage the same vector, made with `task`."""
+    return {stage: Task.parse(task) for stage in stages}
+
+
+class EmbedRecords(beam.PTransform):
+    """Adds `record["embeddings"][stage]`, a float32 numpy vector, per stage.
+
+    Example:
+
+    ```python
+    handler = EmbeddingGemmaModelHandler(model_handle, dim=256)
+    embedded = records | EmbedRecords(handler)
+    embedded.output        # records with embeddings["classification"], ...
+    embedded.dead_letters  # {"stage": "embed", "error": ..., "raw": record}
+    ```
+
+    Args:
+        handler: an `EmbeddingGemmaModelHandler`; its model, dim, dtype and
+            batching are used, its task is replaced by those of `prompts`.
+        prompts: stage name -> `Task` (or task name). Defaults to
+            classification, clustering and sentence-similarity stages.
+
+    A batch the model fails on (an out-of-memory error, say) becomes one
+    dead letter per record in it; the pipeline goes on. Each record leaves
+    with the event timestamp it came in with, whenever its batch is flushed
+    (Beam's streaming batcher stamps a batch flushed at the end of a window
+    with the window's end, which would push records into later windows).
+    """
+
+    def __init__(self, handler, prompts=None):
+        super().__init__()
+        prompts = DEFAULT_PROMPTS if prompts is None else prompts
+        if not prompts:
+            raise ValueError("prompts must name at least one stage.")
+        self._prompts = {stage: Task.parse(t) for stage, t in prompts.items()}
+        self._handler = handler.with_tasks(self._prompts.values())
+
+    def expand(self, records):
+        embedded, failed = (
+            records
+            | "KeyByRecord" >> beam.Map(
+                lambda record, ts=beam.DoFn.TimestampParam: ((record, ts),
+                                                             record["text"]))
+            | "RunInference" >> RunInference(
+                KeyedModelHandler(self._handler)).with_exception_handling()
+        )
+        return WithDeadLetters(
+            embedded | "Attach" >> beam.MapTuple(self._attach),
+            failed.failed_inferences | "DeadLetters" >> beam.FlatMapTuple(
+                lambda batch, error: [
+                    TimestampedValue(
+                        dead_letter("embed", _describe(error), record), ts)
+                    for (record, ts), _ in batch]),
+        )
+
+    def _attach(self, key, prediction):
+        record, timestamp = key
+        vectors = prediction.inference
+        record = dict(record)
+        record[EMBEDDINGS] = {
+            stage: vectors[task.value] for stage, task in self._prompts.items()
+        }
+        return TimestampedValue(record, timestamp)
+
+
+def _describe(error):
+    """RunInference reports (type, repr, traceback); keep the repr."""
+    if isinstance(error, tuple) and len(error) >= 2:
+        return str(error[1])
+    return repr(error)
