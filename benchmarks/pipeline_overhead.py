@@ -50,10 +50,18 @@ def time_pipeline(lines, handler, options):
     result = pipeline.run()
     result.wait_until_finish()
     seconds = time.perf_counter() - start
-    loads = result.metrics().query(MetricsFilter().with_name(
-        "load_model_latency_milli_secs"))["distributions"]
-    load_seconds = sum(d.committed.sum for d in loads) / 1000
-    return seconds - load_seconds, load_seconds
+    metrics = result.metrics().query()["distributions"]
+
+    def distribution(name):
+        return [d.committed for d in metrics if d.key.metric.name == name]
+
+    load_seconds = sum(d.sum for d in distribution(
+        "load_model_latency_milli_secs")) / 1000
+    sizes = distribution("inference_request_batch_size")
+    batches = sum(d.count for d in sizes)
+    inference_seconds = sum(d.sum for d in distribution(
+        "inference_batch_latency_micro_secs")) / 1e6
+    return seconds - load_seconds, load_seconds, batches, inference_seconds
 
 
 def main():
@@ -78,7 +86,8 @@ def main():
     options = {"direct_num_workers": args.direct_num_workers}
     if args.direct_num_workers > 1:
         options["direct_running_mode"] = "multi_processing"
-    pipeline_seconds, load_seconds = time_pipeline(lines, handler, options)
+    pipeline_seconds, load_seconds, batches, inference_seconds = (
+        time_pipeline(lines, handler, options))
 
     n = len(texts)
     print(f"\n{'path':28} {'records':>8} {'seconds':>8} {'records/s':>10}")
@@ -86,7 +95,9 @@ def main():
           f"{n / encode_seconds:10.1f}")
     print(f"{'pipeline (DirectRunner)':28} {n:8} {pipeline_seconds:8.1f} "
           f"{n / pipeline_seconds:10.1f}")
-    print(f"\nmodel load in pipeline: {load_seconds:.1f} s (excluded)")
+    print(f"\nmodel load in pipeline: {load_seconds:.1f} s (excluded); "
+          f"{batches} RunInference batches, {n / batches:.0f} records each, "
+          f"{inference_seconds:.1f} s inside run_inference")
     print(f"pipeline overhead: {pipeline_seconds / encode_seconds - 1:+.1%}")
 
 
