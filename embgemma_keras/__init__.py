@@ -11,6 +11,11 @@ from embgemma_keras.embedding_gemma import MATRYOSHKA_DIMS
 from embgemma_keras.embedding_gemma import EmbeddingGemma
 from embgemma_keras.embedding_gemma import EncodeStats
 from embgemma_keras.embedding_gemma import truncate_embeddings
+from embgemma_keras.heads import HeadMismatchError
+from embgemma_keras.heads import LinearHead
+from embgemma_keras.heads import ModelIdentity
+from embgemma_keras.heads import ZeroShotHead
+from embgemma_keras.heads import load_head
 from embgemma_keras.presets import ModelNotFoundError
 from embgemma_keras.tasks import Task
 from embgemma_keras.tasks import format_prompts
@@ -19,10 +24,15 @@ from embgemma_keras.tiny import make_tiny_preset
 __all__ = [
     "EmbeddingGemma",
     "EncodeStats",
+    "HeadMismatchError",
+    "LinearHead",
     "MATRYOSHKA_DIMS",
+    "ModelIdentity",
     "ModelNotFoundError",
     "Task",
+    "ZeroShotHead",
     "format_prompts",
+    "load_head",
     "make_tiny_preset",
     "truncate_embeddings",
 ]

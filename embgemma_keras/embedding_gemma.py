@@ -1,6 +1,7 @@
 """`EmbeddingGemma`: keras-hub's Gemma 3 embedding backbone, ready to encode."""
 
 import dataclasses
+import functools
 import logging
 import os
 
@@ -13,6 +14,7 @@ import tensorflow as tf  # noqa: E402
 from embgemma_keras import presets  # noqa: E402
 from embgemma_keras.batching import pad_batch  # noqa: E402
 from embgemma_keras.batching import plan_batches  # noqa: E402
+from embgemma_keras.heads import ModelIdentity  # noqa: E402
 from embgemma_keras.tasks import Task  # noqa: E402
 from embgemma_keras.tasks import format_prompts  # noqa: E402
 
@@ -68,7 +70,7 @@ class EmbeddingGemma:
     """
 
     def __init__(self, backbone, tokenizer, max_length=MAX_CONTEXT,
-                 max_batch_tokens=1024):
+                 max_batch_tokens=1024, handle=None):
         if not getattr(backbone, "is_embedding_model", False):
             raise ValueError(
                 "EmbeddingGemma needs a Gemma3Backbone built with "
@@ -83,6 +85,7 @@ class EmbeddingGemma:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.max_batch_tokens = max_batch_tokens
+        self.handle = handle
         self.dtype = backbone.dtype_policy.compute_dtype
         # One trace for every batch shape: graph mode runs any (batch, length)
         # without retracing, so length-aware batching costs no compilation.
@@ -117,7 +120,25 @@ class EmbeddingGemma:
             raise presets.ModelNotFoundError(
                 f"Could not load EmbeddingGemma from {handle!r}: {e}"
             ) from e
-        return cls(backbone, tokenizer, max_length=max_length, **kwargs)
+        return cls(backbone, tokenizer, max_length=max_length, handle=handle,
+                   **kwargs)
+
+    @functools.cached_property
+    def identity(self):
+        """`ModelIdentity`: the handle and a fingerprint of the weights.
+
+        The fingerprint hashes the dense projection head rounded to
+        bfloat16 (`presets.weights_fingerprint`), so the float32 and
+        bfloat16 forms of one checkpoint agree, whatever directory they were
+        loaded from, and any other checkpoint differs. Heads store it and
+        refuse vectors from other weights.
+        """
+        kernels = [
+            tf.cast(self.backbone.get_layer(name).kernel, tf.float32).numpy()
+            for name in ("pooling_dense_1", "embedding_projection")
+        ]
+        return ModelIdentity(handle=str(self.handle),
+                             fingerprint=presets.weights_fingerprint(kernels))
 
     def save_preset(self, directory):
         """Writes a Keras preset (weights in this model's dtype).

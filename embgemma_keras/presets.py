@@ -17,8 +17,11 @@ keras-hub only prints a warning when the pooling head of a snapshot is
 missing and then returns wrong vectors.
 """
 
+import hashlib
 import json
 import os
+
+import numpy as np
 
 MODEL_ENV_VAR = "EMBGEMMA_MODEL"
 HF_HANDLE = "hf://google/embeddinggemma-300m"
@@ -132,3 +135,60 @@ def _check_keras_preset(path, config):
             f"Keras preset {path!r} has no tokenizer.json; save it with "
             "EmbeddingGemma.save_preset()."
         )
+
+
+def weights_fingerprint(kernels):
+    """Hashes the dense projection head (Keras kernel layout) in bfloat16.
+
+    Rounding to bfloat16 first makes the float32 and bfloat16 forms of one
+    checkpoint agree; any other checkpoint differs.
+    """
+    import ml_dtypes
+
+    digest = hashlib.sha256()
+    for kernel in kernels:
+        digest.update(np.asarray(kernel).astype(ml_dtypes.bfloat16).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def fingerprint_files(handle):
+    """The weights fingerprint of a local model, read without building it.
+
+    Returns None for remote handles, which would need a download; callers
+    then compare handles instead.
+    """
+    handle = resolve_handle(handle)
+    if not os.path.isdir(handle):
+        return None
+    if is_huggingface_directory(handle):
+        from safetensors import safe_open
+
+        kernels = []
+        for name in _DENSE_HEAD_FILES:
+            with safe_open(os.path.join(handle, name), framework="np") as f:
+                kernels.append(f.get_tensor("linear.weight").T)
+        return weights_fingerprint(kernels)
+    return weights_fingerprint(_keras_projection_kernels(handle))
+
+
+def _keras_projection_kernels(path):
+    """The two projection kernels of a saved Gemma3Backbone, by shape."""
+    import h5py
+    import ml_dtypes
+
+    config = _read_config(path)["config"]
+    hidden = config["hidden_dim"]
+    shapes = [(hidden, config["pooling_intermediate_dim"]),
+              (config["pooling_intermediate_dim"], config["embedding_dim"])]
+    found = {}
+
+    def visit(_, node):
+        if isinstance(node, h5py.Dataset) and node.shape in shapes:
+            value = node[()]
+            if node.attrs.get("dtype") == "bfloat16":
+                value = value.view(ml_dtypes.bfloat16)
+            found.setdefault(node.shape, value)
+
+    with h5py.File(os.path.join(path, "model.weights.h5"), "r") as f:
+        f.visititems(visit)
+    return [found[shape] for shape in shapes]

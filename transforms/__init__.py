@@ -1,5 +1,7 @@
 """Beam building blocks on EmbeddingGemma: parse, embed, dead letters."""
 
+from transforms.classify import LABELS
+from transforms.classify import ClassifyLabels
 from transforms.dead_letters import DEAD_LETTERS
 from transforms.dead_letters import WithDeadLetters
 from transforms.dead_letters import dead_letter
@@ -13,6 +15,8 @@ from transforms.records import ParseRecords
 from transforms.records import record_id
 
 __all__ = [
+    "LABELS",
+    "ClassifyLabels",
     "DEAD_LETTERS",
     "DEFAULT_PROMPTS",
     "EMBEDDINGS",

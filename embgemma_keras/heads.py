@@ -1,0 +1,283 @@
+"""Label heads on EmbeddingGemma vectors, stored as plain data.
+
+A head turns an embedding into `{"label": ..., "score": ...}`:
+
+- `LinearHead`: multinomial logistic regression fitted with scikit-learn
+  (class weights balanced, so a 13 % spam class counts as much as ham);
+  `score` is the predicted probability of the label.
+- `ZeroShotHead`: one prototype vector per label, embedded from a name or a
+  description; `score` is the cosine to the closest prototype, and a score
+  below `min_score` gives the label "unknown".
+
+`save(directory)` writes `head.json` (labels, prompt, dim, model identity,
+a SHA-256 of the arrays) and `arrays.npz`; `load_head` reads them back with
+`allow_pickle=False`, so loading a head never runs code from the file. A
+head is refused when its arrays do not match their checksum, or when it was
+made for another model, prompt or dim than the caller's.
+
+```python
+head = LinearHead.fit(train_vectors, train_labels, model_identity=identity,
+                      task="classification")
+head.save("heads/spam")
+head = load_head("heads/spam", expect=identity, task="classification",
+                 dim=768)
+head.predict(vectors)   # [{"label": "spam", "score": 0.98}, ...]
+```
+"""
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+
+import numpy as np
+
+from embgemma_keras.tasks import Task
+
+FORMAT_VERSION = 1
+UNKNOWN = "unknown"
+DEFAULT_CS = (1.0, 4.0, 16.0, 64.0)
+
+
+class HeadMismatchError(ValueError):
+    """A head that cannot be used with this model, prompt or dim."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelIdentity:
+    """Which weights made an embedding: where from, and their fingerprint."""
+
+    handle: str
+    fingerprint: str
+
+
+class _Head:
+    kind = None
+
+    def __init__(self, labels, task, dim, model_identity):
+        self.labels = [str(label) for label in labels]
+        self.task = Task.parse(task)
+        self.dim = int(dim)
+        self.model_identity = model_identity
+
+    def predict(self, vectors):
+        """Returns `{"label", "score"}` for each row of `vectors`."""
+        vectors = self._check_vectors(vectors)
+        return self._predict(vectors)
+
+    def _check_vectors(self, vectors):
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(f"expected vectors of shape (n, {self.dim}), "
+                             f"got {vectors.shape}")
+        return vectors
+
+    def save(self, directory):
+        os.makedirs(directory, exist_ok=True)
+        buffer = io.BytesIO()
+        np.savez(buffer, **self._arrays())
+        arrays = buffer.getvalue()
+        with open(os.path.join(directory, "arrays.npz"), "wb") as f:
+            f.write(arrays)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "labels": self.labels,
+            "task": self.task.value,
+            "prompt": self.task.prefix,
+            "dim": self.dim,
+            "model": dataclasses.asdict(self.model_identity),
+            "arrays_sha256": hashlib.sha256(arrays).hexdigest(),
+            **self._settings(),
+        }
+        with open(os.path.join(directory, "head.json"), "w") as f:
+            json.dump(meta, f, indent=2, ensure_ascii=False)
+        return directory
+
+    def _arrays(self):
+        raise NotImplementedError
+
+    def _settings(self):
+        return {}
+
+
+class LinearHead(_Head):
+    """Logistic regression on embeddings; probabilities as scores."""
+
+    kind = "logistic_regression"
+
+    def __init__(self, labels, coef, intercept, task, dim, model_identity):
+        super().__init__(labels, task, dim, model_identity)
+        self.coef = np.asarray(coef, dtype=np.float32)
+        self.intercept = np.asarray(intercept, dtype=np.float32)
+        if self.coef.shape != (len(self.labels), self.dim) and not (
+                len(self.labels) == 2 and self.coef.shape == (1, self.dim)):
+            raise ValueError(f"coef shape {self.coef.shape} does not fit "
+                             f"{len(self.labels)} labels x {self.dim} dims")
+
+    @classmethod
+    def fit(cls, vectors, labels, *, task, model_identity,
+            cs=DEFAULT_CS, inner_folds=3):
+        """Fits a class-balanced logistic regression.
+
+        The inverse regularisation strength is chosen among `cs` by
+        `inner_folds`-fold cross-validation on the training data itself
+        (log-loss), never on a held-out split. Unit-norm embeddings have
+        small coordinates, so useful values are well above sklearn's 1.0.
+
+        Raises:
+            ValueError: fewer than two distinct labels, or a label with a
+                single example.
+        """
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import GridSearchCV
+
+        vectors = np.asarray(vectors, dtype=np.float32)
+        labels = np.asarray([str(label) for label in labels])
+        check_labels(labels)
+        folds = min(inner_folds, int(np.unique(labels, return_counts=True)[1]
+                                     .min()))
+        search = GridSearchCV(
+            LogisticRegression(class_weight="balanced", max_iter=3000),
+            {"C": list(cs)}, cv=folds, scoring="neg_log_loss")
+        search.fit(vectors, labels)
+        model = search.best_estimator_
+        head = cls(model.classes_.tolist(), model.coef_, model.intercept_,
+                   task, vectors.shape[1], model_identity)
+        head.c = float(model.C)
+        return head
+
+    def predict_proba(self, vectors):
+        vectors = self._check_vectors(vectors)
+        logits = vectors @ self.coef.T + self.intercept
+        if logits.shape[1] == 1:  # binary: one logit for labels[1]
+            logits = np.concatenate([np.zeros_like(logits), logits], axis=1)
+        logits -= logits.max(axis=1, keepdims=True)
+        probabilities = np.exp(logits)
+        return probabilities / probabilities.sum(axis=1, keepdims=True)
+
+    def _predict(self, vectors):
+        probabilities = self.predict_proba(vectors)
+        best = probabilities.argmax(axis=1)
+        return [{"label": self.labels[i], "score": float(p[i])}
+                for i, p in zip(best, probabilities)]
+
+    def _arrays(self):
+        return {"coef": self.coef, "intercept": self.intercept}
+
+
+class ZeroShotHead(_Head):
+    """Nearest label prototype by cosine; below `min_score`, "unknown"."""
+
+    kind = "zero_shot"
+
+    def __init__(self, labels, prototypes, task, dim, model_identity,
+                 descriptions=None, min_score=0.0):
+        super().__init__(labels, task, dim, model_identity)
+        prototypes = np.asarray(prototypes, dtype=np.float32)
+        norms = np.linalg.norm(prototypes, axis=1, keepdims=True)
+        self.prototypes = prototypes / np.maximum(norms, 1e-12)
+        self.descriptions = list(descriptions or self.labels)
+        self.min_score = float(min_score)
+
+    @classmethod
+    def from_descriptions(cls, model, descriptions, *, task="classification",
+                          dim=768, model_identity, min_score=0.0):
+        """Embeds `{label: description}` with `model` into prototypes."""
+        if len(descriptions) < 2:
+            raise ValueError("a zero-shot head needs at least two labels.")
+        labels = list(descriptions)
+        texts = [descriptions[label] or label for label in labels]
+        prototypes = model.encode(texts, task=task, dim=dim)
+        return cls(labels, prototypes, task, dim, model_identity,
+                   descriptions=texts, min_score=min_score)
+
+    def _predict(self, vectors):
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        scores = (vectors / np.maximum(norms, 1e-12)) @ self.prototypes.T
+        best = scores.argmax(axis=1)
+        return [
+            {"label": self.labels[i] if s[i] >= self.min_score else UNKNOWN,
+             "score": float(s[i])}
+            for i, s in zip(best, scores)
+        ]
+
+    def _arrays(self):
+        return {"prototypes": self.prototypes}
+
+    def _settings(self):
+        return {"descriptions": self.descriptions, "min_score": self.min_score}
+
+
+def check_labels(labels):
+    """Refuses label sets a classifier cannot learn from."""
+    values, counts = np.unique(np.asarray(labels), return_counts=True)
+    if len(values) < 2:
+        raise ValueError(
+            f"need at least two distinct labels to train a head, got "
+            f"{values.tolist()}")
+    rare = values[counts < 2].tolist()
+    if rare:
+        raise ValueError(f"labels with a single example cannot be learned "
+                         f"or cross-validated: {rare}")
+
+
+def load_head(directory, *, expect=None, task=None, dim=None):
+    """Loads a head saved by `save`, as data only.
+
+    Args:
+        expect: a `ModelIdentity`; the head must have been made with the
+            same weights (fingerprint).
+        task, dim: the prompt and size the caller embeds with.
+
+    Raises:
+        HeadMismatchError: corrupt or tampered files, or a head for another
+            model, prompt or dim.
+    """
+    meta_path = os.path.join(directory, "head.json")
+    arrays_path = os.path.join(directory, "arrays.npz")
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+        with open(arrays_path, "rb") as f:
+            raw = f.read()
+    except (OSError, ValueError) as e:
+        raise HeadMismatchError(f"cannot read head {directory!r}: {e}") from e
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise HeadMismatchError(
+            f"head {directory!r} has format version "
+            f"{meta.get('format_version')!r}, expected {FORMAT_VERSION}")
+    if hashlib.sha256(raw).hexdigest() != meta.get("arrays_sha256"):
+        raise HeadMismatchError(
+            f"head {directory!r}: arrays.npz does not match the checksum in "
+            "head.json; the head was modified or corrupted")
+    identity = ModelIdentity(**meta["model"])
+    _check_match(directory, meta, identity, expect, task, dim)
+    with np.load(io.BytesIO(raw), allow_pickle=False) as arrays:
+        arrays = dict(arrays)
+    common = dict(task=meta["task"], dim=meta["dim"], model_identity=identity)
+    if meta["kind"] == LinearHead.kind:
+        return LinearHead(meta["labels"], arrays["coef"], arrays["intercept"],
+                          **common)
+    if meta["kind"] == ZeroShotHead.kind:
+        return ZeroShotHead(meta["labels"], arrays["prototypes"],
+                            descriptions=meta["descriptions"],
+                            min_score=meta["min_score"], **common)
+    raise HeadMismatchError(f"head {directory!r} has unknown kind "
+                            f"{meta['kind']!r}")
+
+
+def _check_match(directory, meta, identity, expect, task, dim):
+    if expect is not None and identity.fingerprint != expect.fingerprint:
+        raise HeadMismatchError(
+            f"head {directory!r} was trained on model {identity.handle!r} "
+            f"(weights {identity.fingerprint}), not on {expect.handle!r} "
+            f"(weights {expect.fingerprint}); retrain it for this model")
+    if task is not None and meta["task"] != Task.parse(task).value:
+        raise HeadMismatchError(
+            f"head {directory!r} expects {meta['task']!r} embeddings, "
+            f"not {Task.parse(task).value!r}")
+    if dim is not None and meta["dim"] != dim:
+        raise HeadMismatchError(
+            f"head {directory!r} expects dim {meta['dim']}, not {dim}")

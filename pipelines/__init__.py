@@ -1,0 +1,1 @@
+"""Runnable Beam jobs: options and wiring, nothing else."""

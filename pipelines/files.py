@@ -1,0 +1,70 @@
+"""Reading record files and writing JSON lines, local or on GCS."""
+
+import csv
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from transforms import ParseRecords
+from transforms import to_json_line
+
+_EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
+               ".tsv": "tsv", ".csv": "csv"}
+
+
+def file_format(pattern):
+    """'jsonl', 'tsv' or 'csv', from the file name's extension."""
+    for extension, fmt in _EXTENSIONS.items():
+        if pattern.endswith(extension):
+            return fmt
+    raise ValueError(f"cannot tell the format of {pattern!r}; name it "
+                     f"*.jsonl, *.tsv or *.csv")
+
+
+def read_header(pattern, fmt):
+    """Column names of the first file matching `pattern` (TSV/CSV)."""
+    matches = FileSystems.match([pattern])[0].metadata_list
+    if not matches:
+        raise FileNotFoundError(f"no file matches {pattern!r}")
+    with FileSystems.open(matches[0].path) as f:
+        first = f.readline().decode("utf-8", errors="strict")
+    delimiter = "\t" if fmt == "tsv" else ","
+    return next(csv.reader([first.rstrip("\r\n")], delimiter=delimiter))
+
+
+class ReadRecords(beam.PTransform):
+    """Reads JSONL/TSV/CSV files into records (+ dead letters).
+
+    TSV and CSV files need a header row; `text_column` and
+    `required_columns` must be in it, checked before the job starts.
+    """
+
+    def __init__(self, pattern, text_column="text", required_columns=(),
+                 max_bytes=None):
+        super().__init__()
+        self._pattern = pattern
+        self._format = file_format(pattern)
+        columns = None
+        if self._format != "jsonl":
+            columns = read_header(pattern, self._format)
+            missing = [c for c in (text_column, *required_columns)
+                       if c not in columns]
+            if missing:
+                raise ValueError(f"{pattern!r} has no column(s) {missing}; "
+                                 f"its columns are {columns}")
+        kwargs = {} if max_bytes is None else {"max_bytes": max_bytes}
+        self._parse = ParseRecords(format=self._format, columns=columns,
+                                   text_column=text_column, **kwargs)
+
+    def expand(self, pipeline):
+        lines = pipeline | "Read" >> beam.io.ReadFromText(
+            self._pattern, coder=beam.coders.BytesCoder(),
+            skip_header_lines=0 if self._format == "jsonl" else 1)
+        return lines | "Parse" >> self._parse
+
+
+def write_jsonl(pcoll, prefix, label):
+    """Writes records as `prefix-SSSSS-of-NNNNN.jsonl`."""
+    return (pcoll | f"{label}ToJson" >> beam.Map(to_json_line)
+            | f"{label}Write" >> beam.io.WriteToText(
+                prefix, file_name_suffix=".jsonl"))

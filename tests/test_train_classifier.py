@@ -1,0 +1,78 @@
+import json
+
+import pytest
+
+from embgemma_keras import load_head
+from pipelines import train_classifier
+
+ROWS = [
+    ("spam", "WIN a free prize now, text CLAIM to 80082"),
+    ("ham", "see you at lunch tomorrow"),
+    ("spam", "URGENT you have won a cash award call now"),
+    ("ham", "can you pick up milk on the way home"),
+    ("spam", "free entry in our weekly draw txt WIN"),
+    ("ham", "meeting moved to 3pm"),
+    ("spam", "congratulations you are selected for a prize"),
+    ("ham", "ok thanks, talk later"),
+]
+
+
+def _tsv(path, rows, extra=()):
+    lines = ["label\ttext"] + [f"{label}\t{text}" for label, text in rows]
+    path.write_bytes("\n".join(lines).encode() + b"\n" + b"\n".join(extra))
+    return str(path)
+
+
+def _run(tiny_preset, tmp_path, *args):
+    out = tmp_path / "out"
+    train_classifier.main(["--model", tiny_preset, "--output", str(out),
+                           "--folds", "2", *args])
+    return out
+
+
+def test_trains_a_head_with_metrics_baseline_and_dead_letters(
+        tiny_preset, tiny_model, tmp_path):
+    bad = [b"\tno label", b"only-one-field", b"ham\t", b"spam\tbad \xff"]
+    train = _tsv(tmp_path / "train.tsv", ROWS, bad)
+    out = _run(tiny_preset, tmp_path, "--train", train, "--eval", train,
+               "--baseline", "tfidf")
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("accuracy", "macro_f1", "per_label", "confusion_matrix",
+                "cv"):
+        assert key in metrics
+    assert set(metrics["per_label"]) == {"ham", "spam"}
+    assert metrics["train_examples"] == len(ROWS)
+    assert metrics["eval"]["examples"] == len(ROWS)
+    assert "tfidf" in metrics["baseline"]
+    dead = [json.loads(line) for path in out.glob("dead_letters*.jsonl")
+            for line in path.read_text().splitlines()]
+    # Each bad row is reported once for --train and once for --eval.
+    assert len(dead) == 2 * len(bad)
+    assert {d["stage"] for d in dead} == {"parse", "label"}
+    head = load_head(out, expect=tiny_model.identity, task="classification",
+                     dim=768)
+    assert head.labels == ["ham", "spam"]
+
+
+def test_zero_shot_heads_are_evaluated_on_the_labelled_file(
+        tiny_preset, tmp_path):
+    train = _tsv(tmp_path / "train.tsv", ROWS)
+    out = _run(tiny_preset, tmp_path, "--train", train,
+               "--zero_shot", "spam=prizes, offers and scams",
+               "--zero_shot", "ham=a personal message")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["examples"] == len(ROWS)
+    assert load_head(out).kind == "zero_shot"
+
+
+def test_unknown_columns_fail_before_the_job_starts(tiny_preset, tmp_path):
+    train = _tsv(tmp_path / "train.tsv", ROWS)
+    with pytest.raises(ValueError, match=r"no column\(s\) \['category'\]"):
+        _run(tiny_preset, tmp_path, "--train", train,
+             "--label_column", "category")
+
+
+def test_a_single_class_is_a_clear_error(tiny_preset, tmp_path):
+    train = _tsv(tmp_path / "train.tsv", [r for r in ROWS if r[0] == "ham"])
+    with pytest.raises(Exception, match="at least two distinct labels"):
+        _run(tiny_preset, tmp_path, "--train", train)
