@@ -9,7 +9,7 @@ from transforms import ParseRecords
 from transforms import to_json_line
 
 _EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
-               ".tsv": "tsv", ".csv": "csv"}
+               ".tsv": "tsv", ".csv": "csv", ".txt": "text"}
 
 
 def file_format(pattern):
@@ -18,7 +18,7 @@ def file_format(pattern):
         if pattern.endswith(extension):
             return fmt
     raise ValueError(f"cannot tell the format of {pattern!r}; name it "
-                     f"*.jsonl, *.tsv or *.csv")
+                     f"*.jsonl, *.tsv, *.csv or *.txt")
 
 
 def read_header(pattern, fmt):
@@ -33,7 +33,7 @@ def read_header(pattern, fmt):
 
 
 class ReadRecords(beam.PTransform):
-    """Reads JSONL/TSV/CSV files into records (+ dead letters).
+    """Reads JSONL/TSV/CSV/plain-text files into records (+ dead letters).
 
     TSV and CSV files need a header row; `text_column` and
     `required_columns` must be in it, checked before the job starts.
@@ -45,7 +45,7 @@ class ReadRecords(beam.PTransform):
         self._pattern = pattern
         self._format = file_format(pattern)
         columns = None
-        if self._format != "jsonl":
+        if self._format in ("tsv", "csv"):
             columns = read_header(pattern, self._format)
             missing = [c for c in (text_column, *required_columns)
                        if c not in columns]
@@ -59,7 +59,7 @@ class ReadRecords(beam.PTransform):
     def expand(self, pipeline):
         lines = pipeline | "Read" >> beam.io.ReadFromText(
             self._pattern, coder=beam.coders.BytesCoder(),
-            skip_header_lines=0 if self._format == "jsonl" else 1)
+            skip_header_lines=1 if self._format in ("tsv", "csv") else 0)
         return lines | "Parse" >> self._parse
 
 

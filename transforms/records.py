@@ -20,7 +20,7 @@ from transforms.dead_letters import DEAD_LETTERS
 from transforms.dead_letters import WithDeadLetters
 from transforms.dead_letters import dead_letter
 
-FORMATS = ("jsonl", "tsv", "csv")
+FORMATS = ("jsonl", "tsv", "csv", "text")
 
 
 def record_id(record):
@@ -53,6 +53,8 @@ class _ParseDoFn(beam.DoFn):
     def _parse(self, raw):
         if self._format == "jsonl":
             record = parse_record(raw, self._max_bytes)
+        elif self._format == "text":
+            record = validate_record({"text": self._decode(raw)})
         else:
             record = validate_record(self._parse_row(raw))
         if record.get("id") is None:
@@ -62,17 +64,20 @@ class _ParseDoFn(beam.DoFn):
                 f"field 'id' is {type(record['id']).__name__}, not a string")
         return record
 
+    def _decode(self, raw):
+        """Text of a line, refused when too large or not UTF-8."""
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8", "surrogatepass")
+        if len(raw) > self._max_bytes:
+            raise BadRecord(f"line is {len(raw)} bytes, over the "
+                            f"{self._max_bytes}-byte limit")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise BadRecord(f"not valid UTF-8 at byte {e.start}") from None
+
     def _parse_row(self, raw):
-        if isinstance(raw, bytes):
-            if len(raw) > self._max_bytes:
-                raise BadRecord(f"row is {len(raw)} bytes, over the "
-                                f"{self._max_bytes}-byte limit")
-            try:
-                raw = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise BadRecord(f"not valid UTF-8 at byte {e.start}") from None
-        elif len(raw.encode("utf-8", "surrogatepass")) > self._max_bytes:
-            raise BadRecord(f"row is over the {self._max_bytes}-byte limit")
+        raw = self._decode(raw)
         delimiter = "\t" if self._format == "tsv" else ","
         quoting = csv.QUOTE_NONE if self._format == "tsv" else csv.QUOTE_MINIMAL
         try:
@@ -103,7 +108,8 @@ class ParseRecords(beam.PTransform):
 
     Args:
         format: "jsonl" (one JSON object per line), "tsv" or "csv" (one row
-            per line; give `columns`, and read with `skip_header_lines=1`).
+            per line; give `columns`, and read with `skip_header_lines=1`),
+            or "text" (each line is the text of one record).
         columns: column names of TSV/CSV rows, in order.
         text_column: the TSV/CSV column holding the text; it becomes `text`.
         max_bytes: larger lines are refused before they are decoded.
@@ -118,7 +124,7 @@ class ParseRecords(beam.PTransform):
         super().__init__()
         if format not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
-        if format != "jsonl" and text_column not in (columns or ()):
+        if format in ("tsv", "csv") and text_column not in (columns or ()):
             raise ValueError(
                 f"text column {text_column!r} is not among the columns "
                 f"{columns!r}")

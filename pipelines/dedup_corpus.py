@@ -1,0 +1,191 @@
+"""Deduplicate a corpus: exact, then lexical, then semantic duplicates.
+
+    python -m pipelines.dedup_corpus --input GLOB --output DIR --model M \\
+        [--lexical_threshold 0.7] [--semantic_threshold 0.95] [--no_semantic]
+
+Reads JSONL, CSV, TSV or plain-text lines (local paths or gs://) and writes
+to DIR:
+
+- `unique-*.jsonl`: the records kept, as they came in;
+- `duplicates-*.jsonl`: every other record, with `duplicate_of` (the id of
+  the record it duplicates; that record may itself be a duplicate found by
+  a later stage, so follow the chain to the kept record), `similarity` and
+  `kind` (exact, lexical or semantic);
+- `dead_letters-*.jsonl`: lines that could not be parsed, and why;
+- `report.json` and `report.html`: counts per kind, group sizes, similarity
+  histograms with the thresholds, example pairs, the settings used.
+
+Cheapest first: only records that survive the exact and lexical stages are
+embedded. Every input record lands in exactly one of unique, duplicates or
+dead letters.
+"""
+
+import json
+import logging
+import sys
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from embgemma_keras import MATRYOSHKA_DIMS
+from embgemma_keras.presets import SUPPORTED_DTYPES
+from embgemma_keras.presets import resolve_handle
+from pipelines.dedup_report import build_report
+from pipelines.dedup_report import render_html
+from pipelines.files import ReadRecords
+from pipelines.files import write_jsonl
+from transforms import EMBEDDINGS
+from transforms import EmbeddingGemmaModelHandler
+from transforms import EmbedRecords
+from transforms.dedup import ExactDuplicates
+from transforms.dedup import LexicalDuplicates
+from transforms.minhash import MinHasher
+from transforms.semantic_dedup import SemanticDuplicates
+
+EXAMPLES_PER_KIND = 5
+
+
+class DedupCorpusOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--input", help="File glob (required).")
+        parser.add_argument("--output", help="Output directory (required).")
+        parser.add_argument("--model", default=None,
+                            help="Model handle (default: $EMBGEMMA_MODEL).")
+        parser.add_argument("--text_column", default="text")
+        parser.add_argument("--dtype", default="float32",
+                            choices=SUPPORTED_DTYPES)
+        parser.add_argument("--dim", type=int, default=768,
+                            choices=MATRYOSHKA_DIMS,
+                            help="Embedding size for semantic duplicates.")
+        parser.add_argument("--no_case_fold", action="store_true",
+                            help="Exact stage: keep case differences.")
+        parser.add_argument("--shingles", default="char:5",
+                            help="Lexical stage: 'char:N' or 'word:N'.")
+        parser.add_argument("--num_perm", type=int, default=128)
+        parser.add_argument("--bands", type=int, default=16)
+        parser.add_argument("--rows", type=int, default=8)
+        parser.add_argument("--lexical_threshold", type=float, default=0.7,
+                            help="Estimated Jaccard for a lexical duplicate.")
+        parser.add_argument("--semantic_threshold", type=float, default=0.95,
+                            help="Cosine for a semantic duplicate.")
+        parser.add_argument("--clusters", type=int, default=100,
+                            help="k-means buckets for the semantic stage.")
+        parser.add_argument("--no_semantic", action="store_true",
+                            help="Skip the semantic stage (no model needed).")
+
+
+def _without_embeddings(record):
+    return {k: v for k, v in record.items() if k != EMBEDDINGS}
+
+
+def build(pipeline, options):
+    """Wires the job; returns the PCollection of its report."""
+    kind, size = options.shingles.split(":")
+    hasher = MinHasher(options.num_perm, options.bands, options.rows, kind,
+                       int(size))
+    read = pipeline | "Read" >> ReadRecords(options.input,
+                                            options.text_column)
+    exact = read.output | "Exact" >> ExactDuplicates(
+        casefold=not options.no_case_fold)
+    lexical = exact.unique | "Lexical" >> LexicalDuplicates(
+        hasher, options.lexical_threshold)
+    duplicates = [exact.duplicates, lexical.duplicates]
+    dead = [read.dead_letters]
+    unique = lexical.unique
+    embedded_count = pipeline | "NoEmbeddings" >> beam.Create([0])
+    if not options.no_semantic:
+        handler = EmbeddingGemmaModelHandler(
+            resolve_handle(options.model), dim=options.dim,
+            dtype=options.dtype)
+        embedded = lexical.unique | "Embed" >> EmbedRecords(
+            handler, prompts={"similarity": "sentence_similarity"})
+        semantic = embedded.output | "Semantic" >> SemanticDuplicates(
+            options.semantic_threshold, options.clusters)
+        unique = semantic.unique | "StripKept" >> beam.Map(
+            _without_embeddings)
+        duplicates.append(semantic.duplicates | "StripDuplicates" >> beam.Map(
+            _without_embeddings))
+        dead.append(embedded.dead_letters)
+        embedded_count = embedded.output | "CountEmbedded" >> (
+            beam.combiners.Count.Globally())
+    duplicates = duplicates | "AllDuplicates" >> beam.Flatten()
+    dead = dead | "AllDeadLetters" >> beam.Flatten()
+
+    out = options.output
+    write_jsonl(unique, FileSystems.join(out, "unique"), "Unique")
+    write_jsonl(duplicates, FileSystems.join(out, "duplicates"), "Duplicates")
+    write_jsonl(dead, FileSystems.join(out, "dead_letters"), "DeadLetters")
+
+    def count(pcoll, label):
+        return beam.pvalue.AsSingleton(
+            pcoll | label >> beam.combiners.Count.Globally())
+
+    summaries = duplicates | "Summaries" >> beam.Map(
+        lambda r: (r["kind"], r["similarity"], r["duplicate_of"]))
+    samples = (duplicates
+               | "ByKind" >> beam.Map(lambda r: (r["kind"], r))
+               | "Sample" >> beam.combiners.Sample.FixedSizePerKey(
+                   EXAMPLES_PER_KIND)
+               | "Flat" >> beam.FlatMap(lambda kv: kv[1]))
+    wanted = samples | "WantedIds" >> beam.Map(lambda r: r["duplicate_of"])
+    kept_texts = (
+        (unique, duplicates) | "Everything" >> beam.Flatten()
+        | "Wanted" >> beam.Filter(lambda r, ids: r["id"] in set(ids),
+                                  ids=beam.pvalue.AsList(wanted))
+        | "IdText" >> beam.Map(lambda r: (r["id"], r["text"])))
+    examples = samples | "Pair" >> beam.Map(
+        lambda r, texts: (r["kind"], r["similarity"], r["text"],
+                          texts.get(r["duplicate_of"], "")),
+        texts=beam.pvalue.AsDict(kept_texts))
+    settings = {
+        "exact_normalisation": "NFKC, whitespace collapsed" + (
+            "" if options.no_case_fold else ", case-folded"),
+        "shingles": options.shingles, "num_perm": options.num_perm,
+        "bands": options.bands, "rows": options.rows,
+        "lsh_midpoint": round(hasher.threshold, 4),
+        "lexical_threshold": options.lexical_threshold,
+        "semantic": not options.no_semantic,
+        "semantic_threshold": options.semantic_threshold,
+        "clusters": options.clusters, "dim": options.dim,
+    }
+    return (
+        pipeline | "One" >> beam.Create([None])
+        | "Report" >> beam.Map(
+            lambda _, dups, exs, n_in, n_unique, n_dead, n_embedded:
+            _write_report(out, build_report(
+                {"input": n_in, "unique": n_unique, "dead_letters": n_dead,
+                 "embedded": n_embedded}, dups, exs, settings)),
+            dups=beam.pvalue.AsList(summaries),
+            exs=beam.pvalue.AsList(examples),
+            n_in=count((read.output, read.dead_letters)
+                       | "AllIn" >> beam.Flatten(), "CountIn"),
+            n_unique=count(unique, "CountUnique"),
+            n_dead=count(dead, "CountDead"),
+            n_embedded=beam.pvalue.AsSingleton(embedded_count)))
+
+
+def _write_report(directory, report):
+    for name, content in (("report.json", json.dumps(report, indent=2,
+                                                     ensure_ascii=False)),
+                          ("report.html", render_html(report))):
+        with FileSystems.create(FileSystems.join(directory, name)) as f:
+            f.write(content.encode("utf-8"))
+    print(json.dumps(report["counts"], indent=2), flush=True)
+    return report
+
+
+def main(argv=None):
+    logging.getLogger().setLevel(logging.WARNING)
+    options = PipelineOptions(argv)
+    job = options.view_as(DedupCorpusOptions)
+    for flag in ("input", "output"):
+        if not getattr(job, flag):
+            sys.exit(f"--{flag} is required; see --help")
+    with beam.Pipeline(options=options) as pipeline:
+        build(pipeline, job)
+
+
+if __name__ == "__main__":
+    main()

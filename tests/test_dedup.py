@@ -1,0 +1,105 @@
+import random
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that
+from apache_beam.testing.util import equal_to
+from hypothesis import given
+from hypothesis import strategies as st
+
+from transforms.dedup import ExactDuplicates
+from transforms.dedup import LexicalDuplicates
+from transforms.dedup import connected_components
+
+BASE = ("the quarterly report shows that revenue grew by twelve percent "
+        "while costs stayed flat across all regions")
+RECORDS = [
+    {"id": "a", "text": BASE},
+    {"id": "b", "text": "  THE quarterly report shows that revenue grew by "
+                        "twelve percent while costs stayed flat across all "
+                        "regions "},
+    {"id": "c", "text": BASE.replace("twelve", "twelv")},  # typo
+    {"id": "d", "text": BASE + " and beyond"},  # insertion
+    {"id": "e", "text": "see you at lunch tomorrow, bring the documents"},
+    {"id": "f", "text": "an entirely different sentence about planets"},
+]
+
+
+def _dedup(records, transform, options=None):
+    pipeline = TestPipeline(options=options) if options else TestPipeline()
+    result = pipeline | beam.Create(records) | transform
+    return pipeline, result
+
+
+def test_exact_duplicates_after_normalisation():
+    with TestPipeline() as p:
+        result = p | beam.Create(RECORDS) | ExactDuplicates()
+        assert_that(result.duplicates | beam.Map(
+            lambda r: (r["id"], r["duplicate_of"], r["kind"],
+                       r["similarity"])),
+            equal_to([("a", "b", "exact", 1.0)]), label="dups")
+        # The longest text is kept (b has extra spaces), the rest stay.
+        assert_that(result.unique | beam.Map(lambda r: r["id"]),
+                    equal_to(["b", "c", "d", "e", "f"]), label="unique")
+
+
+def test_lexical_duplicates_group_near_identical_texts_transitively():
+    with TestPipeline() as p:
+        result = p | beam.Create(RECORDS) | LexicalDuplicates()
+        assert_that(result.duplicates | beam.Map(
+            lambda r: (r["id"], r["duplicate_of"], r["kind"])),
+            equal_to([("a", "d", "lexical"), ("b", "d", "lexical"),
+                      ("c", "d", "lexical")]), label="dups")
+        assert_that(result.unique | beam.Map(lambda r: r["id"]),
+                    equal_to(["d", "e", "f"]), label="unique")
+
+
+def test_grouping_does_not_depend_on_order_or_worker_count(tmp_path):
+    records = []
+    for i in range(30):
+        words = BASE.split()
+        random.Random(i).shuffle(words)
+        text = " ".join(words)
+        records += [{"id": f"{i}-x", "text": text},
+                    {"id": f"{i}-y", "text": text + " ok"}]
+
+    def groups(order_seed, options):
+        shuffled = records[:]
+        random.Random(order_seed).shuffle(shuffled)
+        out = tmp_path / f"run{order_seed}"
+        pipeline = beam.Pipeline(options=options)
+        result = pipeline | beam.Create(shuffled) | LexicalDuplicates()
+        _ = (result.duplicates
+             | beam.Map(lambda r: f"{r['id']} {r['duplicate_of']}")
+             | beam.io.WriteToText(str(out)))
+        pipeline.run().wait_until_finish()
+        return sorted(line for path in tmp_path.glob(f"run{order_seed}*")
+                      for line in path.read_text().splitlines())
+
+    single = groups(1, PipelineOptions())
+    multi = groups(2, PipelineOptions(direct_num_workers=2,
+                                      direct_running_mode="multi_processing"))
+    assert single == multi
+    assert len(single) >= 30  # every "-x" record duplicates its "-y"
+
+
+def test_every_record_leaves_exactly_once():
+    records = RECORDS * 1 + [{"id": f"n{i}", "text": f"note {i} " * 5}
+                             for i in range(20)]
+    with TestPipeline() as p:
+        result = p | beam.Create(records) | LexicalDuplicates()
+        ids = ((result.unique, result.duplicates) | beam.Flatten()
+               | beam.Map(lambda r: r["id"]))
+        assert_that(ids, equal_to([r["id"] for r in records]))
+
+
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)),
+                max_size=60))
+def test_components_are_an_equivalence_relation(edges):
+    group = dict(connected_components(edges))
+    for a, b in edges:
+        assert group[a] == group[b]
+    # Each group is named by its smallest member.
+    for node, root in group.items():
+        assert root <= node and group[root] == root

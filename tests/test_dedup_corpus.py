@@ -1,0 +1,97 @@
+import json
+
+import pytest
+
+from pipelines import dedup_corpus
+
+BASE = ("the quarterly report shows that revenue grew by twelve percent while "
+        "costs stayed flat across all regions")
+
+
+def _read(directory, prefix):
+    return [json.loads(line) for path in sorted(directory.glob(f"{prefix}-*"))
+            for line in path.read_text().splitlines()]
+
+
+def _run(tmp_path, tiny_preset, lines, *args, name="corpus.jsonl"):
+    source = tmp_path / name
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "out"
+    dedup_corpus.main(["--input", str(source), "--output", str(out),
+                       "--model", tiny_preset, *args])
+    return out
+
+
+def test_every_record_lands_once_with_its_kind(tmp_path, tiny_preset):
+    lines = [json.dumps({"id": f"copy{i}", "text": BASE}).encode()
+             for i in range(3)]
+    lines += [
+        json.dumps({"id": "upper", "text": BASE.upper() + "  "}).encode(),
+        json.dumps({"id": "typo", "text": BASE.replace("twelve", "twelv")})
+        .encode(),
+        json.dumps({"id": "other", "text": "an unrelated note on planets"})
+        .encode(),
+        b"not json", b'{"text": ""}', b'{"text": "bad \xff"}',
+    ]
+    out = _run(tmp_path, tiny_preset, lines, "--semantic_threshold", "0.9999")
+    unique, dups = _read(out, "unique"), _read(out, "duplicates")
+    dead = _read(out, "dead_letters")
+    assert len(unique) + len(dups) + len(dead) == len(lines)
+    assert {r["id"] for r in unique} == {"upper", "other"}
+    kinds = {r["id"]: (r["kind"], r["duplicate_of"]) for r in dups}
+    assert kinds == {"copy0": ("exact", "upper"), "copy1": ("exact", "upper"),
+                     "copy2": ("exact", "upper"), "typo": ("lexical", "upper")}
+    assert all("embeddings" not in r for r in unique + dups)
+    report = json.loads((out / "report.json").read_text())
+    assert report["counts"]["input"] == len(lines)
+    assert report["counts"]["embeddings_avoided"] == 4
+    assert report["counts"]["embedded"] == 2
+    assert report["group_sizes"] == {"5": 1}
+    page = (out / "report.html").read_text()
+    assert "<svg" in page and "threshold" in page
+
+
+def test_semantic_stage_groups_close_vectors(tmp_path, tiny_preset,
+                                             tiny_model):
+    texts = {"a": "hello world", "b": "hello world!",
+             "c": "a very different text here"}
+    vectors = dict(zip(texts, tiny_model.encode(list(texts.values()),
+                                                task="sentence_similarity")))
+    close = float(vectors["a"] @ vectors["b"])
+    assert close > max(vectors["a"] @ vectors["c"],
+                       vectors["b"] @ vectors["c"]) + 0.01
+    lines = [json.dumps({"id": i, "text": t}).encode()
+             for i, t in texts.items()]
+    # The lexical stage is switched off (threshold above any Jaccard).
+    out = _run(tmp_path, tiny_preset, lines, "--semantic_threshold",
+               str(close - 0.005), "--lexical_threshold", "1.01",
+               "--clusters", "1")
+    dups = _read(out, "duplicates")
+    assert [(r["id"], r["kind"], r["duplicate_of"]) for r in dups] == [
+        ("a", "semantic", "b")]
+    assert dups[0]["similarity"] == pytest.approx(close, abs=1e-4)
+
+
+def test_plain_text_lines_without_the_model(tmp_path):
+    lines = [b"first line of text", b"First  line of TEXT", b"second line"]
+    source = tmp_path / "corpus.txt"
+    source.write_bytes(b"\n".join(lines))
+    out = tmp_path / "out"
+    dedup_corpus.main(["--input", str(source), "--output", str(out),
+                       "--no_semantic"])
+    assert len(_read(out, "unique")) == 2
+    assert [r["kind"] for r in _read(out, "duplicates")] == ["exact"]
+
+
+@pytest.mark.parametrize("texts,unique", [
+    ([BASE] * 6, 1),                                    # all duplicates
+    ([f"note number {i} about topic {i * 7}" for i in range(6)], 6),  # none
+])
+def test_degenerate_corpora(tmp_path, texts, unique):
+    source = tmp_path / "corpus.txt"
+    source.write_text("\n".join(texts))
+    out = tmp_path / "out"
+    dedup_corpus.main(["--input", str(source), "--output", str(out),
+                       "--no_semantic"])
+    assert len(_read(out, "unique")) == unique
+    assert len(_read(out, "duplicates")) == len(texts) - unique

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from transforms.minhash import MinHasher
+from transforms.minhash import estimated_jaccard
+from transforms.minhash import normalize
+from transforms.minhash import shingles
+
+
+def test_normalisation_folds_case_width_and_spaces():
+    assert normalize("ＦＲＥＥ\tPrize\u00a0\u00a0NOW ") == "free prize now"
+    assert normalize("A  b", casefold=False) == "A b"
+    assert normalize("A  b", collapse_whitespace=False) == "a  b"
+
+
+@given(st.text(max_size=200))
+def test_normalisation_is_idempotent(text):
+    once = normalize(text)
+    assert normalize(once) == once
+
+
+def test_short_texts_still_have_a_shingle():
+    assert shingles("hi", kind="char", size=5) == {b"hi"}
+    assert shingles("", kind="char", size=5) == {b""}
+
+
+def test_band_and_row_counts_must_match_the_permutations():
+    with pytest.raises(ValueError, match="must equal num_perm"):
+        MinHasher(num_perm=128, bands=10, rows=10)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.text(min_size=1, max_size=300))
+def test_signatures_are_deterministic_across_instances(text):
+    assert np.array_equal(MinHasher().signature(text),
+                          MinHasher().signature(text))
+
+
+def test_estimated_jaccard_tracks_the_true_jaccard():
+    hasher = MinHasher(num_perm=256, bands=32, rows=8, kind="word", size=1)
+    words = [f"w{i}" for i in range(200)]
+    a, b = " ".join(words[:150]), " ".join(words[50:])  # J = 100 / 200
+    estimate = estimated_jaccard(hasher.signature(a), hasher.signature(b))
+    assert abs(estimate - 0.5) < 0.1
+
+
+def test_identical_texts_share_every_band_key():
+    hasher = MinHasher()
+    keys = hasher.band_keys(hasher.signature("the same text"))
+    assert keys == hasher.band_keys(hasher.signature("the same text"))
+    assert len(keys) == hasher.bands
+    assert 0.7 < hasher.threshold < 0.72

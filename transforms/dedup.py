@@ -1,0 +1,158 @@
+"""Exact and lexical (MinHash LSH) duplicate detection over records.
+
+Both transforms split records into `unique` (one representative per group)
+and `duplicates` (the others, with `duplicate_of`, `similarity` and `kind`).
+The representative of a group is its record with the longest text, ties
+broken by the smallest `id`: the most complete version is kept, and the
+choice does not depend on input order or worker count.
+
+Lexical detection runs in four distributed steps: MinHash signature per
+record -> records keyed by (band, bucket) -> candidate pairs within each
+bucket, verified by estimated Jaccard >= threshold -> connected components.
+Banding is a GroupByKey, so it scales with the cluster, not one worker. The
+components step gathers the verified edges (duplicates only, usually a small
+fraction of the corpus) on one worker and runs union-find over them: about
+40 bytes an edge, so tens of millions of duplicate pairs fit one worker.
+Records keep flowing in parallel; only the id -> group map is broadcast.
+Ids must be unique within a job (`ParseRecords` derives them from content
+when absent).
+"""
+
+import hashlib
+import itertools
+import typing
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from transforms.minhash import MinHasher
+from transforms.minhash import estimated_jaccard
+from transforms.minhash import normalize
+
+DUPLICATES = "duplicates"
+
+
+class Deduplicated(typing.NamedTuple):
+    unique: beam.PCollection
+    duplicates: beam.PCollection
+
+
+def representative_order(record):
+    """Sort key: the first record of a group is the one kept."""
+    return (-len(record["text"]), record["id"])
+
+
+def split_group(members, kind, similarity):
+    members = sorted(members, key=representative_order)
+    keep = members[0]
+    yield keep
+    for record in members[1:]:
+        yield beam.pvalue.TaggedOutput(DUPLICATES, {
+            **record, "duplicate_of": keep["id"],
+            "similarity": similarity(keep, record), "kind": kind})
+
+
+class ExactDuplicates(beam.PTransform):
+    """Groups records whose normalised texts are identical.
+
+    Normalisation (each step configurable): Unicode NFKC, case folding,
+    whitespace runs collapsed to one space and trimmed.
+    """
+
+    def __init__(self, nfkc=True, casefold=True, collapse_whitespace=True):
+        super().__init__()
+        self._normalize = dict(nfkc=nfkc, casefold=casefold,
+                               collapse_whitespace=collapse_whitespace)
+
+    def expand(self, records):
+        options = self._normalize
+        split = (
+            records
+            | "KeyByText" >> beam.Map(lambda r: (hashlib.sha256(
+                normalize(r["text"], **options).encode("utf-8")).digest(), r))
+            | "Group" >> beam.GroupByKey()
+            | "Split" >> beam.FlatMapTuple(
+                lambda _, members: split_group(members, "exact",
+                                                lambda a, b: 1.0))
+            .with_outputs(DUPLICATES, main="unique"))
+        return Deduplicated(split.unique, split[DUPLICATES])
+
+
+class LexicalDuplicates(beam.PTransform):
+    """Groups near-identical texts: MinHash LSH, verified, made transitive.
+
+    Args:
+        hasher: a `MinHasher` (shingles, num_perm, bands x rows).
+        threshold: estimated Jaccard a candidate pair needs to be an edge.
+        max_bucket: a bucket with more records than this (boilerplate shared
+            by thousands of texts) is compared as a star around its first
+            member instead of all pairs, bounding the work at O(n).
+    """
+
+    def __init__(self, hasher=None, threshold=0.7, max_bucket=200):
+        super().__init__()
+        self._hasher = hasher or MinHasher()
+        self._threshold = threshold
+        self._max_bucket = max_bucket
+
+    def expand(self, records):
+        hasher, threshold = self._hasher, self._threshold
+        max_bucket = self._max_bucket
+        signatures = records | "Signature" >> beam.Map(
+            lambda r: (r["id"], hasher.signature(normalize(r["text"]))))
+        edges = (
+            signatures
+            | "BandKeys" >> beam.FlatMap(lambda item: [
+                (key, item) for key in hasher.band_keys(item[1])])
+            | "Bucket" >> beam.GroupByKey()
+            | "Candidates" >> beam.FlatMapTuple(
+                lambda _, members: _candidate_pairs(list(members),
+                                                    max_bucket))
+            | "Verify" >> beam.Filter(
+                lambda pair: estimated_jaccard(pair[0][1], pair[1][1])
+                >= threshold)
+            | "Edge" >> beam.Map(lambda pair: tuple(sorted(
+                (pair[0][0], pair[1][0]))))
+            | "DistinctEdges" >> beam.Distinct())
+        groups = (edges | "Edges" >> beam.combiners.ToList()
+                  | "Components" >> beam.FlatMap(connected_components))
+        split = (
+            records
+            | "KeyByGroup" >> beam.Map(
+                lambda r, group_of: (group_of.get(r["id"], r["id"]), r),
+                group_of=beam.pvalue.AsDict(groups))
+            | "Group" >> beam.GroupByKey()
+            | "Split" >> beam.FlatMapTuple(
+                lambda _, members: split_group(
+                    members, "lexical", lambda a, b: estimated_jaccard(
+                        hasher.signature(normalize(a["text"])),
+                        hasher.signature(normalize(b["text"])))))
+            .with_outputs(DUPLICATES, main="unique"))
+        return Deduplicated(split.unique, split[DUPLICATES])
+
+
+def _candidate_pairs(members, max_bucket):
+    if len(members) <= max_bucket:
+        return itertools.combinations(members, 2)
+    Metrics.counter("LexicalDuplicates", "star_buckets").inc()
+    members.sort(key=lambda item: item[0])
+    return ((members[0], other) for other in members[1:])
+
+
+def connected_components(edges):
+    """Yields `(id, group)` for every id on an edge; group = smallest id."""
+    parent = {}
+
+    def find(node):
+        parent.setdefault(node, node)
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for a, b in edges:
+        root_a, root_b = find(a), find(b)
+        if root_a != root_b:
+            parent[max(root_a, root_b)] = min(root_a, root_b)
+    for node in parent:
+        yield node, find(node)

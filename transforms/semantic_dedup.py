@@ -1,0 +1,104 @@
+"""Same-meaning duplicates: SemDeDup on EmbeddingGemma vectors.
+
+Records are bucketed by k-means on their sentence-similarity embeddings
+(centroids fitted on a sample, so the fit is one worker's work whatever the
+corpus size); within each bucket every pair with cosine >= `threshold` is an
+edge; edges are made transitive with the same connected components as the
+lexical detector, and the same representative rule applies. Two paraphrases
+in different buckets are missed: more clusters is faster and misses more.
+"""
+
+import apache_beam as beam
+import numpy as np
+
+from transforms.dedup import DUPLICATES
+from transforms.dedup import Deduplicated
+from transforms.dedup import split_group
+from transforms.dedup import connected_components
+from transforms.embed import EMBEDDINGS
+
+# Vectors compared at once within a bucket: 2,048 x 2,048 cosines (16 MB).
+_BLOCK = 2048
+
+
+def fit_centroids(vectors, clusters, seed=0):
+    """k-means centroids (unit length) for bucketing; fewer if few vectors."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    vectors = np.asarray(vectors, dtype=np.float32)
+    clusters = max(1, min(clusters, len(vectors)))
+    kmeans = MiniBatchKMeans(n_clusters=clusters, random_state=seed,
+                             n_init=3, batch_size=4096)
+    kmeans.fit(vectors)
+    centroids = kmeans.cluster_centers_
+    return centroids / np.maximum(
+        np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+
+
+def within_bucket_edges(members, threshold):
+    """Yields `(id_a, id_b, cosine)` for pairs at or above `threshold`."""
+    ids = [record_id for record_id, _ in members]
+    vectors = np.stack([vector for _, vector in members]).astype(np.float32)
+    for start in range(0, len(ids), _BLOCK):
+        block = vectors[start:start + _BLOCK] @ vectors.T
+        rows, cols = np.nonzero(block >= threshold)
+        for row, col in zip(rows.tolist(), cols.tolist()):
+            i = start + row
+            if i < col:
+                yield ids[i], ids[col], float(block[row, col])
+
+
+class SemanticDuplicates(beam.PTransform):
+    """Flags records whose embeddings (`stage`) are near-identical.
+
+    Args:
+        threshold: cosine at or above which two records are duplicates.
+        clusters: k-means buckets (SemDeDup uses 100-1,000 on large
+            corpora); capped by the sample size.
+        sample_size: vectors the centroids are fitted on.
+        stage: which of `record["embeddings"]` to compare.
+    """
+
+    def __init__(self, threshold=0.95, clusters=100, sample_size=50_000,
+                 stage="similarity"):
+        super().__init__()
+        self._threshold = threshold
+        self._clusters = clusters
+        self._sample_size = sample_size
+        self._stage = stage
+
+    def expand(self, records):
+        stage, threshold, clusters = (self._stage, self._threshold,
+                                      self._clusters)
+        keyed = records | "Vector" >> beam.Map(
+            lambda r: (r["id"], np.asarray(r[EMBEDDINGS][stage], np.float32)))
+        centroids = (
+            keyed
+            | "Sample" >> beam.combiners.Sample.FixedSizeGlobally(
+                self._sample_size)
+            | "Fit" >> beam.Map(lambda sample: fit_centroids(
+                [vector for _, vector in sample], clusters)))
+        edges = (
+            keyed
+            | "Bucket" >> beam.Map(
+                lambda item, c: (int(np.argmax(c @ item[1])), item),
+                c=beam.pvalue.AsSingleton(centroids))
+            | "GroupBuckets" >> beam.GroupByKey()
+            | "Pairs" >> beam.FlatMapTuple(
+                lambda _, members: within_bucket_edges(list(members),
+                                                       threshold)))
+        groups = (edges | "Edges" >> beam.Map(lambda e: (e[0], e[1]))
+                  | "Collect" >> beam.combiners.ToList()
+                  | "Components" >> beam.FlatMap(connected_components))
+        split = (
+            records
+            | "KeyByGroup" >> beam.Map(
+                lambda r, group_of: (group_of.get(r["id"], r["id"]), r),
+                group_of=beam.pvalue.AsDict(groups))
+            | "Group" >> beam.GroupByKey()
+            | "Split" >> beam.FlatMapTuple(
+                lambda _, members: split_group(
+                    members, "semantic", lambda a, b: float(
+                        np.dot(a[EMBEDDINGS][stage], b[EMBEDDINGS][stage]))))
+            .with_outputs(DUPLICATES, main="unique"))
+        return Deduplicated(split.unique, split[DUPLICATES])
