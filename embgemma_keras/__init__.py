@@ -11,9 +11,11 @@ from embgemma_keras.embedding_gemma import MATRYOSHKA_DIMS
 from embgemma_keras.embedding_gemma import EmbeddingGemma
 from embgemma_keras.embedding_gemma import EncodeStats
 from embgemma_keras.embedding_gemma import truncate_embeddings
-from embgemma_keras.heads import HeadMismatchError
+from embgemma_keras.artifacts import ArtifactMismatchError
+from embgemma_keras.artifacts import ModelIdentity
+from embgemma_keras.clusters import Centroids
+from embgemma_keras.clusters import load_centroids
 from embgemma_keras.heads import LinearHead
-from embgemma_keras.heads import ModelIdentity
 from embgemma_keras.heads import ZeroShotHead
 from embgemma_keras.heads import load_head
 from embgemma_keras.presets import ModelNotFoundError
@@ -22,9 +24,10 @@ from embgemma_keras.tasks import format_prompts
 from embgemma_keras.tiny import make_tiny_preset
 
 __all__ = [
+    "Centroids",
     "EmbeddingGemma",
     "EncodeStats",
-    "HeadMismatchError",
+    "ArtifactMismatchError",
     "LinearHead",
     "MATRYOSHKA_DIMS",
     "ModelIdentity",
@@ -32,6 +35,7 @@ __all__ = [
     "Task",
     "ZeroShotHead",
     "format_prompts",
+    "load_centroids",
     "load_head",
     "make_tiny_preset",
     "truncate_embeddings",

@@ -9,11 +9,12 @@ A head turns an embedding into `{"label": ..., "score": ...}`:
   description; `score` is the cosine to the closest prototype, and a score
   below `min_score` gives the label "unknown".
 
-`save(directory)` writes `head.json` (labels, prompt, dim, model identity,
-a SHA-256 of the arrays) and `arrays.npz`; `load_head` reads them back with
-`allow_pickle=False`, so loading a head never runs code from the file. A
-head is refused when its arrays do not match their checksum, or when it was
-made for another model, prompt or dim than the caller's.
+`save(directory)` writes an artifact (`embgemma_keras.artifacts`:
+`artifact.json` with labels, prompt, dim, model identity and a SHA-256 of
+`arrays.npz`); `load_head` reads it back with `allow_pickle=False`, so
+loading a head never runs code from the file. A head is refused when its
+arrays do not match their checksum, or when it was made for another model,
+prompt or dim than the caller's.
 
 ```python
 head = LinearHead.fit(train_vectors, train_labels, model_identity=identity,
@@ -25,31 +26,19 @@ head.predict(vectors)   # [{"label": "spam", "score": 0.98}, ...]
 ```
 """
 
-import dataclasses
-import hashlib
-import io
-import json
 import os
 
 import numpy as np
 
+from embgemma_keras.artifacts import ArtifactMismatchError
+from embgemma_keras.artifacts import ModelIdentity  # noqa: F401 (re-export)
+from embgemma_keras.artifacts import describe_model
+from embgemma_keras.artifacts import read_artifact
+from embgemma_keras.artifacts import save_artifact
 from embgemma_keras.tasks import Task
 
-FORMAT_VERSION = 1
 UNKNOWN = "unknown"
-DEFAULT_CS = (1.0, 4.0, 16.0, 64.0)
-
-
-class HeadMismatchError(ValueError):
-    """A head that cannot be used with this model, prompt or dim."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelIdentity:
-    """Which weights made an embedding: where from, and their fingerprint."""
-
-    handle: str
-    fingerprint: str
+DEFAULT_CS = (1.0, 4.0, 16.0, 64.0, 256.0)
 
 
 class _Head:
@@ -74,26 +63,11 @@ class _Head:
         return vectors
 
     def save(self, directory):
-        os.makedirs(directory, exist_ok=True)
-        buffer = io.BytesIO()
-        np.savez(buffer, **self._arrays())
-        arrays = buffer.getvalue()
-        with open(os.path.join(directory, "arrays.npz"), "wb") as f:
-            f.write(arrays)
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "kind": self.kind,
-            "labels": self.labels,
-            "task": self.task.value,
-            "prompt": self.task.prefix,
-            "dim": self.dim,
-            "model": dataclasses.asdict(self.model_identity),
-            "arrays_sha256": hashlib.sha256(arrays).hexdigest(),
-            **self._settings(),
-        }
-        with open(os.path.join(directory, "head.json"), "w") as f:
-            json.dump(meta, f, indent=2, ensure_ascii=False)
-        return directory
+        """Writes the head as plain data; see `load_head`."""
+        meta = {"labels": self.labels,
+                **describe_model(self.model_identity, self.task, self.dim),
+                **self._settings()}
+        return save_artifact(directory, self.kind, meta, self._arrays())
 
     def _arrays(self):
         raise NotImplementedError
@@ -232,30 +206,11 @@ def load_head(directory, *, expect=None, task=None, dim=None):
         task, dim: the prompt and size the caller embeds with.
 
     Raises:
-        HeadMismatchError: corrupt or tampered files, or a head for another
-            model, prompt or dim.
+        ArtifactMismatchError: corrupt or tampered files, or a head for
+            another model, prompt or dim.
     """
-    meta_path = os.path.join(directory, "head.json")
-    arrays_path = os.path.join(directory, "arrays.npz")
-    try:
-        with open(meta_path, encoding="utf-8") as f:
-            meta = json.load(f)
-        with open(arrays_path, "rb") as f:
-            raw = f.read()
-    except (OSError, ValueError) as e:
-        raise HeadMismatchError(f"cannot read head {directory!r}: {e}") from e
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise HeadMismatchError(
-            f"head {directory!r} has format version "
-            f"{meta.get('format_version')!r}, expected {FORMAT_VERSION}")
-    if hashlib.sha256(raw).hexdigest() != meta.get("arrays_sha256"):
-        raise HeadMismatchError(
-            f"head {directory!r}: arrays.npz does not match the checksum in "
-            "head.json; the head was modified or corrupted")
-    identity = ModelIdentity(**meta["model"])
-    _check_match(directory, meta, identity, expect, task, dim)
-    with np.load(io.BytesIO(raw), allow_pickle=False) as arrays:
-        arrays = dict(arrays)
+    meta, arrays, identity = read_artifact(directory, expect=expect,
+                                           task=task, dim=dim)
     common = dict(task=meta["task"], dim=meta["dim"], model_identity=identity)
     if meta["kind"] == LinearHead.kind:
         return LinearHead(meta["labels"], arrays["coef"], arrays["intercept"],
@@ -264,20 +219,5 @@ def load_head(directory, *, expect=None, task=None, dim=None):
         return ZeroShotHead(meta["labels"], arrays["prototypes"],
                             descriptions=meta["descriptions"],
                             min_score=meta["min_score"], **common)
-    raise HeadMismatchError(f"head {directory!r} has unknown kind "
-                            f"{meta['kind']!r}")
-
-
-def _check_match(directory, meta, identity, expect, task, dim):
-    if expect is not None and identity.fingerprint != expect.fingerprint:
-        raise HeadMismatchError(
-            f"head {directory!r} was trained on model {identity.handle!r} "
-            f"(weights {identity.fingerprint}), not on {expect.handle!r} "
-            f"(weights {expect.fingerprint}); retrain it for this model")
-    if task is not None and meta["task"] != Task.parse(task).value:
-        raise HeadMismatchError(
-            f"head {directory!r} expects {meta['task']!r} embeddings, "
-            f"not {Task.parse(task).value!r}")
-    if dim is not None and meta["dim"] != dim:
-        raise HeadMismatchError(
-            f"head {directory!r} expects dim {meta['dim']}, not {dim}")
+    raise ArtifactMismatchError(f"{os.fspath(directory)!r} is a "
+                                f"{meta['kind']!r}, not a label head")

@@ -9,7 +9,7 @@ with the classification prompt, fits a class-balanced logistic regression
 (regularisation chosen by inner cross-validation), reports k-fold
 cross-validation and writes to DIR:
 
-- `head.json` + `arrays.npz`: the head as plain data, with the model's
+- `artifact.json` + `arrays.npz`: the head as plain data, with the model's
   identity, prompt, dim and labels (load with `embgemma_keras.load_head`);
 - `metrics.json`: accuracy, macro F1, per-label precision/recall/F1/support,
   the confusion matrix and the CV spread; `eval` for --eval, `baseline` for

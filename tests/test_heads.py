@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from embgemma_keras import HeadMismatchError
+from embgemma_keras import ArtifactMismatchError
 from embgemma_keras import LinearHead
 from embgemma_keras import ModelIdentity
 from embgemma_keras import ZeroShotHead
@@ -70,11 +70,11 @@ def test_a_head_for_other_weights_prompt_or_dim_is_refused(tmp_path):
     vectors, labels = _blobs()
     LinearHead.fit(vectors, labels, task="classification",
                    model_identity=IDENTITY).save(tmp_path / "h")
-    with pytest.raises(HeadMismatchError, match="retrain it for this model"):
+    with pytest.raises(ArtifactMismatchError, match="retrain it for this model"):
         load_head(tmp_path / "h", expect=ModelIdentity("models/b", "bbbb"))
-    with pytest.raises(HeadMismatchError, match="expects 'classification'"):
+    with pytest.raises(ArtifactMismatchError, match="expects 'classification'"):
         load_head(tmp_path / "h", task="clustering")
-    with pytest.raises(HeadMismatchError, match="expects dim 128, not 768"):
+    with pytest.raises(ArtifactMismatchError, match="expects dim 128, not 768"):
         load_head(tmp_path / "h", dim=768)
 
 
@@ -84,7 +84,7 @@ def test_tampered_or_unsafe_arrays_are_refused(tmp_path):
                    model_identity=IDENTITY).save(tmp_path / "h")
     arrays = tmp_path / "h" / "arrays.npz"
     np.savez(arrays, coef=np.zeros((1, 128)), intercept=np.zeros(1))
-    with pytest.raises(HeadMismatchError, match="modified or corrupted"):
+    with pytest.raises(ArtifactMismatchError, match="modified or corrupted"):
         load_head(tmp_path / "h")
 
 
@@ -97,7 +97,7 @@ def test_pickled_arrays_never_load_even_with_a_matching_checksum(tmp_path):
     arrays = tmp_path / "h" / "arrays.npz"
     np.savez(arrays, coef=np.array([object()], dtype=object),
              intercept=np.zeros(1))
-    meta_path = tmp_path / "h" / "head.json"
+    meta_path = tmp_path / "h" / "artifact.json"
     meta = json.loads(meta_path.read_text())
     meta["arrays_sha256"] = hashlib.sha256(arrays.read_bytes()).hexdigest()
     meta_path.write_text(json.dumps(meta))
@@ -106,7 +106,7 @@ def test_pickled_arrays_never_load_even_with_a_matching_checksum(tmp_path):
 
 
 def test_missing_files_are_a_clear_error(tmp_path):
-    with pytest.raises(HeadMismatchError, match="cannot read head"):
+    with pytest.raises(ArtifactMismatchError, match="cannot read artifact"):
         load_head(tmp_path / "nothing")
 
 

@@ -2,6 +2,8 @@
 
 from transforms.classify import LABELS
 from transforms.classify import ClassifyLabels
+from transforms.clusters import CLUSTER
+from transforms.clusters import AssignClusters
 from transforms.dead_letters import DEAD_LETTERS
 from transforms.dead_letters import WithDeadLetters
 from transforms.dead_letters import dead_letter
@@ -15,6 +17,8 @@ from transforms.records import ParseRecords
 from transforms.records import record_id
 
 __all__ = [
+    "AssignClusters",
+    "CLUSTER",
     "LABELS",
     "ClassifyLabels",
     "DEAD_LETTERS",

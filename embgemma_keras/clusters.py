@@ -1,0 +1,88 @@
+"""k-means centroids on EmbeddingGemma vectors, stored as plain data.
+
+```python
+centroids = Centroids.fit(vectors, k=20, task="clustering",
+                          model_identity=model.identity)
+centroids.save("clusters/news")
+centroids = load_centroids("clusters/news", expect=model.identity,
+                           task="clustering", dim=768)
+ids, distances = centroids.assign(vectors)   # cosine distance 1 - cos
+```
+"""
+
+import numpy as np
+
+from embgemma_keras.artifacts import ArtifactMismatchError
+from embgemma_keras.artifacts import describe_model
+from embgemma_keras.artifacts import read_artifact
+from embgemma_keras.artifacts import save_artifact
+from embgemma_keras.tasks import Task
+
+KIND = "kmeans_centroids"
+# Above this many vectors, mini-batch k-means: one pass over small random
+# batches instead of full Lloyd iterations, at a small cost in inertia.
+MINIBATCH_ABOVE = 20_000
+
+
+def _unit(rows):
+    rows = np.asarray(rows, dtype=np.float32)
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True),
+                             1e-12)
+
+
+class Centroids:
+    """Unit-length cluster centres; records go to the closest by cosine."""
+
+    def __init__(self, centroids, task, model_identity, sizes=None):
+        self.centroids = _unit(centroids)
+        self.task = Task.parse(task)
+        self.dim = self.centroids.shape[1]
+        self.model_identity = model_identity
+        self.sizes = None if sizes is None else np.asarray(sizes, np.int64)
+
+    @classmethod
+    def fit(cls, vectors, k, *, task, model_identity, seed=0):
+        """k-means (MiniBatchKMeans above 20,000 vectors) on unit vectors."""
+        from sklearn.cluster import KMeans
+        from sklearn.cluster import MiniBatchKMeans
+
+        vectors = _unit(vectors)
+        if not 1 <= k <= len(vectors):
+            raise ValueError(f"k must be between 1 and the number of "
+                             f"vectors ({len(vectors)}), got {k}")
+        if len(vectors) > MINIBATCH_ABOVE:
+            model = MiniBatchKMeans(k, random_state=seed, n_init=3,
+                                    batch_size=4096)
+        else:
+            model = KMeans(k, random_state=seed, n_init=4)
+        labels = model.fit_predict(vectors)
+        return cls(model.cluster_centers_, task, model_identity,
+                   sizes=np.bincount(labels, minlength=k))
+
+    def assign(self, vectors):
+        """Closest centroid per row and its cosine distance (1 - cos)."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(f"expected vectors of shape (n, {self.dim}), "
+                             f"got {vectors.shape}")
+        cosines = _unit(vectors) @ self.centroids.T
+        best = cosines.argmax(axis=1)
+        return best, 1.0 - cosines[np.arange(len(best)), best]
+
+    def save(self, directory):
+        arrays = {"centroids": self.centroids}
+        if self.sizes is not None:
+            arrays["sizes"] = self.sizes
+        return save_artifact(directory, KIND, describe_model(
+            self.model_identity, self.task, self.dim), arrays)
+
+
+def load_centroids(directory, *, expect=None, task=None, dim=None):
+    """Loads centroids saved by `Centroids.save`, as data only."""
+    meta, arrays, identity = read_artifact(directory, expect=expect,
+                                           task=task, dim=dim)
+    if meta["kind"] != KIND:
+        raise ArtifactMismatchError(f"{directory!r} is a {meta['kind']!r}, "
+                                    "not k-means centroids")
+    return Centroids(arrays["centroids"], meta["task"], identity,
+                     sizes=arrays.get("sizes"))

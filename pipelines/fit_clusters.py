@@ -1,0 +1,117 @@
+"""Fit k-means centroids on clustering-prompt embeddings of a corpus.
+
+    python -m pipelines.fit_clusters --input FILE --model M --k K --output DIR \\
+        [--text_column text] [--dim 768]
+
+Reads JSONL/TSV/CSV/plain-text records (local or gs://), embeds them with
+the clustering prompt, fits k-means (mini-batch above 20,000 records) and
+writes to DIR the centroids as plain data (`artifact.json`, `arrays.npz`,
+with the model identity, prompt and dim; load with
+`embgemma_keras.load_centroids`), `metrics.json` (cluster sizes, mean
+cosine distance to the centroid, silhouette on a sample) and
+`dead_letters-*.jsonl`.
+"""
+
+import json
+import logging
+import os
+import sys
+import tempfile
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from embgemma_keras import MATRYOSHKA_DIMS
+from embgemma_keras import Centroids
+from embgemma_keras import ModelIdentity
+from embgemma_keras.presets import SUPPORTED_DTYPES
+from embgemma_keras.presets import fingerprint_files
+from embgemma_keras.presets import resolve_handle
+from pipelines.files import ReadRecords
+from pipelines.files import write_jsonl
+from transforms import EMBEDDINGS
+from transforms import EmbeddingGemmaModelHandler
+from transforms import EmbedRecords
+
+STAGE = "clustering"
+SILHOUETTE_SAMPLE = 5000
+
+
+class FitClustersOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--input", help="Records to cluster (required).")
+        parser.add_argument("--output", help="Output directory (required).")
+        parser.add_argument("--k", type=int, help="Clusters (required).")
+        parser.add_argument("--model", default=None,
+                            help="Model handle (default: $EMBGEMMA_MODEL).")
+        parser.add_argument("--text_column", default="text")
+        parser.add_argument("--dim", type=int, default=768,
+                            choices=MATRYOSHKA_DIMS)
+        parser.add_argument("--dtype", default="float32",
+                            choices=SUPPORTED_DTYPES)
+
+
+def fit_and_write(vectors, options, identity):
+    """Fits the centroids, computes metrics, writes both; returns metrics."""
+    from sklearn.metrics import silhouette_score
+
+    vectors = np.stack(vectors)
+    centroids = Centroids.fit(vectors, options.k, task=STAGE,
+                              model_identity=identity)
+    labels, distances = centroids.assign(vectors)
+    metrics = {"records": len(vectors), "k": options.k,
+               "sizes": centroids.sizes.tolist(),
+               "mean_cosine_distance": float(distances.mean())}
+    if 1 < options.k < len(vectors):
+        sample = np.random.default_rng(0).permutation(len(vectors))[
+            :SILHOUETTE_SAMPLE]
+        metrics["silhouette_cosine"] = float(silhouette_score(
+            vectors[sample], labels[sample], metric="cosine"))
+    staging = tempfile.mkdtemp(prefix="centroids-")
+    centroids.save(staging)
+    with open(os.path.join(staging, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    for name in os.listdir(staging):
+        with open(os.path.join(staging, name), "rb") as src, \
+                FileSystems.create(FileSystems.join(options.output, name)) \
+                as dst:
+            dst.write(src.read())
+    print(json.dumps({k: v for k, v in metrics.items() if k != "sizes"}),
+          flush=True)
+    return metrics
+
+
+def build(pipeline, options):
+    handle = resolve_handle(options.model)
+    identity = ModelIdentity(handle, fingerprint_files(handle) or handle)
+    handler = EmbeddingGemmaModelHandler(handle, dim=options.dim,
+                                         dtype=options.dtype)
+    read = pipeline | "Read" >> ReadRecords(options.input, options.text_column)
+    embedded = read.output | "Embed" >> EmbedRecords(handler,
+                                                     prompts={STAGE: STAGE})
+    write_jsonl((read.dead_letters, embedded.dead_letters)
+                | "AllDeadLetters" >> beam.Flatten(),
+                FileSystems.join(options.output, "dead_letters"),
+                "DeadLetters")
+    return (embedded.output
+            | "Vector" >> beam.Map(lambda r: r[EMBEDDINGS][STAGE])
+            | "Collect" >> beam.combiners.ToList()
+            | "Fit" >> beam.Map(fit_and_write, options, identity))
+
+
+def main(argv=None):
+    logging.getLogger().setLevel(logging.WARNING)
+    options = PipelineOptions(argv)
+    job = options.view_as(FitClustersOptions)
+    for flag in ("input", "output", "k"):
+        if not getattr(job, flag):
+            sys.exit(f"--{flag} is required; see --help")
+    with beam.Pipeline(options=options) as pipeline:
+        build(pipeline, job)
+
+
+if __name__ == "__main__":
+    main()
