@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 
 from transforms.minhash import MinHasher
 from transforms.minhash import estimated_jaccard
+from transforms.minhash import fmix32
 from transforms.minhash import normalize
-from transforms.minhash import shingles
 
 
 def test_normalisation_folds_case_width_and_spaces():
@@ -22,9 +22,37 @@ def test_normalisation_is_idempotent(text):
     assert normalize(once) == once
 
 
-def test_short_texts_still_have_a_shingle():
-    assert shingles("hi", kind="char", size=5) == {b"hi"}
-    assert shingles("", kind="char", size=5) == {b""}
+def test_short_texts_still_have_one_shingle():
+    assert len(MinHasher(size=5).shingle_hashes("hi")) == 1
+    assert len(MinHasher(kind="word", size=3).shingle_hashes("a b")) == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.text(max_size=120), st.sampled_from(["char", "word"]))
+def test_signatures_equal_datasketch_with_the_same_hash(text, kind):
+    from datasketch import MinHash
+
+    hasher = MinHasher(kind=kind, size=3)
+    text = normalize(text)
+    reference = MinHash(128, 1, hashfunc=int, scheme="affine32")
+    reference.update_batch(hasher.shingle_hashes(text).tolist())
+    np.testing.assert_array_equal(hasher.signature(text),
+                                  reference.hashvalues)
+
+
+@given(st.lists(st.text(max_size=60), min_size=1, max_size=12))
+def test_batched_signatures_equal_one_at_a_time(texts):
+    hasher = MinHasher()
+    batched = hasher.signatures(texts)
+    for text, signature in zip(texts, batched):
+        np.testing.assert_array_equal(signature, hasher.signature(text))
+
+
+def test_fmix32_matches_datasketch():
+    from datasketch.minhash import _fmix
+
+    values = np.arange(0, 2**32 - 1, 7919 * 4099, dtype=np.uint32)
+    np.testing.assert_array_equal(fmix32(values), _fmix(values, 32))
 
 
 def test_band_and_row_counts_must_match_the_permutations():

@@ -98,8 +98,14 @@ class LexicalDuplicates(beam.PTransform):
     def expand(self, records):
         hasher, threshold = self._hasher, self._threshold
         max_bucket = self._max_bucket
-        signatures = records | "Signature" >> beam.Map(
-            lambda r: (r["id"], hasher.signature(normalize(r["text"]))))
+        # Signatures are computed a batch at a time: vectorised MinHash.
+        signatures = (
+            records
+            | "Batch" >> beam.BatchElements(min_batch_size=64,
+                                            max_batch_size=256)
+            | "Signatures" >> beam.FlatMap(lambda batch: zip(
+                [r["id"] for r in batch],
+                hasher.signatures([normalize(r["text"]) for r in batch]))))
         edges = (
             signatures
             | "BandKeys" >> beam.FlatMap(lambda item: [

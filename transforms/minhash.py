@@ -1,22 +1,30 @@
 """Text normalisation, shingles and MinHash signatures with LSH band keys.
 
-Pure Python (datasketch underneath, no Beam), so the same signature is
-computed in a batch job, a streaming job and a test.
+Pure Python and NumPy (no Beam), so a batch job, a streaming job and a test
+compute the same signature.
+
+Signatures follow datasketch 2.0's "affine32" scheme exactly (its seeded
+permutations, the MurmurHash3 finalizer, then `a * h + b` in uint32) with
+one change that makes them several times faster: a shingle's input hash is
+a polynomial hash of its code points (or of its words' CRC-32s), computed
+for every shingle of a batch of texts at once in NumPy, instead of one
+SHA-1 call per shingle in Python. A signature equals
+`datasketch.MinHash(num_perm, seed, hashfunc=<that hash>)` fed the same
+shingles (tested).
 
 >>> normalize("  Héllo\\u00a0  WORLD ")
 'héllo world'
->>> sorted(shingles("a b c d", kind="word", size=2))
-[b'a b', b'b c', b'c d']
 """
 
 import hashlib
 import re
 import unicodedata
+import zlib
 
 import numpy as np
-from datasketch import MinHash
 
 _SPACES = re.compile(r"\s+")
+_POLY = np.uint32(0x01000193)  # the 32-bit FNV prime: odd, well mixed bits
 
 
 def normalize(text, nfkc=True, casefold=True, collapse_whitespace=True):
@@ -30,26 +38,24 @@ def normalize(text, nfkc=True, casefold=True, collapse_whitespace=True):
     return text
 
 
-def shingles(text, kind="char", size=5):
-    """The set of `size`-grams of characters or words, as UTF-8 bytes.
-
-    A text shorter than one shingle gives a single shingle of all of it, so
-    short texts still have a signature.
-    """
-    units = text.split(" ") if kind == "word" else text
-    joiner = " " if kind == "word" else ""
-    if len(units) <= size:
-        return {joiner.join(units).encode("utf-8")}
-    return {joiner.join(units[i:i + size]).encode("utf-8")
-            for i in range(len(units) - size + 1)}
+def fmix32(values):
+    """MurmurHash3's 32-bit finalizer: an avalanching bijection on uint32."""
+    values = np.asarray(values, dtype=np.uint32)
+    values = values ^ (values >> np.uint32(16))
+    values = values * np.uint32(0x85EBCA6B)
+    values = values ^ (values >> np.uint32(13))
+    values = values * np.uint32(0xC2B2AE35)
+    return values ^ (values >> np.uint32(16))
 
 
 class MinHasher:
     """MinHash signatures and LSH band keys for one parameter set.
 
-    `bands` x `rows` must equal `num_perm`; two texts share a band key with
-    probability 1 - (1 - J^rows)^bands for Jaccard similarity J, an S-curve
-    whose midpoint is about (1 / bands) ** (1 / rows).
+    Shingles are `size` consecutive characters (`kind="char"`) or words
+    (`kind="word"`) of the normalised text; a text shorter than one shingle
+    is one shingle. `bands` x `rows` must equal `num_perm`: two texts share
+    a band key with probability 1 - (1 - J^rows)^bands for Jaccard J, an
+    S-curve whose midpoint is about (1 / bands) ** (1 / rows).
     """
 
     def __init__(self, num_perm=128, bands=16, rows=8, kind="char", size=5,
@@ -62,7 +68,10 @@ class MinHasher:
                              f"got {kind!r}")
         self.num_perm, self.bands, self.rows = num_perm, bands, rows
         self.kind, self.size, self.seed = kind, size, seed
-        self._permutations = None
+        self._a, self._b = _affine32_permutations(num_perm, seed)
+        self._powers = np.array(
+            [_POLY ** np.uint32(size - 1 - j) for j in range(size)],
+            dtype=np.uint32)
 
     @property
     def threshold(self):
@@ -70,25 +79,58 @@ class MinHasher:
         return (1 / self.bands) ** (1 / self.rows)
 
     def signature(self, text):
-        """The MinHash signature (uint64 array) of the normalised text."""
-        if self._permutations is None:  # built lazily: not pickled with DoFns
-            template = MinHash(self.num_perm, self.seed)
-            self._permutations = (template.permutations, template.scheme)
-        permutations, scheme = self._permutations
-        minhash = MinHash(self.num_perm, self.seed, permutations=permutations,
-                          scheme=scheme)
-        minhash.update_batch(list(shingles(text, self.kind, self.size)))
-        return minhash.hashvalues.astype(np.uint64)
+        """The signature (uint32, `num_perm`) of one normalised text."""
+        return self.signatures([text])[0]
+
+    def signatures(self, texts):
+        """Signatures of many normalised texts, as a `(n, num_perm)` array."""
+        units = [self._units(text) for text in texts]
+        lengths = np.array([max(len(u), self.size) for u in units])
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        joined = np.zeros(int(lengths.sum()), dtype=np.uint32)
+        for start, unit in zip(starts, units):
+            joined[start:start + len(unit)] = unit
+        hashes = self._window_hashes(joined)
+        # Windows that straddle two texts are dropped.
+        valid = np.ones(len(joined), dtype=bool)
+        for back in range(1, self.size):
+            valid[starts + lengths - back] = False
+        hashes = fmix32(hashes[valid[:len(hashes)]])
+        offsets = np.concatenate([[0], np.cumsum(lengths - self.size + 1)[:-1]])
+        permuted = hashes[:, None] * self._a + self._b
+        return np.minimum.reduceat(permuted, offsets, axis=0)
+
+    def shingle_hashes(self, text):
+        """Input hashes of one text's shingles (for checks against datasketch)."""
+        units = self._units(text)
+        padded = np.zeros(max(len(units), self.size), dtype=np.uint32)
+        padded[:len(units)] = units
+        return self._window_hashes(padded)
 
     def band_keys(self, signature):
         """One `(band, digest)` key per band; equal keys are LSH candidates."""
-        rows = np.asarray(signature, dtype=np.uint64).reshape(self.bands,
+        rows = np.asarray(signature, dtype=np.uint32).reshape(self.bands,
                                                                self.rows)
         return [(band, hashlib.blake2b(row.tobytes(), digest_size=8).digest())
                 for band, row in enumerate(rows)]
 
-    def __getstate__(self):
-        return {**self.__dict__, "_permutations": None}
+    def _units(self, text):
+        if self.kind == "char":
+            return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        return np.array([zlib.crc32(word.encode("utf-8"))
+                         for word in text.split(" ")], dtype=np.uint32)
+
+    def _window_hashes(self, units):
+        windows = np.lib.stride_tricks.sliding_window_view(units, self.size)
+        return (windows * self._powers).sum(axis=1, dtype=np.uint32)
+
+
+def _affine32_permutations(num_perm, seed):
+    """datasketch's seeded (a, b) for the affine32 scheme, as uint32."""
+    from datasketch import MinHash
+
+    a, b = MinHash(num_perm, seed).permutations
+    return a.astype(np.uint32), b.astype(np.uint32)
 
 
 def estimated_jaccard(signature_a, signature_b):
