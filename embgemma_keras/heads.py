@@ -31,7 +31,6 @@ import os
 import numpy as np
 
 from embgemma_keras.artifacts import ArtifactMismatchError
-from embgemma_keras.artifacts import ModelIdentity  # noqa: F401 (re-export)
 from embgemma_keras.artifacts import describe_model
 from embgemma_keras.artifacts import read_artifact
 from embgemma_keras.artifacts import save_artifact

@@ -21,20 +21,17 @@ dead letters.
 """
 
 import json
-import logging
-import sys
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from embgemma_keras import MATRYOSHKA_DIMS
-from embgemma_keras.presets import SUPPORTED_DTYPES
-from embgemma_keras.presets import resolve_handle
 from pipelines.dedup_report import build_report
 from pipelines.dedup_report import render_html
 from pipelines.files import ReadRecords
 from pipelines.files import write_jsonl
+from pipelines.jobs import model_identity
+from pipelines.jobs import run
 from transforms import EMBEDDINGS
 from transforms import EmbeddingGemmaModelHandler
 from transforms import EmbedRecords
@@ -49,23 +46,17 @@ EXAMPLES_PER_KIND = 5
 class DedupCorpusOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--input", help="File glob (required).")
-        parser.add_argument("--output", help="Output directory (required).")
-        parser.add_argument("--model", default=None,
-                            help="Model handle (default: $EMBGEMMA_MODEL).")
-        parser.add_argument("--text_column", default="text")
-        parser.add_argument("--dtype", default="float32",
-                            choices=SUPPORTED_DTYPES)
-        parser.add_argument("--dim", type=int, default=768,
-                            choices=MATRYOSHKA_DIMS,
-                            help="Embedding size for semantic duplicates.")
         parser.add_argument("--no_case_fold", action="store_true",
                             help="Exact stage: keep case differences.")
         parser.add_argument("--shingles", default="char:5",
                             help="Lexical stage: 'char:N' or 'word:N'.")
-        parser.add_argument("--num_perm", type=int, default=128)
-        parser.add_argument("--bands", type=int, default=16)
-        parser.add_argument("--rows", type=int, default=8)
+        parser.add_argument("--num_perm", type=int, default=128,
+                            help="Lexical stage: MinHash permutations.")
+        parser.add_argument("--bands", type=int, default=16,
+                            help="Lexical stage: LSH bands (bands x rows = "
+                                 "num_perm).")
+        parser.add_argument("--rows", type=int, default=8,
+                            help="Lexical stage: rows per LSH band.")
         parser.add_argument("--lexical_threshold", type=float, default=0.7,
                             help="Estimated Jaccard for a lexical duplicate.")
         parser.add_argument("--semantic_threshold", type=float, default=0.95,
@@ -96,9 +87,9 @@ def build(pipeline, options):
     unique = lexical.unique
     embedded_count = pipeline | "NoEmbeddings" >> beam.Create([0])
     if not options.no_semantic:
-        handler = EmbeddingGemmaModelHandler(
-            resolve_handle(options.model), dim=options.dim,
-            dtype=options.dtype)
+        handle, _ = model_identity(options.model)
+        handler = EmbeddingGemmaModelHandler(handle, dim=options.dim,
+                                             dtype=options.dtype)
         embedded = lexical.unique | "Embed" >> EmbedRecords(
             handler, prompts={"similarity": "sentence_similarity"})
         semantic = embedded.output | "Semantic" >> SemanticDuplicates(
@@ -177,14 +168,7 @@ def _write_report(directory, report):
 
 
 def main(argv=None):
-    logging.getLogger().setLevel(logging.WARNING)
-    options = PipelineOptions(argv)
-    job = options.view_as(DedupCorpusOptions)
-    for flag in ("input", "output"):
-        if not getattr(job, flag):
-            sys.exit(f"--{flag} is required; see --help")
-    with beam.Pipeline(options=options) as pipeline:
-        build(pipeline, job)
+    run(argv, DedupCorpusOptions, ("input", "output"), build, __doc__)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,7 @@ cosine distance to the centroid, silhouette on a sample) and
 """
 
 import json
-import logging
 import os
-import sys
 import tempfile
 
 import apache_beam as beam
@@ -23,14 +21,11 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from embgemma_keras import MATRYOSHKA_DIMS
 from embgemma_keras import Centroids
-from embgemma_keras import ModelIdentity
-from embgemma_keras.presets import SUPPORTED_DTYPES
-from embgemma_keras.presets import fingerprint_files
-from embgemma_keras.presets import resolve_handle
 from pipelines.files import ReadRecords
 from pipelines.files import write_jsonl
+from pipelines.jobs import model_identity
+from pipelines.jobs import run
 from transforms import EMBEDDINGS
 from transforms import EmbeddingGemmaModelHandler
 from transforms import EmbedRecords
@@ -42,16 +37,8 @@ SILHOUETTE_SAMPLE = 5000
 class FitClustersOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--input", help="Records to cluster (required).")
-        parser.add_argument("--output", help="Output directory (required).")
-        parser.add_argument("--k", type=int, help="Clusters (required).")
-        parser.add_argument("--model", default=None,
-                            help="Model handle (default: $EMBGEMMA_MODEL).")
-        parser.add_argument("--text_column", default="text")
-        parser.add_argument("--dim", type=int, default=768,
-                            choices=MATRYOSHKA_DIMS)
-        parser.add_argument("--dtype", default="float32",
-                            choices=SUPPORTED_DTYPES)
+        parser.add_argument("--k", type=int,
+                            help="fit_clusters: number of clusters.")
 
 
 def fit_and_write(vectors, options, identity):
@@ -85,8 +72,7 @@ def fit_and_write(vectors, options, identity):
 
 
 def build(pipeline, options):
-    handle = resolve_handle(options.model)
-    identity = ModelIdentity(handle, fingerprint_files(handle) or handle)
+    handle, identity = model_identity(options.model)
     handler = EmbeddingGemmaModelHandler(handle, dim=options.dim,
                                          dtype=options.dtype)
     read = pipeline | "Read" >> ReadRecords(options.input, options.text_column)
@@ -103,14 +89,7 @@ def build(pipeline, options):
 
 
 def main(argv=None):
-    logging.getLogger().setLevel(logging.WARNING)
-    options = PipelineOptions(argv)
-    job = options.view_as(FitClustersOptions)
-    for flag in ("input", "output", "k"):
-        if not getattr(job, flag):
-            sys.exit(f"--{flag} is required; see --help")
-    with beam.Pipeline(options=options) as pipeline:
-        build(pipeline, job)
+    run(argv, FitClustersOptions, ("input", "output", "k"), build, __doc__)
 
 
 if __name__ == "__main__":

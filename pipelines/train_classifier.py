@@ -21,27 +21,22 @@ prototypes, and the labelled file only measures how well they do.
 """
 
 import json
-import logging
 import os
-import sys
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from embgemma_keras import MATRYOSHKA_DIMS
 from embgemma_keras import LinearHead
-from embgemma_keras import ModelIdentity
 from embgemma_keras import Task
 from embgemma_keras import ZeroShotHead
 from embgemma_keras import evaluation
 from embgemma_keras.heads import check_labels
-from embgemma_keras.presets import SUPPORTED_DTYPES
-from embgemma_keras.presets import fingerprint_files
-from embgemma_keras.presets import resolve_handle
 from pipelines.files import ReadRecords
 from pipelines.files import write_jsonl
+from pipelines.jobs import model_identity
+from pipelines.jobs import run
 from transforms import DEAD_LETTERS
 from transforms import EMBEDDINGS
 from transforms import EmbeddingGemmaModelHandler
@@ -61,17 +56,9 @@ class TrainClassifierOptions(PipelineOptions):
                                  "required).")
         parser.add_argument("--eval", default=None,
                             help="A separate labelled file to evaluate on.")
-        parser.add_argument("--output",
-                            help="Directory for the head and metrics.json "
-                                 "(required).")
-        parser.add_argument("--model", default=None,
-                            help="Model handle (default: $EMBGEMMA_MODEL).")
-        parser.add_argument("--text_column", default="text")
-        parser.add_argument("--label_column", default="label")
-        parser.add_argument("--dim", type=int, default=768,
-                            choices=MATRYOSHKA_DIMS)
-        parser.add_argument("--dtype", default="float32",
-                            choices=SUPPORTED_DTYPES)
+        parser.add_argument("--label_column", default="label",
+                            help="TSV/CSV column (or JSON field) holding "
+                                 "the label.")
         parser.add_argument("--task", default=STAGE,
                             choices=[t.value for t in Task],
                             help="Prompt to embed with (default: "
@@ -209,8 +196,11 @@ def _copy_to(source, destination):
 
 def build(pipeline, options):
     """Wires the job; returns the PCollection holding its metrics."""
-    handle = resolve_handle(options.model)
-    identity = ModelIdentity(handle, fingerprint_files(handle) or handle)
+    for item in options.zero_shot:
+        if "=" not in item:
+            raise ValueError(
+                f"--zero_shot takes LABEL=DESCRIPTION, got {item!r}")
+    handle, identity = model_identity(options.model)
     handler = EmbeddingGemmaModelHandler(handle, dim=options.dim,
                                          dtype=options.dtype)
     train, dead = _labelled_vectors(pipeline, options.train, options,
@@ -241,17 +231,7 @@ def build(pipeline, options):
 
 
 def main(argv=None):
-    logging.getLogger().setLevel(logging.WARNING)
-    options = PipelineOptions(argv)
-    job = options.view_as(TrainClassifierOptions)
-    for flag in ("train", "output"):
-        if not getattr(job, flag):
-            sys.exit(f"--{flag} is required; see --help")
-    for item in job.zero_shot:
-        if "=" not in item:
-            sys.exit(f"--zero_shot takes LABEL=DESCRIPTION, got {item!r}")
-    with beam.Pipeline(options=options) as pipeline:
-        build(pipeline, job)
+    run(argv, TrainClassifierOptions, ("train", "output"), build, __doc__)
 
 
 if __name__ == "__main__":

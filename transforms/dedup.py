@@ -120,21 +120,29 @@ class LexicalDuplicates(beam.PTransform):
             | "Edge" >> beam.Map(lambda pair: tuple(sorted(
                 (pair[0][0], pair[1][0]))))
             | "DistinctEdges" >> beam.Distinct())
-        groups = (edges | "Edges" >> beam.combiners.ToList()
-                  | "Components" >> beam.FlatMap(connected_components))
-        split = (
-            records
-            | "KeyByGroup" >> beam.Map(
-                lambda r, group_of: (group_of.get(r["id"], r["id"]), r),
-                group_of=beam.pvalue.AsDict(groups))
-            | "Group" >> beam.GroupByKey()
-            | "Split" >> beam.FlatMapTuple(
-                lambda _, members: split_group(
-                    members, "lexical", lambda a, b: estimated_jaccard(
-                        hasher.signature(normalize(a["text"])),
-                        hasher.signature(normalize(b["text"])))))
-            .with_outputs(DUPLICATES, main="unique"))
-        return Deduplicated(split.unique, split[DUPLICATES])
+        return split_by_edges(records, edges, "lexical", lambda a, b: (
+            estimated_jaccard(hasher.signature(normalize(a["text"])),
+                              hasher.signature(normalize(b["text"])))))
+
+
+def split_by_edges(records, edges, kind, similarity):
+    """Groups records along `(id, id)` edges, transitively; keeps one each.
+
+    Call inside a composite's `expand` (its labels are local to it).
+    `similarity(kept, duplicate)` fills each duplicate's `similarity`.
+    """
+    groups = (edges | "Edges" >> beam.combiners.ToList()
+              | "Components" >> beam.FlatMap(connected_components))
+    split = (
+        records
+        | "KeyByGroup" >> beam.Map(
+            lambda r, group_of: (group_of.get(r["id"], r["id"]), r),
+            group_of=beam.pvalue.AsDict(groups))
+        | "Group" >> beam.GroupByKey()
+        | "Split" >> beam.FlatMapTuple(
+            lambda _, members: split_group(members, kind, similarity))
+        .with_outputs(DUPLICATES, main="unique"))
+    return Deduplicated(split.unique, split[DUPLICATES])
 
 
 def _candidate_pairs(members, max_bucket):

@@ -11,10 +11,7 @@ in different buckets are missed: more clusters is faster and misses more.
 import apache_beam as beam
 import numpy as np
 
-from transforms.dedup import DUPLICATES
-from transforms.dedup import Deduplicated
-from transforms.dedup import split_group
-from transforms.dedup import connected_components
+from transforms.dedup import split_by_edges
 from transforms.embed import EMBEDDINGS
 
 # Vectors compared at once within a bucket: 2,048 x 2,048 cosines (16 MB).
@@ -87,18 +84,7 @@ class SemanticDuplicates(beam.PTransform):
             | "Pairs" >> beam.FlatMapTuple(
                 lambda _, members: within_bucket_edges(list(members),
                                                        threshold)))
-        groups = (edges | "Edges" >> beam.Map(lambda e: (e[0], e[1]))
-                  | "Collect" >> beam.combiners.ToList()
-                  | "Components" >> beam.FlatMap(connected_components))
-        split = (
-            records
-            | "KeyByGroup" >> beam.Map(
-                lambda r, group_of: (group_of.get(r["id"], r["id"]), r),
-                group_of=beam.pvalue.AsDict(groups))
-            | "Group" >> beam.GroupByKey()
-            | "Split" >> beam.FlatMapTuple(
-                lambda _, members: split_group(
-                    members, "semantic", lambda a, b: float(
-                        np.dot(a[EMBEDDINGS][stage], b[EMBEDDINGS][stage]))))
-            .with_outputs(DUPLICATES, main="unique"))
-        return Deduplicated(split.unique, split[DUPLICATES])
+        return split_by_edges(
+            records, edges | "IdPairs" >> beam.Map(lambda e: (e[0], e[1])),
+            "semantic", lambda a, b: float(
+                np.dot(a[EMBEDDINGS][stage], b[EMBEDDINGS][stage])))
