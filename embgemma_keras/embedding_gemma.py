@@ -12,9 +12,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from embgemma_keras import presets  # noqa: E402
+from embgemma_keras.artifacts import ModelIdentity  # noqa: E402
 from embgemma_keras.batching import pad_batch  # noqa: E402
 from embgemma_keras.batching import plan_batches  # noqa: E402
-from embgemma_keras.artifacts import ModelIdentity  # noqa: E402
 from embgemma_keras.tasks import Task  # noqa: E402
 from embgemma_keras.tasks import format_prompts  # noqa: E402
 

@@ -1,7 +1,7 @@
 """Deduplicate a corpus: exact, then lexical, then semantic duplicates.
 
     python -m pipelines.dedup_corpus --input GLOB --output DIR --model M \\
-        [--lexical_threshold 0.7] [--semantic_threshold 0.95] [--no_semantic]
+        [--lexical_threshold 0.7] [--semantic_threshold 0.9] [--no_semantic]
 
 Reads JSONL, CSV, TSV or plain-text lines (local paths or gs://) and writes
 to DIR:
@@ -59,7 +59,7 @@ class DedupCorpusOptions(PipelineOptions):
                             help="Lexical stage: rows per LSH band.")
         parser.add_argument("--lexical_threshold", type=float, default=0.7,
                             help="Estimated Jaccard for a lexical duplicate.")
-        parser.add_argument("--semantic_threshold", type=float, default=0.95,
+        parser.add_argument("--semantic_threshold", type=float, default=0.9,
                             help="Cosine for a semantic duplicate.")
         parser.add_argument("--clusters", type=int, default=100,
                             help="k-means buckets for the semantic stage.")

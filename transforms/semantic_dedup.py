@@ -50,13 +50,17 @@ class SemanticDuplicates(beam.PTransform):
 
     Args:
         threshold: cosine at or above which two records are duplicates.
+            0.9 flags MRPC paraphrase pairs with precision 0.91 and recall
+            0.55 (EmbeddingGemma, sentence-similarity prompt; 0.85: 0.85 /
+            0.78; 0.95: 0.97 / 0.25; `benchmarks/dedup_quality.py`): a
+            default that removes little that is not a duplicate.
         clusters: k-means buckets (SemDeDup uses 100-1,000 on large
             corpora); capped by the sample size.
         sample_size: vectors the centroids are fitted on.
         stage: which of `record["embeddings"]` to compare.
     """
 
-    def __init__(self, threshold=0.95, clusters=100, sample_size=50_000,
+    def __init__(self, threshold=0.9, clusters=100, sample_size=50_000,
                  stage="similarity"):
         super().__init__()
         self._threshold = threshold
