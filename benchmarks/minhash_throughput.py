@@ -9,8 +9,8 @@ and insert them into 16 bands x 8 rows of LSH buckets:
 
 - datasketch: one `MinHash` per document (`update_batch` on its shingles),
   inserted into `MinHashLSH(num_perm=128, params=(16, 8))`;
-- ours: `MinHasher.signatures` on batches of 64, band keys into a dict of
-  buckets (what the Beam job groups by).
+- ours: `MinHasher.signatures` and `band_hashes` on batches of 64, into a
+  dict of buckets (what the Beam job groups by).
 """
 
 import argparse
@@ -63,9 +63,10 @@ def run_ours(texts):
     buckets = collections.defaultdict(list)
     for start in range(0, len(texts), BATCH):
         batch = [normalize(t) for t in texts[start:start + BATCH]]
-        for offset, signature in enumerate(hasher.signatures(batch)):
-            for key in hasher.band_keys(signature):
-                buckets[key].append(start + offset)
+        hashes = hasher.band_hashes(hasher.signatures(batch)).tolist()
+        for offset, row in enumerate(hashes):
+            for band, key in enumerate(row):
+                buckets[band, key].append(start + offset)
 
 
 def main():

@@ -98,18 +98,12 @@ class LexicalDuplicates(beam.PTransform):
     def expand(self, records):
         hasher, threshold = self._hasher, self._threshold
         max_bucket = self._max_bucket
-        # Signatures are computed a batch at a time: vectorised MinHash.
-        signatures = (
+        edges = (
             records
+            # Signatures and band keys a batch at a time: vectorised MinHash.
             | "Batch" >> beam.BatchElements(min_batch_size=64,
                                             max_batch_size=256)
-            | "Signatures" >> beam.FlatMap(lambda batch: zip(
-                [r["id"] for r in batch],
-                hasher.signatures([normalize(r["text"]) for r in batch]))))
-        edges = (
-            signatures
-            | "BandKeys" >> beam.FlatMap(lambda item: [
-                (key, item) for key in hasher.band_keys(item[1])])
+            | "BandKeys" >> beam.FlatMap(_keyed_by_band, hasher)
             | "Bucket" >> beam.GroupByKey()
             | "Candidates" >> beam.FlatMapTuple(
                 lambda _, members: _candidate_pairs(list(members),
@@ -143,6 +137,15 @@ def split_by_edges(records, edges, kind, similarity):
             lambda _, members: split_group(members, kind, similarity))
         .with_outputs(DUPLICATES, main="unique"))
     return Deduplicated(split.unique, split[DUPLICATES])
+
+
+def _keyed_by_band(batch, hasher):
+    """`((band, hash), (id, signature))` for every band of every record."""
+    signatures = hasher.signatures([normalize(r["text"]) for r in batch])
+    hashes = hasher.band_hashes(signatures).tolist()
+    for record, signature, row in zip(batch, signatures, hashes):
+        for band, key in enumerate(row):
+            yield (band, key), (record["id"], signature)
 
 
 def _candidate_pairs(members, max_bucket):

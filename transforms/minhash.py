@@ -16,7 +16,6 @@ shingles (tested).
 'héllo world'
 """
 
-import hashlib
 import re
 import unicodedata
 import zlib
@@ -25,6 +24,8 @@ import numpy as np
 
 _SPACES = re.compile(r"\s+")
 _POLY = np.uint32(0x01000193)  # the 32-bit FNV prime: odd, well mixed bits
+_FNV64_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV64_PRIME = np.uint64(0x100000001B3)
 
 
 def normalize(text, nfkc=True, casefold=True, collapse_whitespace=True):
@@ -107,12 +108,22 @@ class MinHasher:
         padded[:len(units)] = units
         return self._window_hashes(padded)
 
+    def band_hashes(self, signatures):
+        """A 64-bit hash of each band of each signature, `(n, bands)`.
+
+        FNV-1a over the band's `rows` values, vectorised; two texts are LSH
+        candidates when they share a band hash in the same band.
+        """
+        rows = np.asarray(signatures, dtype=np.uint64).reshape(
+            -1, self.bands, self.rows)
+        hashes = np.full(rows.shape[:2], _FNV64_OFFSET, dtype=np.uint64)
+        for row in range(self.rows):
+            hashes = (hashes ^ rows[:, :, row]) * _FNV64_PRIME
+        return hashes
+
     def band_keys(self, signature):
-        """One `(band, digest)` key per band; equal keys are LSH candidates."""
-        rows = np.asarray(signature, dtype=np.uint32).reshape(self.bands,
-                                                               self.rows)
-        return [(band, hashlib.blake2b(row.tobytes(), digest_size=8).digest())
-                for band, row in enumerate(rows)]
+        """One `(band, hash)` key per band; equal keys are LSH candidates."""
+        return list(enumerate(self.band_hashes([signature])[0].tolist()))
 
     def _units(self, text):
         if self.kind == "char":
