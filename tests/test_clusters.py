@@ -13,6 +13,7 @@ from embgemma_keras import ModelIdentity
 from embgemma_keras import load_centroids
 from pipelines import fit_clusters
 from transforms import AssignClusters
+from transforms import UpdateCentroids
 
 IDENTITY = ModelIdentity("m", "f")
 
@@ -85,3 +86,29 @@ def test_fit_clusters_job(tmp_path, tiny_preset, tiny_model):
     dead = [json.loads(line) for p in out.glob("dead_letters*")
             for line in p.read_text().splitlines()]
     assert [d["error"] for d in dead] == ["not valid UTF-8 at byte 0"]
+
+
+def test_online_kmeans_moves_centres_to_the_stream_and_snapshots():
+    rng = np.random.default_rng(1)
+    true_centres = np.eye(4)[:2]
+    vectors = np.concatenate([c + rng.normal(scale=0.05, size=(100, 4))
+                              for c in true_centres])
+    rng.shuffle(vectors)
+    records = [{"id": str(i), "embeddings": {"clustering": v}}
+               for i, v in enumerate(vectors)]
+    start = Centroids(np.array([[1, 0.6, 0.3, 0], [0.3, 1, 0, 0.6]]),
+                      "clustering", IDENTITY)
+
+    def check(snapshots):
+        assert [s["records_seen"] for s in sorted(
+            snapshots, key=lambda s: s["records_seen"])][-1] == 200
+        final = max(snapshots, key=lambda s: s["records_seen"])
+        assert final["counts"].sum() == 200
+        for centre, truth in zip(final["centroids"], true_centres):
+            assert centre @ truth > 0.99  # moved from ~0.8 to the data
+        assert len(snapshots) == 4  # one per 50 records
+
+    with TestPipeline() as p:
+        snapshots = p | beam.Create(records, reshuffle=False) | (
+            UpdateCentroids(start, snapshot_every=50, batch_size=10))
+        assert_that(snapshots, check)

@@ -5,6 +5,7 @@ from transforms.classify import LABELS
 from transforms.classify import ClassifyLabels
 from transforms.clusters import CLUSTER
 from transforms.clusters import AssignClusters
+from transforms.clusters import UpdateCentroids
 from transforms.dead_letters import DEAD_LETTERS
 from transforms.dead_letters import WithDeadLetters
 from transforms.dead_letters import dead_letter
@@ -40,6 +41,7 @@ __all__ = [
     "SemanticDuplicates",
     "SemanticSketch",
     "StreamingNearDuplicates",
+    "UpdateCentroids",
     "WithDeadLetters",
     "dead_letter",
     "embed_once",

@@ -1,6 +1,9 @@
-"""`AssignClusters`: the closest k-means centroid for each embedded record."""
+"""k-means on embedded records: assign to fixed centroids, or update online."""
 
 import apache_beam as beam
+import numpy as np
+from apache_beam.coders import PickleCoder
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from transforms.dead_letters import DEAD_LETTERS
 from transforms.dead_letters import WithDeadLetters
@@ -48,3 +51,61 @@ class AssignClusters(beam.PTransform):
         results = records | "Assign" >> beam.ParDo(self._fn).with_outputs(
             DEAD_LETTERS, main="clustered")
         return WithDeadLetters(results.clustered, results[DEAD_LETTERS])
+
+
+class _OnlineKMeansDoFn(beam.DoFn):
+    STATE = ReadModifyWriteStateSpec("kmeans", PickleCoder())
+
+    def __init__(self, initial, stage, snapshot_every):
+        self._initial = initial
+        self._stage = stage
+        self._snapshot_every = snapshot_every
+
+    def process(self, element, state=beam.DoFn.StateParam(STATE)):
+        _, batch = element
+        centroids, counts, seen = state.read() or (
+            self._initial.centroids.copy(),
+            np.zeros(len(self._initial.centroids), np.int64), 0)
+        vectors = np.stack([r[EMBEDDINGS][self._stage] for r in batch])
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True),
+                              1e-12)
+        nearest = (vectors @ centroids.T).argmax(axis=1)
+        for cluster in np.unique(nearest):
+            members = vectors[nearest == cluster]
+            counts[cluster] += len(members)
+            # Mini-batch k-means step: each centre moves towards the mean of
+            # its new members with rate (new members) / (all its members).
+            rate = len(members) / counts[cluster]
+            moved = (1 - rate) * centroids[cluster] + rate * members.mean(0)
+            centroids[cluster] = moved / max(np.linalg.norm(moved), 1e-12)
+        before, seen = seen, seen + len(batch)
+        state.write((centroids, counts, seen))
+        if seen // self._snapshot_every > before // self._snapshot_every:
+            yield {"records_seen": seen, "centroids": centroids.copy(),
+                   "counts": counts.copy()}
+
+
+class UpdateCentroids(beam.PTransform):
+    """Online (mini-batch) k-means over a stream of embedded records.
+
+    Starting from `initial` (`Centroids`), each micro-batch of records moves
+    its nearest centres towards its members, as scikit-learn's
+    `MiniBatchKMeans.partial_fit` would. All updates go through one key
+    (one worker): k-means state is small, and updates must be serial. Emits
+    a snapshot `{"records_seen", "centroids", "counts"}` every
+    `snapshot_every` records, to write out or to feed `AssignClusters` of a
+    later job.
+    """
+
+    def __init__(self, initial, stage="clustering", snapshot_every=1000,
+                 batch_size=64):
+        super().__init__()
+        self._fn = _OnlineKMeansDoFn(initial, stage, snapshot_every)
+        self._batch_size = batch_size
+
+    def expand(self, records):
+        return (records
+                | "Batch" >> beam.BatchElements(
+                    min_batch_size=1, max_batch_size=self._batch_size)
+                | "OneKey" >> beam.Map(lambda batch: (None, batch))
+                | "Update" >> beam.ParDo(self._fn))
