@@ -95,3 +95,18 @@ def test_degenerate_corpora(tmp_path, texts, unique):
                        "--no_semantic"])
     assert len(_read(out, "unique")) == unique
     assert len(_read(out, "duplicates")) == len(texts) - unique
+
+
+def test_a_one_megabyte_text_is_deduplicated_not_dropped(tmp_path,
+                                                          tiny_preset):
+    huge = "a long line of words about nothing much " * 25_000  # ~1 MB
+    lines = [json.dumps({"id": "huge", "text": huge}).encode(),
+             json.dumps({"id": "huge-copy", "text": huge.upper()}).encode(),
+             json.dumps({"id": "too-big", "text": huge * 2}).encode(),
+             json.dumps({"id": "small", "text": "a small note"}).encode()]
+    out = _run(tmp_path, tiny_preset, lines, "--semantic_threshold", "1.01")
+    assert {r["id"] for r in _read(out, "unique")} == {"huge", "small"} or {
+        r["id"] for r in _read(out, "unique")} == {"huge-copy", "small"}
+    assert [r["kind"] for r in _read(out, "duplicates")] == ["exact"]
+    (dead,) = _read(out, "dead_letters")
+    assert "over the 1048576-byte limit" in dead["error"]

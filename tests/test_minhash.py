@@ -81,3 +81,21 @@ def test_identical_texts_share_every_band_key():
     assert keys == hasher.band_keys(hasher.signature("the same text"))
     assert len(keys) == hasher.bands
     assert 0.7 < hasher.threshold < 0.72
+
+
+def test_long_texts_are_signed_in_bounded_memory_and_match():
+    import tracemalloc
+
+    hasher = MinHasher()
+    long_text = "lorem ipsum dolor sit amet " * 40_000  # ~1 MB
+    tracemalloc.start()
+    batched = hasher.signatures([long_text, "short text", long_text[:5000]])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 200 * 2**20  # not 1M shingles x 128 permutations
+    from datasketch import MinHash
+
+    reference = MinHash(128, 1, hashfunc=int, scheme="affine32")
+    reference.update_batch(hasher.shingle_hashes(long_text[:5000]).tolist())
+    np.testing.assert_array_equal(batched[2], reference.hashvalues)
+    np.testing.assert_array_equal(batched[1], hasher.signature("short text"))

@@ -26,6 +26,7 @@ _SPACES = re.compile(r"\s+")
 _POLY = np.uint32(0x01000193)  # the 32-bit FNV prime: odd, well mixed bits
 _FNV64_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV64_PRIME = np.uint64(0x100000001B3)
+_BLOCK_ROWS = 8192
 
 
 def normalize(text, nfkc=True, casefold=True, collapse_whitespace=True):
@@ -97,9 +98,24 @@ class MinHasher:
         for back in range(1, self.size):
             valid[starts + lengths - back] = False
         hashes = fmix32(hashes[valid[:len(hashes)]])
-        offsets = np.concatenate([[0], np.cumsum(lengths - self.size + 1)[:-1]])
-        permuted = hashes[:, None] * self._a + self._b
-        return np.minimum.reduceat(permuted, offsets, axis=0)
+        counts = lengths - self.size + 1
+        ends = np.cumsum(counts)
+        offsets = ends - counts
+        result = np.full((len(texts), self.num_perm), np.iinfo(np.uint32).max,
+                         dtype=np.uint32)
+        # Shingles are permuted a block at a time, so memory stays bounded
+        # (block x num_perm) whatever the texts' length: a 1 MB text has a
+        # million shingles.
+        for start in range(0, len(hashes), _BLOCK_ROWS):
+            stop = min(start + _BLOCK_ROWS, len(hashes))
+            first = int(np.searchsorted(ends, start, side="right"))
+            last = int(np.searchsorted(offsets, stop, side="left"))
+            block = hashes[start:stop, None] * self._a + self._b
+            segment_starts = np.maximum(offsets[first:last], start) - start
+            result[first:last] = np.minimum(
+                result[first:last],
+                np.minimum.reduceat(block, segment_starts, axis=0))
+        return result
 
     def shingle_hashes(self, text):
         """Input hashes of one text's shingles (for checks against datasketch)."""
