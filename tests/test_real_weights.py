@@ -96,3 +96,12 @@ def test_bf16_preset_round_trip_is_identical(real_model_bf16, tmp_path):
     texts = [QUERY] + DOCUMENTS
     np.testing.assert_array_equal(reloaded.encode(texts),
                                   real_model_bf16.encode(texts))
+
+
+def test_weights_fingerprint_agrees_across_files_and_dtypes(
+        real_model_path, real_model, real_model_bf16):
+    from embgemma_keras.presets import fingerprint_files
+
+    fingerprint = fingerprint_files(real_model_path)
+    assert real_model.identity.fingerprint == fingerprint
+    assert real_model_bf16.identity.fingerprint == fingerprint
