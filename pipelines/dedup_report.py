@@ -21,7 +21,7 @@ def build_report(counts, duplicates, examples, settings):
     group_sizes = collections.Counter(
         collections.Counter(of for _, _, of in duplicates).values())
     histograms = {}
-    for kind in sorted(by_kind):
+    for kind in sorted(set(by_kind) - {"exact"}):  # exact: always 1.0
         values = [s for k, s, _ in duplicates if k == kind]
         low = min(values + [settings.get(f"{kind}_threshold", 1.0)])
         edges = np.linspace(min(low, 1.0) - 1e-9, 1.0 + 1e-9, _BINS + 1)
