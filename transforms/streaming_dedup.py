@@ -130,34 +130,51 @@ class _CompareInBucket(beam.DoFn):
 
 
 class _JoinVerdicts(beam.DoFn):
-    RECORD = ReadModifyWriteStateSpec("record", PickleCoder())
+    """Emits each delivery of a record once all its band verdicts are in.
+
+    A redelivered record (same id) can be in flight at the same time as its
+    first delivery, so records wait in a bag and leave one per `bands`
+    verdicts received.
+    """
+
+    RECORDS = BagStateSpec("records", PickleCoder())
     BEST = ReadModifyWriteStateSpec("best", PickleCoder())
-    COUNT = CombiningValueStateSpec("count", sum)
+    VERDICTS = CombiningValueStateSpec("verdicts", sum)
 
     def __init__(self, bands, kind):
         self._bands = bands
         self._kind = kind
 
-    def process(self, element, record_state=beam.DoFn.StateParam(RECORD),
+    def process(self, element, records_state=beam.DoFn.StateParam(RECORDS),
                 best_state=beam.DoFn.StateParam(BEST),
-                count=beam.DoFn.StateParam(COUNT)):
+                verdicts=beam.DoFn.StateParam(VERDICTS)):
         _, (what, value) = element
         if what == "record":
-            record_state.write(value)
+            records_state.add(value)
         else:
-            count.add(1)
+            verdicts.add(1)
             best = best_state.read()
             if value is not None and (best is None or value[1] > best[1]):
                 best_state.write(value)
-        record = record_state.read()
-        if record is None or count.read() < self._bands:
+        waiting, received = list(records_state.read()), verdicts.read()
+        if not waiting or received < self._bands:
             return
         best = best_state.read()
-        record_state.clear(), best_state.clear(), count.clear()
-        if best is not None and "duplicate_of" not in record:
-            record = {**record, "duplicate_of": best[0],
-                      "similarity": best[1], "kind": self._kind}
-        yield record
+        while waiting and received >= self._bands:
+            record, waiting = waiting[0], waiting[1:]
+            received -= self._bands
+            if best is not None and "duplicate_of" not in record:
+                record = {**record, "duplicate_of": best[0],
+                          "similarity": best[1], "kind": self._kind}
+            yield record
+        records_state.clear()
+        for record in waiting:
+            records_state.add(record)
+        verdicts.clear()
+        if received:
+            verdicts.add(received)
+        elif not waiting:
+            best_state.clear()
 
 
 class StreamingNearDuplicates(beam.PTransform):

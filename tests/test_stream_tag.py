@@ -1,0 +1,127 @@
+import json
+import types
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.transforms.window import TimestampedValue
+
+from embgemma_keras import Centroids
+from embgemma_keras import ZeroShotHead
+from pipelines import stream_tag
+from transforms import EmbeddingGemmaModelHandler
+from transforms import ParseRecords
+
+TEXT = ("the quarterly report shows that revenue grew by twelve percent while "
+        "costs stayed flat across all regions")
+
+
+class _Append(beam.DoFn):
+    def __init__(self, path):
+        self._path = path
+
+    def process(self, record):
+        with open(self._path, "a") as f:
+            f.write(json.dumps(record, default=str) + "\n")
+
+
+def _line(record_id, text):
+    return json.dumps({"id": record_id, "text": text}).encode()
+
+
+def test_full_graph_on_a_stream(tiny_preset, tiny_model, tmp_path):
+    identity = tiny_model.identity
+    heads = {"topic": ZeroShotHead.from_descriptions(
+        tiny_model, {"finance": "revenue and costs", "chat": "see you later"},
+        model_identity=identity, min_score=-1.0)}
+    centroids = Centroids.fit(
+        tiny_model.encode([TEXT, "see you at lunch", "planets and stars"],
+                          task="clustering"), 2,
+        task="clustering", model_identity=identity)
+    options = types.SimpleNamespace(
+        horizon_secs=3600, lexical_dup_threshold=0.7,
+        semantic_dup_threshold=1.01)  # semantic off: tiny vectors are noise
+    handler = EmbeddingGemmaModelHandler(tiny_preset,
+                                         max_batch_duration_secs=1)
+    events = [
+        (0, _line("first", TEXT)),
+        (60, _line("typo", TEXT.replace("twelve", "twelv"))),
+        (0, _line("first", TEXT)),                      # redelivered
+        (90, _line("other", "see you at lunch tomorrow")),
+        (100, b"{not json"),
+        (5000, _line("far", TEXT)),                     # past the horizon
+    ]
+    stream, watermark = TestStream().advance_watermark_to(0), 0
+    for time, line in events:  # one bundle each, time moving on
+        stream = stream.add_elements([TimestampedValue(line, time)])
+        stream = stream.advance_processing_time(5)
+        if time > watermark:
+            stream, watermark = stream.advance_watermark_to(time), time
+    stream = stream.advance_watermark_to_infinity()
+    tagged_path, dead_path = tmp_path / "tagged", tmp_path / "dead"
+    with TestPipeline(options=PipelineOptions(streaming=True)) as p:
+        parsed = p | stream | ParseRecords()
+        tagged, dead = stream_tag.tag(parsed.output, handler, heads,
+                                      centroids, options)
+        _ = tagged | "T" >> beam.ParDo(_Append(str(tagged_path)))
+        _ = ([parsed.dead_letters, *dead] | beam.Flatten()
+             | "D" >> beam.ParDo(_Append(str(dead_path))))
+    out = [json.loads(line) for line in tagged_path.read_text().splitlines()]
+    dead_letters = dead_path.read_text().splitlines()
+    assert len(out) + len(dead_letters) == len(events)
+    assert len(dead_letters) == 1
+    for record in out:
+        assert record["labels"]["topic"]["label"] in ("finance", "chat")
+        assert record["cluster"]["id"] in (0, 1)
+        assert "embeddings" not in record
+    flags = sorted((r["id"], r.get("duplicate_of")) for r in out)
+    assert flags == [("far", None), ("first", None), ("first", None),
+                     ("other", None), ("typo", "first")]
+
+
+def test_local_form_tags_a_corpus_with_saved_heads(tiny_preset, tiny_model,
+                                                    tmp_path):
+    identity = tiny_model.identity
+    ZeroShotHead.from_descriptions(
+        tiny_model, {"finance": "revenue and costs", "chat": "see you later"},
+        model_identity=identity, min_score=-1.0).save(tmp_path / "head")
+    Centroids.fit(tiny_model.encode([TEXT, "see you", "stars"],
+                                    task="clustering"), 2, task="clustering",
+                  model_identity=identity).save(tmp_path / "centroids")
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_bytes(b"\n".join([_line("a", TEXT), _line("b", TEXT + "!"),
+                                   _line("c", "see you at lunch"),
+                                   b'{"text": ""}']))
+    out = tmp_path / "out"
+    stream_tag.main(["--input", str(corpus), "--output", str(out),
+                     "--model", tiny_preset,
+                     "--heads", f"topic={tmp_path / 'head'}",
+                     "--centroids", str(tmp_path / "centroids"),
+                     "--semantic_dup_threshold", "1.01"])
+    tagged = [json.loads(line) for path in out.glob("tagged-*")
+              for line in path.read_text().splitlines()]
+    dead = [json.loads(line) for path in out.glob("dead_letters-*")
+            for line in path.read_text().splitlines()]
+    assert sorted(r["id"] for r in tagged) == ["a", "b", "c"]
+    assert [d["stage"] for d in dead] == ["parse"]
+    assert all("topic" in r["labels"] and "id" in r["cluster"]
+               for r in tagged)
+    assert {r["id"]: r.get("duplicate_of") for r in tagged} == {
+        "a": None, "b": "a", "c": None}
+
+
+def test_a_head_for_another_dim_is_refused_before_the_job(
+        tiny_preset, tiny_model, tmp_path):
+    import pytest
+
+    from embgemma_keras import ArtifactMismatchError
+
+    ZeroShotHead.from_descriptions(
+        tiny_model, {"x": "x", "y": "y"}, dim=256,
+        model_identity=tiny_model.identity).save(tmp_path / "head")
+    with pytest.raises(ArtifactMismatchError, match="expects dim 256"):
+        stream_tag.main(["--input", str(tmp_path / "none.jsonl"),
+                         "--output", str(tmp_path / "out"),
+                         "--model", tiny_preset,
+                         "--heads", f"topic={tmp_path / 'head'}"])
