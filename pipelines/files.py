@@ -1,6 +1,9 @@
 """Reading record files and writing JSON lines, local or on GCS."""
 
 import csv
+import json
+import os
+import tempfile
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -68,3 +71,19 @@ def write_jsonl(pcoll, prefix, label):
     return (pcoll | f"{label}ToJson" >> beam.Map(to_json_line)
             | f"{label}Write" >> beam.io.WriteToText(
                 prefix, file_name_suffix=".jsonl"))
+
+
+def save_artifact_to(output, artifact, metrics):
+    """Saves `artifact` (a head or centroids) and metrics.json to `output`.
+
+    Artifacts save to a local directory, so they are staged in a temporary
+    one and copied through Beam's FileSystems: `output` may be gs://.
+    """
+    with tempfile.TemporaryDirectory(prefix="artifact-") as staging:
+        artifact.save(staging)
+        with open(os.path.join(staging, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2)
+        for name in os.listdir(staging):
+            with open(os.path.join(staging, name), "rb") as source, \
+                    FileSystems.create(FileSystems.join(output, name)) as sink:
+                sink.write(source.read())

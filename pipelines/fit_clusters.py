@@ -13,8 +13,6 @@ cosine distance to the centroid, silhouette on a sample) and
 """
 
 import json
-import os
-import tempfile
 
 import apache_beam as beam
 import numpy as np
@@ -23,6 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from embgemma_keras import Centroids
 from pipelines.files import ReadRecords
+from pipelines.files import save_artifact_to
 from pipelines.files import write_jsonl
 from pipelines.jobs import model_identity
 from pipelines.jobs import run
@@ -57,15 +56,7 @@ def fit_and_write(vectors, options, identity):
             :SILHOUETTE_SAMPLE]
         metrics["silhouette_cosine"] = float(silhouette_score(
             vectors[sample], labels[sample], metric="cosine"))
-    staging = tempfile.mkdtemp(prefix="centroids-")
-    centroids.save(staging)
-    with open(os.path.join(staging, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    for name in os.listdir(staging):
-        with open(os.path.join(staging, name), "rb") as src, \
-                FileSystems.create(FileSystems.join(options.output, name)) \
-                as dst:
-            dst.write(src.read())
+    save_artifact_to(options.output, centroids, metrics)
     print(json.dumps({k: v for k, v in metrics.items() if k != "sizes"}),
           flush=True)
     return metrics

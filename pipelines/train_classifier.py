@@ -20,8 +20,6 @@ With --zero_shot, no head is fitted: the labels' descriptions become
 prototypes, and the labelled file only measures how well they do.
 """
 
-import json
-import os
 
 import apache_beam as beam
 import numpy as np
@@ -34,6 +32,7 @@ from embgemma_keras import ZeroShotHead
 from embgemma_keras import evaluation
 from embgemma_keras.heads import check_labels
 from pipelines.files import ReadRecords
+from pipelines.files import save_artifact_to
 from pipelines.files import write_jsonl
 from pipelines.jobs import model_identity
 from pipelines.jobs import run
@@ -162,13 +161,7 @@ def _evaluate(head, labels, vectors):
 
 def _write_outputs(train, evaluate, options, identity):
     head, metrics = train_and_evaluate(train, evaluate, options, identity)
-    local = not options.output.startswith("gs://")
-    target = options.output if local else _local_staging(options.output)
-    head.save(target)
-    with open(os.path.join(target, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    if not local:
-        _copy_to(target, options.output)
+    save_artifact_to(options.output, head, metrics)
     report = evaluation.format_table(metrics, "cross-validation" if
                                      "cv" in metrics else "train file")
     for key, title in (("eval", "--eval file"),):
@@ -179,19 +172,6 @@ def _write_outputs(train, evaluate, options, identity):
             metrics["baseline"]["tfidf"], "TF-IDF baseline (same folds)")
     print(report, flush=True)
     return metrics
-
-
-def _local_staging(output):
-    import tempfile
-
-    return tempfile.mkdtemp(prefix="head-")
-
-
-def _copy_to(source, destination):
-    for name in os.listdir(source):
-        with open(os.path.join(source, name), "rb") as src, \
-                FileSystems.create(f"{destination}/{name}") as dst:
-            dst.write(src.read())
 
 
 def build(pipeline, options):
