@@ -3,6 +3,9 @@
     python -m embgemma_keras embed --model M --task classification --dim 256 \
         --input in.jsonl --output out.jsonl
 
+`python -m embgemma_keras save-preset --model M --dtype bfloat16 --output DIR`
+converts any handle to a Keras preset (what a container image bakes in).
+
 Each input line is a JSON object with `text` (and optionally `title`); the
 output line is the same object plus `embedding`. A bad line is reported on
 stderr with its line number and reason and left out of the output; the good
@@ -32,6 +35,8 @@ _CHUNK_LINES = 2048
 
 def main(argv=None):
     args = _parser().parse_args(argv)
+    if args.command == "save-preset":
+        return _save_preset(args)
     model = EmbeddingGemma.from_preset(
         args.model, dtype=args.dtype, max_length=args.max_length
     )
@@ -47,6 +52,18 @@ def main(argv=None):
         print(f"{failed} line(s) failed; see the errors above.",
               file=sys.stderr)
     return 1 if failed else 0
+
+
+def _save_preset(args):
+    model = EmbeddingGemma.from_preset(args.model, dtype=args.dtype)
+    model.save_preset(args.output)
+    # Loading what was written proves the preset complete before it ships.
+    check = EmbeddingGemma.from_preset(args.output, dtype=args.dtype)
+    if check.identity.fingerprint != model.identity.fingerprint:
+        sys.exit(f"{args.output}: the saved weights differ from {args.model}")
+    print(f"saved {args.output} ({args.dtype}, weights "
+          f"{model.identity.fingerprint[:12]})")
+    return 0
 
 
 def _embed_chunk(model, chunk, args, sink):
@@ -111,4 +128,13 @@ def _parser():
     embed.add_argument("--output", required=True, help="JSONL file to write.")
     embed.add_argument("--quiet", action="store_true",
                        help="No progress bar.")
+    save = commands.add_parser(
+        "save-preset",
+        help="Convert a model handle to a Keras preset directory.")
+    save.add_argument("--model", default=None,
+                      help=f"Handle to convert (default: ${MODEL_ENV_VAR}).")
+    save.add_argument("--dtype", default="float32", choices=SUPPORTED_DTYPES,
+                      help="Dtype the preset's weights are stored in.")
+    save.add_argument("--output", required=True,
+                      help="Directory to write the preset to.")
     return parser

@@ -30,6 +30,7 @@ from pipelines.dedup_report import build_report
 from pipelines.dedup_report import render_html
 from pipelines.files import ReadRecords
 from pipelines.files import write_jsonl
+from pipelines.jobs import add_switch
 from pipelines.jobs import model_identity
 from pipelines.jobs import run
 from transforms import EMBEDDINGS
@@ -43,11 +44,15 @@ from transforms.semantic_dedup import SemanticDuplicates
 EXAMPLES_PER_KIND = 5
 
 
+# Flags the job cannot run without (checked by jobs.run).
+REQUIRED = ("input", "output")
+
+
 class DedupCorpusOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--no_case_fold", action="store_true",
-                            help="Exact stage: keep case differences.")
+        add_switch(parser, "no_case_fold",
+                   "Exact stage: keep case differences.")
         parser.add_argument("--shingles", default="char:5",
                             help="Lexical stage: 'char:N' or 'word:N'.")
         parser.add_argument("--num_perm", type=int, default=128,
@@ -63,8 +68,8 @@ class DedupCorpusOptions(PipelineOptions):
                             help="Cosine for a semantic duplicate.")
         parser.add_argument("--clusters", type=int, default=100,
                             help="k-means buckets for the semantic stage.")
-        parser.add_argument("--no_semantic", action="store_true",
-                            help="Skip the semantic stage (no model needed).")
+        add_switch(parser, "no_semantic",
+                   "Skip the semantic stage (no model needed).")
 
 
 def _without_embeddings(record):
@@ -168,7 +173,7 @@ def _write_report(directory, report):
 
 
 def main(argv=None):
-    run(argv, DedupCorpusOptions, ("input", "output"), build, __doc__)
+    run(argv, DedupCorpusOptions, REQUIRED, build, __doc__)
 
 
 if __name__ == "__main__":

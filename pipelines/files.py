@@ -7,6 +7,8 @@ import tempfile
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms import trigger
+from apache_beam.transforms import window
 
 from transforms import ParseRecords
 from transforms import to_json_line
@@ -71,6 +73,51 @@ def write_jsonl(pcoll, prefix, label):
     return (pcoll | f"{label}ToJson" >> beam.Map(to_json_line)
             | f"{label}Write" >> beam.io.WriteToText(
                 prefix, file_name_suffix=".jsonl"))
+
+
+def write_windowed_jsonl(pcoll, directory, prefix, label, window_secs,
+                         allowed_lateness_secs):
+    """Writes a stream as one file per event-time window and pane.
+
+    A window's records land in `directory/prefix-<start>-<end>-pane0.jsonl`
+    once the watermark passes its end; records arriving up to
+    `allowed_lateness_secs` after that land in `...-pane1.jsonl`, and so on.
+    (Not `fileio.WriteToFiles`: its file names leave the pane out, so a late
+    pane's file overwrites the on-time one; apache/beam#18721.)
+    """
+    return (pcoll
+            | f"{label}Window" >> beam.WindowInto(
+                window.FixedWindows(window_secs),
+                trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
+                accumulation_mode=trigger.AccumulationMode.DISCARDING,
+                allowed_lateness=allowed_lateness_secs)
+            | f"{label}ToJson" >> beam.Map(lambda r: (None, to_json_line(r)))
+            | f"{label}PerPane" >> beam.GroupByKey()
+            | f"{label}Write" >> beam.ParDo(_WritePane(directory, prefix)))
+
+
+class _WritePane(beam.DoFn):
+    """Writes one pane of one window to its own file; yields the path.
+
+    The name depends only on the window and pane, so a retried bundle
+    rewrites the same file instead of adding another.
+    """
+
+    def __init__(self, directory, prefix):
+        self._directory = directory
+        self._prefix = prefix
+
+    def process(self, element, window=beam.DoFn.WindowParam,
+                pane=beam.DoFn.PaneInfoParam):
+        _, lines = element
+        start = window.start.to_utc_datetime().isoformat()
+        end = window.end.to_utc_datetime().isoformat()
+        path = FileSystems.join(
+            self._directory,
+            f"{self._prefix}-{start}-{end}-pane{pane.index}.jsonl")
+        with FileSystems.create(path) as f:
+            f.write("".join(line + "\n" for line in lines).encode("utf-8"))
+        yield path
 
 
 def save_artifact_to(output, artifact, metrics):

@@ -33,6 +33,10 @@ STAGE = "clustering"
 SILHOUETTE_SAMPLE = 5000
 
 
+# Flags the job cannot run without (checked by jobs.run).
+REQUIRED = ("input", "output", "k")
+
+
 class FitClustersOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -80,7 +84,7 @@ def build(pipeline, options):
 
 
 def main(argv=None):
-    run(argv, FitClustersOptions, ("input", "output", "k"), build, __doc__)
+    run(argv, FitClustersOptions, REQUIRED, build, __doc__)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,24 @@ class JobOptions(PipelineOptions):
                             help="TSV/CSV column holding the text.")
 
 
+def add_switch(parser, name, help):
+    """A boolean flag: `--name` alone, or `--name=true|false`.
+
+    Dataflow Flex Templates pass every parameter as `--name=value`, which
+    argparse's `store_true` refuses; this accepts both forms.
+    """
+    parser.add_argument(f"--{name}", nargs="?", const=True, default=False,
+                        type=_boolean, help=help)
+
+
+def _boolean(value):
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
 def model_identity(model):
     """The checked handle and its identity, read without loading the model.
 

@@ -17,6 +17,11 @@ On Dataflow, streaming from Pub/Sub:
         --dead_letter_topic projects/P/topics/DL [--dead_letter_table ...] \\
         --model /opt/models/embeddinggemma-bf16 --heads spam=gs://.../spam ...
 
+With a Pub/Sub source, `--output DIR` (local or gs://) writes
+`DIR/tagged-<window>-<pane>-*.jsonl` per --output_window_secs of event
+time; a record up to --allowed_lateness_secs late lands in a later pane's
+file, a later one only in the Pub/Sub and BigQuery sinks.
+
 Record ids come from the record (or a hash of its content), so Pub/Sub
 redelivery keeps them and a redelivered record is never a duplicate of
 itself. Heads and centroids are checked against the model, prompt and dim
@@ -28,11 +33,13 @@ import json
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import StandardOptions
 
 from embgemma_keras import load_centroids
 from embgemma_keras import load_head
 from pipelines.files import ReadRecords
 from pipelines.files import write_jsonl
+from pipelines.files import write_windowed_jsonl
 from pipelines.jobs import model_identity
 from pipelines.jobs import run
 from transforms import EMBEDDINGS
@@ -50,6 +57,10 @@ BIGQUERY_SCHEMA = ("id:STRING,text:STRING,labels:JSON,cluster_id:INTEGER,"
                    "cluster_distance:FLOAT,duplicate_of:STRING,"
                    "similarity:FLOAT,kind:STRING,record:JSON")
 DEAD_LETTER_SCHEMA = "stage:STRING,error:STRING,raw:STRING,raw_encoding:STRING"
+
+
+# No single flag is required: --input, or --input_subscription or --input_topic.
+REQUIRED = ()
 
 
 class StreamTagOptions(PipelineOptions):
@@ -82,6 +93,15 @@ class StreamTagOptions(PipelineOptions):
                             help="Pub/Sub topic for dead letters.")
         parser.add_argument("--dead_letter_table", default=None,
                             help="BigQuery table for dead letters.")
+        parser.add_argument("--output_window_secs", type=int, default=60,
+                            help="Streaming with --output: one set of files "
+                                 "per window of this many seconds of event "
+                                 "time.")
+        parser.add_argument("--allowed_lateness_secs", type=int,
+                            default=86400,
+                            help="Streaming with --output: records this late "
+                                 "still reach the files (in a late pane); "
+                                 "later ones only reach Pub/Sub/BigQuery.")
 
 
 def load_heads(spec, identity, dim):
@@ -145,6 +165,8 @@ def build(pipeline, options):
         centroids = load_centroids(options.centroids, expect=identity,
                                    task="clustering", dim=options.dim)
     streaming = bool(options.input_subscription or options.input_topic)
+    if streaming:
+        pipeline.options.view_as(StandardOptions).streaming = True
     # Micro-batch deadlines only in a stream: over files, Beam's stateful
     # batcher would flush its last batch after the file sinks have closed.
     handler = EmbeddingGemmaModelHandler(
@@ -163,11 +185,18 @@ def build(pipeline, options):
                          "--input_topic")
     tagged, dead = tag(parsed.output, handler, heads, centroids, options)
     dead = [parsed.dead_letters, *dead] | "AllDeadLetters" >> beam.Flatten()
-    _write(tagged, dead, options)
+    write_outputs(tagged, dead, options, streaming)
 
 
-def _write(tagged, dead, options):
-    if options.output:
+def write_outputs(tagged, dead, options, streaming):
+    """Sends tagged records and dead letters to every sink named."""
+    if options.output and streaming:
+        for pcoll, name, label in ((tagged, "tagged", "Tagged"),
+                                   (dead, "dead_letters", "DeadLetters")):
+            write_windowed_jsonl(pcoll, options.output, name, label,
+                                 options.output_window_secs,
+                                 options.allowed_lateness_secs)
+    elif options.output:
         write_jsonl(tagged, FileSystems.join(options.output, "tagged"),
                     "Tagged")
         write_jsonl(dead, FileSystems.join(options.output, "dead_letters"),
@@ -207,7 +236,7 @@ def _print_counts(counts):
 
 
 def main(argv=None):
-    run(argv, StreamTagOptions, (), build, __doc__)
+    run(argv, StreamTagOptions, REQUIRED, build, __doc__)
 
 
 if __name__ == "__main__":

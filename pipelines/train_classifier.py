@@ -45,6 +45,10 @@ from transforms import dead_letter
 STAGE = "classification"
 
 
+# Flags the job cannot run without (checked by jobs.run).
+REQUIRED = ("train", "output")
+
+
 class TrainClassifierOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -211,7 +215,7 @@ def build(pipeline, options):
 
 
 def main(argv=None):
-    run(argv, TrainClassifierOptions, ("train", "output"), build, __doc__)
+    run(argv, TrainClassifierOptions, REQUIRED, build, __doc__)
 
 
 if __name__ == "__main__":

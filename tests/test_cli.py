@@ -42,3 +42,16 @@ def test_embed_exits_zero_when_every_line_is_good(tiny_preset, tmp_path):
     assert main(["embed", "--model", tiny_preset, "--input", str(source),
                  "--output", str(sink), "--quiet"]) == 0
     assert len(sink.read_text().splitlines()) == 2
+
+
+def test_save_preset_writes_a_preset_that_gives_the_same_vectors(
+        tiny_preset, tiny_model, tmp_path, capsys):
+    from embgemma_keras import EmbeddingGemma
+
+    target = tmp_path / "baked"
+    assert main(["save-preset", "--model", tiny_preset, "--output",
+                 str(target)]) == 0
+    assert tiny_model.identity.fingerprint[:12] in capsys.readouterr().out
+    baked = EmbeddingGemma.from_preset(str(target))
+    texts = ["a baked model", "gives the same vectors"]
+    assert (baked.encode(texts) == tiny_model.encode(texts)).all()

@@ -17,15 +17,6 @@ TEXT = ("the quarterly report shows that revenue grew by twelve percent while "
         "costs stayed flat across all regions")
 
 
-class _Append(beam.DoFn):
-    def __init__(self, path):
-        self._path = path
-
-    def process(self, record):
-        with open(self._path, "a") as f:
-            f.write(json.dumps(record, default=str) + "\n")
-
-
 def _line(record_id, text):
     return json.dumps({"id": record_id, "text": text}).encode()
 
@@ -39,15 +30,20 @@ def test_full_graph_on_a_stream(tiny_preset, tiny_model, tmp_path):
         tiny_model.encode([TEXT, "see you at lunch", "planets and stars"],
                           task="clustering"), 2,
         task="clustering", model_identity=identity)
+    out_dir = tmp_path / "out"
     options = types.SimpleNamespace(
         horizon_secs=3600, lexical_dup_threshold=0.7,
-        semantic_dup_threshold=1.01)  # semantic off: tiny vectors are noise
-    handler = EmbeddingGemmaModelHandler(tiny_preset,
-                                         max_batch_duration_secs=1)
+        semantic_dup_threshold=1.01,  # semantic off: tiny vectors are noise
+        output=str(out_dir), output_window_secs=60,
+        allowed_lateness_secs=3600, output_topic=None, output_table=None,
+        dead_letter_topic=None, dead_letter_table=None)
+    # Batches within bundles: Beam's cross-bundle batcher waits on wall-clock
+    # timers that TestStream does not drive (tested in test_embed_records).
+    handler = EmbeddingGemmaModelHandler(tiny_preset)
     events = [
         (0, _line("first", TEXT)),
         (60, _line("typo", TEXT.replace("twelve", "twelv"))),
-        (0, _line("first", TEXT)),                      # redelivered
+        (0, _line("first", TEXT)),           # redelivered, and late
         (90, _line("other", "see you at lunch tomorrow")),
         (100, b"{not json"),
         (5000, _line("far", TEXT)),                     # past the horizon
@@ -59,17 +55,27 @@ def test_full_graph_on_a_stream(tiny_preset, tiny_model, tmp_path):
         if time > watermark:
             stream, watermark = stream.advance_watermark_to(time), time
     stream = stream.advance_watermark_to_infinity()
-    tagged_path, dead_path = tmp_path / "tagged", tmp_path / "dead"
     with TestPipeline(options=PipelineOptions(streaming=True)) as p:
         parsed = p | stream | ParseRecords()
         tagged, dead = stream_tag.tag(parsed.output, handler, heads,
                                       centroids, options)
-        _ = tagged | "T" >> beam.ParDo(_Append(str(tagged_path)))
-        _ = ([parsed.dead_letters, *dead] | beam.Flatten()
-             | "D" >> beam.ParDo(_Append(str(dead_path))))
-    out = [json.loads(line) for line in tagged_path.read_text().splitlines()]
-    dead_letters = dead_path.read_text().splitlines()
+        dead = [parsed.dead_letters, *dead] | beam.Flatten()
+        stream_tag.write_outputs(tagged, dead, options, streaming=True)
+    files = {path.name: [json.loads(line)
+                         for line in path.read_text().splitlines()]
+             for path in out_dir.glob("*.jsonl")}
+    out = [r for name, rs in files.items() if name.startswith("tagged")
+           for r in rs]
+    dead_letters = [r for name, rs in files.items()
+                    if name.startswith("dead_letters") for r in rs]
     assert len(out) + len(dead_letters) == len(events)
+    # One file per window and pane: the late copy of "first" arrived after
+    # the watermark passed its window, so it is in a later pane's file.
+    first_window = sorted(name for name, rs in files.items()
+                          if name.startswith("tagged")
+                          and any(r["id"] == "first" for r in rs))
+    assert [name.rsplit("-", 1)[1] for name in first_window] == [
+        "pane0.jsonl", "pane1.jsonl"], sorted(files)
     assert len(dead_letters) == 1
     for record in out:
         assert record["labels"]["topic"]["label"] in ("finance", "chat")
