@@ -7,9 +7,10 @@
 converts any handle to a Keras preset (what a container image bakes in).
 
 Each input line is a JSON object with `text` (and optionally `title`); the
-output line is the same object plus `embedding`. A bad line is reported on
-stderr with its line number and reason and left out of the output; the good
-lines are still written, and the exit status is 1 when any line failed.
+output line is the same object plus `embedding`. A bad line (blank lines
+included) is reported on stderr with its line number and reason and left
+out of the output; the good lines are still written, and the exit status is
+1 when any line failed.
 """
 
 import argparse
@@ -71,8 +72,6 @@ def _embed_chunk(model, chunk, args, sink):
     records, failed = [], 0
     for number, raw in chunk:
         raw = raw.rstrip(b"\r\n")
-        if not raw.strip():
-            continue  # blank lines separate nothing in JSONL; not records
         try:
             records.append(parse_record(raw, args.max_record_bytes))
         except BadRecord as e:

@@ -119,6 +119,33 @@ def _check_huggingface_snapshot(path, config):
             f"{', '.join(missing)}. Download the full Sentence-Transformers "
             "snapshot (the 2_Dense/3_Dense projection head is required)."
         )
+    for name in ("model.safetensors",) + _DENSE_HEAD_FILES:
+        _check_safetensors(os.path.join(path, name))
+
+
+def _check_safetensors(path):
+    """Refuses a truncated or corrupt file (an interrupted download).
+
+    Reads only the header: 8 bytes of length, then JSON giving each
+    tensor's byte range, which must lie within the file.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        try:
+            if not 0 < length <= size - 8:
+                raise ValueError("bad header length")
+            header = json.loads(f.read(length))
+            end = max((t["data_offsets"][1] for name, t in header.items()
+                       if name != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, IndexError):
+            raise ModelNotFoundError(
+                f"{path!r} is not a readable safetensors file; download it "
+                "again.") from None
+    if 8 + length + end > size:
+        raise ModelNotFoundError(
+            f"{path!r} is truncated ({size} bytes of {8 + length + end}); "
+            "download it again.")
 
 
 def _check_keras_preset(path, config):
@@ -135,6 +162,17 @@ def _check_keras_preset(path, config):
             f"Keras preset {path!r} has no tokenizer.json; save it with "
             "EmbeddingGemma.save_preset()."
         )
+    import h5py
+
+    weights = os.path.join(path, "model.weights.h5")
+    try:
+        # HDF5 compares the file's size with the one its superblock
+        # records, so opening it is enough to catch a truncated copy.
+        h5py.File(weights, "r").close()
+    except (OSError, FileNotFoundError) as e:
+        raise ModelNotFoundError(
+            f"Keras preset {path!r}: model.weights.h5 is missing, truncated "
+            f"or corrupt ({e}); save or copy the preset again.") from None
 
 
 def weights_fingerprint(kernels):

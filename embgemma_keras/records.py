@@ -14,6 +14,7 @@ embgemma_keras.records.BadRecord: field 'text' is empty
 """
 
 import json
+import math
 
 DEFAULT_MAX_RECORD_BYTES = 1 << 20
 
@@ -25,6 +26,11 @@ class BadRecord(ValueError):
 def parse_record(raw, max_bytes=DEFAULT_MAX_RECORD_BYTES):
     """Parses one JSON line (bytes or str) into a validated record dict.
 
+    A leading byte-order mark is ignored. Strict JSON only: NaN, Infinity
+    and numbers beyond float range are refused (they would be written out
+    as invalid JSON), as are lone UTF-16 surrogates such as "\\ud800" (not
+    Unicode; nothing downstream could encode them).
+
     Raises:
         BadRecord: the line is too large, not UTF-8, not JSON, not an
             object, or its `text`/`title` fields are unusable.
@@ -35,17 +41,49 @@ def parse_record(raw, max_bytes=DEFAULT_MAX_RECORD_BYTES):
         raise BadRecord(
             f"record is {len(raw)} bytes, over the {max_bytes}-byte limit"
         )
+    if not raw.strip():
+        raise BadRecord("empty line")
     try:
-        line = raw.decode("utf-8")
+        line = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise BadRecord(f"not valid UTF-8 at byte {e.start}") from None
     try:
-        record = json.loads(line)
+        record = json.loads(line, parse_constant=_refuse_constant,
+                            parse_float=_finite_float)
     except json.JSONDecodeError as e:
-        raise BadRecord(f"malformed JSON: {e.msg} at column {e.colno}") from None
+        raise BadRecord(f"malformed JSON: {e.msg.removesuffix(' at')} at "
+                        f"column {e.colno}") from None
+    except BadRecord:
+        raise
+    except RecursionError:
+        raise BadRecord("JSON nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of more than 4,300 digits
+        raise BadRecord(f"unreadable JSON value: {e}") from None
     if not isinstance(record, dict):
         raise BadRecord(f"expected a JSON object, got {type(record).__name__}")
+    if "\\u" in line:
+        _refuse_lone_surrogates(record)
     return validate_record(record)
+
+
+def _refuse_constant(name):
+    raise BadRecord(f"{name} is not valid JSON")
+
+
+def _finite_float(literal):
+    value = float(literal)
+    if math.isinf(value):
+        raise BadRecord(f"number {literal[:40]} is out of range")
+    return value
+
+
+def _refuse_lone_surrogates(record):
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise BadRecord(
+            f"contains a lone UTF-16 surrogate ({e.object[e.start]!r}), "
+            "which is not Unicode") from None
 
 
 def validate_record(record):

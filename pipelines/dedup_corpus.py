@@ -11,7 +11,8 @@ to DIR:
   the record it duplicates; that record may itself be a duplicate found by
   a later stage, so follow the chain to the kept record), `similarity` and
   `kind` (exact, lexical or semantic);
-- `dead_letters-*.jsonl`: lines that could not be parsed, and why;
+- `dead_letters-*.jsonl`: lines that could not be parsed, and records
+  reusing another record's id for a different text, each with the reason;
 - `report.json` and `report.html`: counts per kind, group sizes, similarity
   histograms with the thresholds, example pairs, the settings used.
 
@@ -31,13 +32,14 @@ from pipelines.dedup_report import render_html
 from pipelines.files import ReadRecords
 from pipelines.files import write_jsonl
 from pipelines.jobs import add_switch
+from pipelines.jobs import model_handler
 from pipelines.jobs import model_identity
 from pipelines.jobs import run
 from transforms import EMBEDDINGS
-from transforms import EmbeddingGemmaModelHandler
 from transforms import EmbedRecords
 from transforms.dedup import ExactDuplicates
 from transforms.dedup import LexicalDuplicates
+from transforms.dedup import UniqueIds
 from transforms.minhash import MinHasher
 from transforms.semantic_dedup import SemanticDuplicates
 
@@ -83,18 +85,18 @@ def build(pipeline, options):
                        int(size))
     read = pipeline | "Read" >> ReadRecords(options.input,
                                             options.text_column)
-    exact = read.output | "Exact" >> ExactDuplicates(
+    records = read.output | "UniqueIds" >> UniqueIds()
+    exact = records.output | "Exact" >> ExactDuplicates(
         casefold=not options.no_case_fold)
     lexical = exact.unique | "Lexical" >> LexicalDuplicates(
         hasher, options.lexical_threshold)
     duplicates = [exact.duplicates, lexical.duplicates]
-    dead = [read.dead_letters]
+    dead = [read.dead_letters, records.dead_letters]
     unique = lexical.unique
     embedded_count = pipeline | "NoEmbeddings" >> beam.Create([0])
     if not options.no_semantic:
         handle, _ = model_identity(options.model)
-        handler = EmbeddingGemmaModelHandler(handle, dim=options.dim,
-                                             dtype=options.dtype)
+        handler = model_handler(handle, options)
         embedded = lexical.unique | "Embed" >> EmbedRecords(
             handler, prompts={"similarity": "sentence_similarity"})
         semantic = embedded.output | "Semantic" >> SemanticDuplicates(

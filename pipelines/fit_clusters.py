@@ -23,10 +23,10 @@ from embgemma_keras import Centroids
 from pipelines.files import ReadRecords
 from pipelines.files import save_artifact_to
 from pipelines.files import write_jsonl
+from pipelines.jobs import model_handler
 from pipelines.jobs import model_identity
 from pipelines.jobs import run
 from transforms import EMBEDDINGS
-from transforms import EmbeddingGemmaModelHandler
 from transforms import EmbedRecords
 
 STAGE = "clustering"
@@ -68,8 +68,7 @@ def fit_and_write(vectors, options, identity):
 
 def build(pipeline, options):
     handle, identity = model_identity(options.model)
-    handler = EmbeddingGemmaModelHandler(handle, dim=options.dim,
-                                         dtype=options.dtype)
+    handler = model_handler(handle, options)
     read = pipeline | "Read" >> ReadRecords(options.input, options.text_column)
     embedded = read.output | "Embed" >> EmbedRecords(handler,
                                                      prompts={STAGE: STAGE})

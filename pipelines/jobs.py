@@ -19,6 +19,7 @@ from embgemma_keras import ModelIdentity
 from embgemma_keras.presets import SUPPORTED_DTYPES
 from embgemma_keras.presets import fingerprint_files
 from embgemma_keras.presets import resolve_handle
+from transforms import EmbeddingGemmaModelHandler
 
 
 class JobOptions(PipelineOptions):
@@ -44,6 +45,10 @@ class JobOptions(PipelineOptions):
                             help="Embedding size (Matryoshka).")
         parser.add_argument("--text_column", default="text",
                             help="TSV/CSV column holding the text.")
+        parser.add_argument("--model_copies", type=int, default=None,
+                            help="Models per worker VM, shared by all its "
+                                 "SDK processes (Beam's large_model). "
+                                 "Default: one per process.")
 
 
 def add_switch(parser, name, help):
@@ -71,6 +76,13 @@ def model_identity(model):
     """
     handle = resolve_handle(model)
     return handle, ModelIdentity(handle, fingerprint_files(handle) or handle)
+
+
+def model_handler(handle, options, **kwargs):
+    """The job's `EmbeddingGemmaModelHandler`, configured from its flags."""
+    return EmbeddingGemmaModelHandler(
+        handle, dim=options.dim, dtype=options.dtype,
+        model_copies=options.model_copies, **kwargs)
 
 
 def run(argv, job_options, required, build, description):

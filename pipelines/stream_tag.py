@@ -24,7 +24,8 @@ file, a later one only in the Pub/Sub and BigQuery sinks.
 
 Record ids come from the record (or a hash of its content), so Pub/Sub
 redelivery keeps them and a redelivered record is never a duplicate of
-itself. Heads and centroids are checked against the model, prompt and dim
+itself (so a different record reusing an id within the horizon gets the
+first one's duplicate verdict: ids should be unique). Heads and centroids are checked against the model, prompt and dim
 before the job starts.
 """
 
@@ -40,12 +41,12 @@ from embgemma_keras import load_head
 from pipelines.files import ReadRecords
 from pipelines.files import write_jsonl
 from pipelines.files import write_windowed_jsonl
+from pipelines.jobs import model_handler
 from pipelines.jobs import model_identity
 from pipelines.jobs import run
 from transforms import EMBEDDINGS
 from transforms import AssignClusters
 from transforms import ClassifyLabels
-from transforms import EmbeddingGemmaModelHandler
 from transforms import EmbedRecords
 from transforms import ParseRecords
 from transforms import to_json_line
@@ -169,10 +170,9 @@ def build(pipeline, options):
         pipeline.options.view_as(StandardOptions).streaming = True
     # Micro-batch deadlines only in a stream: over files, Beam's stateful
     # batcher would flush its last batch after the file sinks have closed.
-    handler = EmbeddingGemmaModelHandler(
-        handle, dim=options.dim, dtype=options.dtype,
-        max_batch_duration_secs=(options.max_batch_duration_secs
-                                 if streaming else None))
+    handler = model_handler(
+        handle, options, max_batch_duration_secs=(
+            options.max_batch_duration_secs if streaming else None))
     if streaming:
         parsed = (pipeline | "ReadPubSub" >> beam.io.ReadFromPubSub(
             subscription=options.input_subscription,

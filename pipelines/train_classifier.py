@@ -34,11 +34,11 @@ from embgemma_keras.heads import check_labels
 from pipelines.files import ReadRecords
 from pipelines.files import save_artifact_to
 from pipelines.files import write_jsonl
+from pipelines.jobs import model_handler
 from pipelines.jobs import model_identity
 from pipelines.jobs import run
 from transforms import DEAD_LETTERS
 from transforms import EMBEDDINGS
-from transforms import EmbeddingGemmaModelHandler
 from transforms import EmbedRecords
 from transforms import dead_letter
 
@@ -185,8 +185,7 @@ def build(pipeline, options):
             raise ValueError(
                 f"--zero_shot takes LABEL=DESCRIPTION, got {item!r}")
     handle, identity = model_identity(options.model)
-    handler = EmbeddingGemmaModelHandler(handle, dim=options.dim,
-                                         dtype=options.dtype)
+    handler = model_handler(handle, options)
     train, dead = _labelled_vectors(pipeline, options.train, options,
                                     handler, "Train")
     side = {}

@@ -1,6 +1,8 @@
 import json
 
 from embgemma_keras.cli import main
+from hostile import hostile_lines
+from hostile import write_jsonl
 
 
 def _write(path, lines):
@@ -55,3 +57,19 @@ def test_save_preset_writes_a_preset_that_gives_the_same_vectors(
     baked = EmbeddingGemma.from_preset(str(target))
     texts = ["a baked model", "gives the same vectors"]
     assert (baked.encode(texts) == tiny_model.encode(texts)).all()
+
+
+def test_every_hostile_line_is_embedded_or_reported(tiny_preset, tmp_path,
+                                                    capsys):
+    lines = hostile_lines()
+    source = write_jsonl(tmp_path / "in.jsonl", lines)
+    sink = tmp_path / "out.jsonl"
+    assert main(["embed", "--model", tiny_preset, "--input", str(source),
+                 "--output", str(sink), "--quiet"]) == 1
+    written = sink.read_text(encoding="utf-8").splitlines()
+    reported = [int(line.split(":")[1])
+                for line in capsys.readouterr().err.splitlines()
+                if line.startswith(f"{source}:")]
+    assert len(written) == sum(ok for _, _, ok in lines)
+    assert reported == [number for number, (_, _, ok)
+                        in enumerate(lines, start=1) if not ok]

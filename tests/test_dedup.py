@@ -1,6 +1,9 @@
+import json
+import os
 import random
 
 import apache_beam as beam
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
@@ -10,6 +13,7 @@ from hypothesis import strategies as st
 
 from transforms.dedup import ExactDuplicates
 from transforms.dedup import LexicalDuplicates
+from transforms.dedup import UniqueIds
 from transforms.dedup import connected_components
 
 BASE = ("the quarterly report shows that revenue grew by twelve percent "
@@ -103,3 +107,68 @@ def test_components_are_an_equivalence_relation(edges):
     # Each group is named by its smallest member.
     for node, root in group.items():
         assert root <= node and group[root] == root
+
+
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)),
+                max_size=60), st.randoms(use_true_random=False))
+def test_components_do_not_depend_on_edge_order(edges, rnd):
+    shuffled = [(b, a) for a, b in edges]
+    rnd.shuffle(shuffled)
+    assert dict(connected_components(edges)) == dict(
+        connected_components(shuffled))
+
+
+def test_an_id_reused_for_another_text_is_a_dead_letter():
+    records = [{"id": "a", "text": "short"}, {"id": "a", "text": "short"},
+               {"id": "a", "text": "the longer text is kept"},
+               {"id": "b", "text": "alone"}]
+    with TestPipeline() as p:
+        result = p | beam.Create(records) | UniqueIds()
+        assert_that(result.output | beam.Map(lambda r: (r["id"], r["text"])),
+                    equal_to([("a", "the longer text is kept"),
+                              ("b", "alone")]), label="kept")
+        assert_that(result.dead_letters | beam.Map(lambda d: d["stage"]),
+                    equal_to(["ids", "ids"]), label="refused")
+
+
+class _FailFirstRun(beam.DoFn):
+    """Fails on one record the first time the pipeline runs."""
+
+    def __init__(self, mark):
+        self._mark = mark
+
+    def process(self, record):
+        if record["id"] == "n7" and not os.path.exists(self._mark):
+            open(self._mark, "w").close()
+            raise RuntimeError("injected fault")
+        yield record
+
+
+def test_a_failed_multi_process_run_leaves_no_output_and_a_rerun_is_exact(
+        tmp_path, monkeypatch):
+    # Beam's multi-process runner does not retry a failed bundle: the run
+    # fails. It must leave no partial output behind, and the rerun must
+    # give every record exactly once.
+    records = RECORDS + [{"id": f"n{i}", "text": f"note {i} " * 5}
+                         for i in range(30)]
+
+    def run(out, **options):
+        with beam.Pipeline(options=PipelineOptions(**options)) as p:
+            result = (p | beam.Create(records) | ExactDuplicates()).unique | (
+                "Fault" >> beam.ParDo(_FailFirstRun(str(tmp_path / "mark"))))
+            _ = (result | LexicalDuplicates()).unique | beam.Map(
+                json.dumps) | beam.io.WriteToText(str(tmp_path / out))
+        return sorted(json.loads(line)["id"]
+                      for path in tmp_path.glob(f"{out}*")
+                      for line in path.read_text().splitlines())
+
+    # Worker processes unpickle _FailFirstRun from this module.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")]))
+    multi = dict(direct_num_workers=2, direct_running_mode="multi_processing")
+    with pytest.raises(Exception, match="injected fault"):
+        run("out", **multi)
+    assert not list(tmp_path.glob("out*"))
+    ids = run("out", **multi)
+    assert len(ids) == len(set(ids)) and "n7" in ids
+    assert ids == run("single")

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from pipelines import dedup_corpus
+from hostile import hostile_lines
 
 BASE = ("the quarterly report shows that revenue grew by twelve percent while "
         "costs stayed flat across all regions")
@@ -110,3 +111,21 @@ def test_a_one_megabyte_text_is_deduplicated_not_dropped(tmp_path,
     assert [r["kind"] for r in _read(out, "duplicates")] == ["exact"]
     (dead,) = _read(out, "dead_letters")
     assert "over the 1048576-byte limit" in dead["error"]
+
+
+def test_every_hostile_line_is_kept_flagged_or_a_dead_letter(tmp_path,
+                                                             tiny_preset):
+    lines = hostile_lines()
+    out = _run(tmp_path, tiny_preset, [line for _, line, _ in lines])
+    unique, dups = _read(out, "unique"), _read(out, "duplicates")
+    dead = _read(out, "dead_letters")
+    # Duplicates are reported by id, so of two records sharing an id for
+    # different texts, one is kept and the other is a dead letter.
+    accepted = sum(ok for _, _, ok in lines) - 1
+    assert len(unique) + len(dups) == accepted
+    assert len(dead) == len(lines) - accepted
+    assert [d["stage"] for d in dead].count("ids") == 1
+    assert all(d["error"] for d in dead)
+    assert sum(r.get("id") == "shared" for r in unique + dups) == 1
+    report = json.loads((out / "report.json").read_text())
+    assert report["counts"]["input"] == len(lines)

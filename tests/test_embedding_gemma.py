@@ -1,5 +1,8 @@
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 
 from embgemma_keras import EmbeddingGemma
 from embgemma_keras import truncate_embeddings
@@ -142,3 +145,21 @@ def test_the_tiny_preset_is_deterministic(tiny_model, tmp_path):
     again = EmbeddingGemma.from_preset(make_tiny_preset(tmp_path / "again"))
     np.testing.assert_array_equal(again.encode(TEXTS),
                                   tiny_model.encode(TEXTS))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.floats(1e-3, 1e3),
+       st.sampled_from([512, 256, 128]))
+def test_matryoshka_truncation_is_a_normalised_prefix(seed, scale, dim):
+    rng = np.random.default_rng(seed)
+    vector = (rng.standard_t(2, size=(1, 768)) * scale).astype(np.float32)
+    full = truncate_embeddings(vector, 768)
+    short = truncate_embeddings(vector, dim)
+    assert short.shape == (1, dim)
+    np.testing.assert_allclose(np.linalg.norm(short), 1.0, rtol=1e-5)
+    # Same direction as the prefix, and truncating in steps changes nothing.
+    np.testing.assert_allclose(short, truncate_embeddings(full, dim),
+                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        truncate_embeddings(truncate_embeddings(vector, 512), 128),
+        truncate_embeddings(vector, 128), rtol=1e-4, atol=1e-6)

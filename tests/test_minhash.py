@@ -99,3 +99,15 @@ def test_long_texts_are_signed_in_bounded_memory_and_match():
     reference.update_batch(hasher.shingle_hashes(long_text[:5000]).tolist())
     np.testing.assert_array_equal(batched[2], reference.hashvalues)
     np.testing.assert_array_equal(batched[1], hasher.signature("short text"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.characters(codec=None), max_size=60),
+       st.sampled_from([("char", 5), ("char", 3), ("word", 2)]))
+def test_any_text_has_a_signature_and_matches_itself(text, shingles):
+    # Surrogates, control characters, empty and one-character texts alike.
+    hasher = MinHasher(kind=shingles[0], size=shingles[1])
+    signature = hasher.signature(normalize(text))
+    assert signature.shape == (hasher.num_perm,)
+    assert estimated_jaccard(signature, signature) == 1.0
+    assert len(hasher.band_keys(signature)) == hasher.bands

@@ -6,7 +6,11 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 from apache_beam.testing.util import equal_to
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 
+from transforms import DEAD_LETTERS
 from transforms import ParseRecords
 from transforms import record_id
 
@@ -110,3 +114,17 @@ def test_configuration_errors_are_raised_at_construction():
     with pytest.raises(ValueError, match="'body' is not among the columns"):
         ParseRecords(format="tsv", columns=["label", "text"],
                      text_column="body")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=120), st.sampled_from(["jsonl", "tsv", "csv",
+                                                   "text"]))
+def test_any_line_in_any_format_gives_exactly_one_output(raw, fmt):
+    columns = ["label", "text"] if fmt in ("tsv", "csv") else None
+    fn = ParseRecords(format=fmt, columns=columns)._fn
+    (output,) = list(fn.process(raw))  # one output, never an exception
+    if isinstance(output, beam.pvalue.TaggedOutput):
+        assert output.tag == DEAD_LETTERS
+        assert output.value["stage"] == "parse" and output.value["error"]
+    else:
+        assert output["text"].strip() and isinstance(output["id"], str)

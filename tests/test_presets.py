@@ -1,6 +1,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from embgemma_keras import EmbeddingGemma
@@ -77,13 +78,52 @@ def test_a_keras_preset_of_another_model_is_refused(tmp_path):
         EmbeddingGemma.from_preset(path)
 
 
-def test_truncated_weights_fail_at_load_with_the_path(tmp_path, tiny_preset):
+@pytest.mark.parametrize("keep", [1000, 0.9])
+def test_a_truncated_preset_is_refused_before_loading(tmp_path, tiny_preset,
+                                                      keep):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_preset, broken)
     weights = broken / "model.weights.h5"
-    weights.write_bytes(weights.read_bytes()[:1000])
-    with pytest.raises(ModelNotFoundError, match="Could not load"):
-        EmbeddingGemma.from_preset(str(broken))
+    data = weights.read_bytes()
+    weights.write_bytes(data[:keep if isinstance(keep, int)
+                             else int(len(data) * keep)])
+    # resolve_handle is what every job calls before it starts.
+    with pytest.raises(ModelNotFoundError, match="truncated or corrupt"):
+        resolve_handle(str(broken))
+
+
+def _real_snapshot(tmp_path):
+    from safetensors.numpy import save_file
+
+    path = _snapshot(
+        tmp_path,
+        {"model_type": "gemma3_text", "use_bidirectional_attention": True},
+        ["tokenizer.model"])
+    for name, shape in (("model.safetensors", (64, 8)),
+                        ("2_Dense/model.safetensors", (16, 8)),
+                        ("3_Dense/model.safetensors", (8, 16))):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        save_file({"linear.weight": np.ones(shape, np.float32)},
+                  str(tmp_path / name))
+    return path
+
+
+def test_a_complete_snapshot_passes_the_checks(tmp_path):
+    path = _real_snapshot(tmp_path)
+    assert resolve_handle(path) == path
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_a_damaged_safetensors_file_is_refused_before_loading(tmp_path,
+                                                              damage):
+    path = _real_snapshot(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-100] if damage == "truncate"
+                        else b"\xff" * len(data))
+    match = "truncated" if damage == "truncate" else "not a readable"
+    with pytest.raises(ModelNotFoundError, match=match):
+        resolve_handle(path)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
 import json
+import os
 import types
 
 import apache_beam as beam
@@ -10,6 +11,8 @@ from apache_beam.transforms.window import TimestampedValue
 from embgemma_keras import Centroids
 from embgemma_keras import ZeroShotHead
 from pipelines import stream_tag
+from hostile import hostile_lines
+from hostile import write_jsonl
 from transforms import EmbeddingGemmaModelHandler
 from transforms import ParseRecords
 
@@ -131,3 +134,90 @@ def test_a_head_for_another_dim_is_refused_before_the_job(
                          "--output", str(tmp_path / "out"),
                          "--model", tiny_preset,
                          "--heads", f"topic={tmp_path / 'head'}"])
+
+
+def test_every_hostile_line_is_tagged_or_a_dead_letter(tiny_preset,
+                                                       tiny_model, tmp_path):
+    ZeroShotHead.from_descriptions(
+        tiny_model, {"finance": "revenue and costs", "chat": "see you later"},
+        model_identity=tiny_model.identity, min_score=-1.0).save(
+            tmp_path / "head")
+    lines = hostile_lines()
+    corpus = write_jsonl(tmp_path / "in.jsonl", lines)
+    out = tmp_path / "out"
+    stream_tag.main(["--input", str(corpus), "--output", str(out),
+                     "--model", tiny_preset,
+                     "--heads", f"topic={tmp_path / 'head'}"])
+    tagged = [json.loads(line) for path in out.glob("tagged-*")
+              for line in path.read_text().splitlines()]
+    dead = [json.loads(line) for path in out.glob("dead_letters-*")
+            for line in path.read_text().splitlines()]
+    accepted = sum(ok for _, _, ok in lines)
+    assert len(tagged) == accepted
+    assert len(dead) == len(lines) - accepted
+    assert all(d["error"] for d in dead)
+    assert all(r["labels"]["topic"]["label"] in ("finance", "chat")
+               for r in tagged)
+    assert sum(r["id"] == "shared" for r in tagged) == 2
+
+
+class _FailOncePerBundle(beam.DoFn):
+    """Fails each bundle's first attempt after it has emitted a record.
+
+    The runner must then drop what that attempt emitted and retry it.
+    `marks` records the bundles that failed (named by their first record).
+    """
+
+    def __init__(self, marks):
+        self._marks = marks
+
+    def start_bundle(self):
+        self._first = None
+
+    def process(self, record):
+        if self._first is None:
+            self._first = record["id"]
+        else:
+            mark = os.path.join(self._marks, self._first)
+            if not os.path.exists(mark):
+                open(mark, "w").close()
+                raise RuntimeError(f"injected fault in bundle {self._first}")
+        yield record
+
+
+def test_retried_bundles_give_each_record_exactly_once(tiny_preset, tmp_path):
+    # The runner that retries a failed bundle, as Dataflow does; Beam's
+    # multi-process runner fails the pipeline instead of retrying.
+    texts = [f"{TEXT} ({i})" if i % 4 else f"message number {i} about "
+             f"something else entirely, item {i}" for i in range(40)]
+    stream = TestStream().advance_watermark_to(0)
+    for start in range(0, 40, 8):  # five bundles of eight records
+        stream = stream.add_elements([
+            TimestampedValue(_line(f"r{i:02d}", texts[i]), start)
+            for i in range(start, start + 8)]).advance_watermark_to(start + 1)
+    stream = stream.advance_watermark_to_infinity()
+    before, after = tmp_path / "before", tmp_path / "after"
+    before.mkdir(), after.mkdir()
+    out_dir = tmp_path / "out"
+    options = types.SimpleNamespace(
+        horizon_secs=3600, lexical_dup_threshold=0.7,
+        semantic_dup_threshold=1.01, output=str(out_dir),
+        output_window_secs=3600, allowed_lateness_secs=0, output_topic=None,
+        output_table=None, dead_letter_topic=None, dead_letter_table=None)
+    with beam.Pipeline(runner="BundleBasedDirectRunner",
+                       options=PipelineOptions(streaming=True)) as p:
+        parsed = (p | stream | ParseRecords()).output | "FaultBeforeModel" >> (
+            beam.ParDo(_FailOncePerBundle(str(before))))
+        tagged, dead = stream_tag.tag(
+            parsed, EmbeddingGemmaModelHandler(tiny_preset), {}, None,
+            options)
+        tagged = tagged | "FaultAfterState" >> beam.ParDo(
+            _FailOncePerBundle(str(after)))
+        stream_tag.write_outputs(tagged, dead | beam.Flatten(), options,
+                                 streaming=True)
+    faults = len(list(before.iterdir())) + len(list(after.iterdir()))
+    ids = sorted(json.loads(line)["id"] for path in out_dir.glob("tagged*")
+                 for line in path.read_text().splitlines())
+    assert faults >= 5
+    assert ids == [f"r{i:02d}" for i in range(40)]
+    assert not list(out_dir.glob("dead_letters*"))

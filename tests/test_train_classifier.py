@@ -4,6 +4,8 @@ import pytest
 
 from embgemma_keras import load_head
 from pipelines import train_classifier
+from hostile import hostile_lines
+from hostile import write_jsonl
 
 ROWS = [
     ("spam", "WIN a free prize now, text CLAIM to 80082"),
@@ -76,3 +78,17 @@ def test_a_single_class_is_a_clear_error(tiny_preset, tmp_path):
     train = _tsv(tmp_path / "train.tsv", [r for r in ROWS if r[0] == "ham"])
     with pytest.raises(Exception, match="at least two distinct labels"):
         _run(tiny_preset, tmp_path, "--train", train)
+
+
+def test_every_hostile_line_is_trained_on_or_a_dead_letter(tiny_preset,
+                                                           tmp_path):
+    lines = hostile_lines(label=lambda i: ("spam", "ham")[i % 2])
+    train = write_jsonl(tmp_path / "train.jsonl", lines)
+    out = _run(tiny_preset, tmp_path, "--train", str(train))
+    metrics = json.loads((out / "metrics.json").read_text())
+    dead = [json.loads(line) for path in out.glob("dead_letters*.jsonl")
+            for line in path.read_text().splitlines()]
+    accepted = sum(ok for _, _, ok in lines)
+    assert metrics["train_examples"] == accepted
+    assert len(dead) == len(lines) - accepted
+    assert all(d["error"] for d in dead)

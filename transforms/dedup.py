@@ -15,7 +15,8 @@ fraction of the corpus) on one worker and runs union-find over them: about
 40 bytes an edge, so tens of millions of duplicate pairs fit one worker.
 Records keep flowing in parallel; only the id -> group map is broadcast.
 Ids must be unique within a job (`ParseRecords` derives them from content
-when absent).
+when absent); `UniqueIds` turns records that reuse an id for another text
+into dead letters.
 """
 
 import hashlib
@@ -25,6 +26,9 @@ import typing
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from transforms.dead_letters import DEAD_LETTERS
+from transforms.dead_letters import WithDeadLetters
+from transforms.dead_letters import dead_letter
 from transforms.minhash import MinHasher
 from transforms.minhash import estimated_jaccard
 from transforms.minhash import normalize
@@ -50,6 +54,36 @@ def split_group(members, kind, similarity):
         yield beam.pvalue.TaggedOutput(DUPLICATES, {
             **record, "duplicate_of": keep["id"],
             "similarity": similarity(keep, record), "kind": kind})
+
+
+class UniqueIds(beam.PTransform):
+    """Refuses records that reuse another record's id for a different text.
+
+    Duplicates are reported by id (`duplicate_of`), so an id must name one
+    text. Of the records sharing an id, those with the text of the one kept
+    by `representative_order` pass (exact copies, for `ExactDuplicates` to
+    flag); the others become dead letters (stage "ids").
+    """
+
+    def expand(self, records):
+        results = (
+            records
+            | "KeyById" >> beam.Map(lambda r: (r["id"], r))
+            | "GroupById" >> beam.GroupByKey()
+            | "Check" >> beam.FlatMapTuple(_refuse_shared_ids)
+            .with_outputs(DEAD_LETTERS, main="records"))
+        return WithDeadLetters(results.records, results[DEAD_LETTERS])
+
+
+def _refuse_shared_ids(record_id, members):
+    members = sorted(members, key=representative_order)
+    for record in members:
+        if record["text"] == members[0]["text"]:
+            yield record
+        else:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
+                "ids", f"id {record_id!r} is already used by a record with "
+                "another text; ids must be unique", record))
 
 
 class ExactDuplicates(beam.PTransform):

@@ -142,9 +142,12 @@ class MinHasher:
         return list(enumerate(self.band_hashes([signature])[0].tolist()))
 
     def _units(self, text):
+        # surrogatepass: a lone surrogate (which JSON parsing refuses, but
+        # the Python API may be given) hashes like any other code point.
         if self.kind == "char":
-            return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-        return np.array([zlib.crc32(word.encode("utf-8"))
+            return np.frombuffer(text.encode("utf-32-le", "surrogatepass"),
+                                 dtype=np.uint32)
+        return np.array([zlib.crc32(word.encode("utf-8", "surrogatepass"))
                          for word in text.split(" ")], dtype=np.uint32)
 
     def _window_hashes(self, units):

@@ -1,0 +1,99 @@
+"""Input lines every job must survive: each bad case, and awkward good ones.
+
+`hostile_lines()` returns `(name, line, accepted)` triples: JSONL lines
+(bytes, no newline) that a job must either process (`accepted`) or turn
+into a dead letter that says why. Tests count both.
+"""
+
+import json
+
+# Under the default 1 MiB record limit with its JSON wrapping; truncated to
+# the model's context when embedded.
+ONE_MB_TEXT = ("All work and no play makes a long record. " * 23_810)[:1_000_000]
+TOKENS_100K = " ".join(f"w{i % 97}" for i in range(100_000))
+
+
+def _json(record):
+    return json.dumps(record, ensure_ascii=False).encode("utf-8")
+
+
+def _accepted(label):
+    """Good records; `label(i)` adds a `label` field when given."""
+    cases = [
+        ("plain", {"id": "plain", "text": "An ordinary sentence about the "
+                                          "weather in the harbour today."}),
+        ("control characters", {"text": "tab\tbell\u0007 nul\u0000 escape "
+                                        "\u001b end of a line"}),
+        ("right-to-left", {"text": "مرحبا بالعالم، هذه رسالة قصيرة "
+                                   "שלום עולם"}),
+        ("emoji", {"text": "party time 🎉😀 thumbs up 👍🏽 family 👨‍👩‍👧"}),
+        ("CJK", {"text": "今日は良い天気です。我们明天去公园吧。오늘 날씨 좋다"}),
+        ("1 MB text", {"text": ONE_MB_TEXT}),
+        ("100k-token text", {"text": TOKENS_100K}),
+        ("duplicate id, first", {"id": "shared", "text": "The first record "
+                                 "that carries the shared id."}),
+        ("duplicate id, second", {"id": "shared", "text": "Another, quite "
+                                  "different message with the same id."}),
+        ("10,000 fields", {"text": "A record with very many other fields.",
+                           **{f"field_{i}": i for i in range(10_000)}}),
+        ("title", {"text": "Body of a titled record.", "title": "A title"}),
+    ]
+    lines = []
+    for i, (name, record) in enumerate(cases):
+        if label:
+            record = {**record, "label": label(i)}
+        lines.append((name, _json(record), True))
+    escaped = {"text": "escaped pair \\ud83d\\ude00 and a byte-order mark"}
+    if label:
+        escaped["label"] = label(len(cases))
+    # json.dumps would escape the backslashes; write the escapes raw.
+    lines.append(("BOM and escaped surrogate pair",
+                  "\ufeff".encode() + json.dumps(escaped).replace(
+                      "\\\\u", "\\u").encode(), True))
+    return lines
+
+
+REFUSED = [
+    ("malformed JSON", b'{"text": "unterminated'),
+    ("JSON array", b"[1, 2, 3]"),
+    ("JSON string", b'"just a string"'),
+    ("JSON number", b"42"),
+    ("JSON null", b"null"),
+    ("blank line", b""),
+    ("text missing", b'{"id": "m", "body": "no text field"}'),
+    ("text null", b'{"text": null}'),
+    ("text a number", b'{"text": 5}'),
+    ("text a list", b'{"text": ["a", "b"]}'),
+    ("text an object", b'{"text": {"a": 1}}'),
+    ("text a boolean", b'{"text": true}'),
+    ("text empty", b'{"text": ""}'),
+    ("text whitespace", b'{"text": "  \\t\\n  \\u3000 "}'),
+    ("title a number", b'{"text": "fine", "title": 5}'),
+    ("invalid UTF-8", b'{"text": "caf\xe9 cr\xe8me"}'),
+    ("truncated UTF-8", b'{"text": "\xe4\xbd"}'),
+    ("raw NUL byte", b'{"text": "a\x00b"}'),
+    ("lone surrogate", b'{"text": "broken \\ud800 pair"}'),
+    ("NaN", b'{"text": "fine", "score": NaN}'),
+    ("number out of range", b'{"text": "fine", "score": 1e999}'),
+    ("5,000-digit integer", b'{"text": "fine", "n": ' + b"9" * 5000 + b"}"),
+    ("nested 100,000 deep", b'{"text": "fine", "x": ' + b"[" * 100_000
+     + b"]" * 100_000 + b"}"),
+    ("2 MB text", _json({"text": ONE_MB_TEXT * 2})),
+    ("100,000 fields", _json({"text": "too many fields",
+                              **{f"field_{i}": i for i in range(100_000)}})),
+]
+
+
+def hostile_lines(label=None):
+    """All cases, good and bad interleaved, as `(name, line, accepted)`."""
+    good = _accepted(label)
+    bad = [(name, line, False) for name, line in REFUSED]
+    mixed = []
+    for i in range(max(len(good), len(bad))):
+        mixed += good[i:i + 1] + bad[i:i + 1]
+    return mixed
+
+
+def write_jsonl(path, lines):
+    path.write_bytes(b"\n".join(line for _, line, _ in lines) + b"\n")
+    return path
