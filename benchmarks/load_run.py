@@ -13,7 +13,6 @@ letters, which must be 0) and the job process's peak RSS.
 import argparse
 import csv
 import json
-import os
 import pathlib
 import random
 import subprocess

@@ -80,3 +80,40 @@ def test_semantic_sketch_flags_close_vectors(tmp_path):
     tags = {r["id"]: r.get("duplicate_of") for r in out}
     assert tags == {"a": None, "b": "a", "c": None}
     assert next(r for r in out if r["id"] == "b")["kind"] == "semantic"
+
+
+def test_a_wave_of_copies_points_at_the_original(tmp_path):
+    # Only originals are remembered, so each copy (and a near copy of a
+    # copy) names the first record, and the buckets hold one entry.
+    events = [(t, {"id": f"copy{t}", "text": TEXT}) for t in range(1, 30)]
+    events[5] = (6, {"id": "typo", "text": TEXT.replace("twelve", "twelv")})
+    out = _run([(0, {"id": "original", "text": TEXT})] + events,
+               StreamingNearDuplicates(), tmp_path)
+    assert len(out) == 30
+    assert {r.get("duplicate_of") for r in out if r["id"] != "original"} == {
+        "original"}
+
+
+class _OneBucket:
+    """Every record in one bucket; equal texts are duplicates."""
+
+    kind, bands = "exact", 1
+
+    def sketch(self, record):
+        return record["text"], [(0, "all")]
+
+    @staticmethod
+    def similarity(a, b):
+        return float(a == b)
+
+
+def test_a_full_bucket_forgets_its_oldest_original(tmp_path):
+    events = [(t, {"id": f"r{t}", "text": f"text {t}"}) for t in range(4)]
+    events += [(10, {"id": "copy_of_r0", "text": "text 0"}),
+               (11, {"id": "copy_of_r3", "text": "text 3"})]
+    out = _run(events, StreamingNearDuplicates(_OneBucket(), threshold=1.0,
+                                               max_bucket=2), tmp_path)
+    tags = {r["id"]: r.get("duplicate_of") for r in out}
+    assert len(out) == len(events)
+    assert tags["copy_of_r3"] == "r3"
+    assert tags["copy_of_r0"] is None  # r0 was forgotten: missed, not wrong

@@ -6,10 +6,12 @@ record seen within `horizon_secs` of event time, adding `duplicate_of`,
 `similarity` and `kind` to it; every record comes out once, flagged or not.
 
 How it works: each record is sketched into one key per LSH band; a
-stateful DoFn per band bucket remembers the records it saw (id, sketch,
-event time) and compares each newcomer with them; an event-time timer
-drops entries once the watermark is `horizon_secs` past them, so state
-stays bounded by the traffic of one horizon. A second stateful DoFn keyed
+stateful DoFn per band bucket remembers the originals it saw (id, sketch,
+event time of the records that matched none before them) and compares each
+newcomer with them; an event-time timer drops entries once the watermark is
+`horizon_secs` past them, and a bucket keeps at most `max_bucket` entries,
+so state and time per record stay bounded however hot a bucket runs (a
+spam wave of copies keeps one entry: its original). A second stateful DoFn keyed
 by record id waits for the verdicts of all bands and emits the record with
 its best match.
 
@@ -25,6 +27,7 @@ before its (event-time) original is not flagged.
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.metrics import Metrics
 from apache_beam.coders import PickleCoder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec
@@ -87,10 +90,13 @@ class _CompareInBucket(beam.DoFn):
     SEEN = BagStateSpec("seen", PickleCoder())
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
 
-    def __init__(self, sketcher, threshold, horizon_secs):
+    def __init__(self, sketcher, threshold, horizon_secs, max_bucket):
         self._sketcher = sketcher
         self._threshold = threshold
         self._horizon = int(horizon_secs * 1_000_000)  # microseconds
+        self._max_bucket = max_bucket
+        self._evicted = Metrics.counter("StreamingNearDuplicates",
+                                        "bucket_evictions")
 
     def process(self, element, timestamp=beam.DoFn.TimestampParam,
                 seen=beam.DoFn.StateParam(SEEN),
@@ -98,7 +104,8 @@ class _CompareInBucket(beam.DoFn):
         _, (record_id, sketch) = element
         order = (timestamp.micros, record_id)
         best, known = None, False
-        for other_id, other_sketch, other_micros in seen.read():
+        entries = list(seen.read())
+        for other_id, other_sketch, other_micros in entries:
             if other_id == record_id:
                 known = True
                 continue
@@ -110,8 +117,20 @@ class _CompareInBucket(beam.DoFn):
             score = self._sketcher.similarity(sketch, other_sketch)
             if score >= self._threshold and (best is None or score > best[1]):
                 best = (other_id, score)
-        if not known:
-            seen.add((record_id, sketch, timestamp.micros))
+        # Only originals are remembered: a copy matches its original anyway,
+        # so a burst of copies (a spam wave) leaves the bucket at one entry
+        # and `duplicate_of` names the original, not another copy.
+        if not known and best is None:
+            entry = (record_id, sketch, timestamp.micros)
+            if len(entries) >= self._max_bucket:
+                # A bucket of distinct records sharing a band: forget the
+                # oldest, so a hot bucket costs bounded time and memory.
+                entries.sort(key=lambda e: e[2])
+                seen.clear()
+                for kept in entries[len(entries) - self._max_bucket + 1:]:
+                    seen.add(kept)
+                self._evicted.inc(len(entries) - self._max_bucket + 1)
+            seen.add(entry)
             expiry.set(Timestamp(micros=timestamp.micros + self._horizon))
         yield record_id, ("verdict", best)
 
@@ -184,16 +203,20 @@ class StreamingNearDuplicates(beam.PTransform):
         sketcher: `LexicalSketch()` (default) or `SemanticSketch(dim)`.
         threshold: similarity (Jaccard estimate or cosine) for a duplicate.
         horizon_secs: how far apart in event time two records may be.
+        max_bucket: originals remembered per LSH bucket; past it the oldest
+            are forgotten (counted in the `bucket_evictions` metric).
 
     Apply it twice, lexical then semantic, to tag both kinds; a record
     already tagged keeps its first tag.
     """
 
-    def __init__(self, sketcher=None, threshold=0.7, horizon_secs=3600):
+    def __init__(self, sketcher=None, threshold=0.7, horizon_secs=3600,
+                 max_bucket=200):
         super().__init__()
         self._sketcher = sketcher or LexicalSketch()
         self._threshold = threshold
         self._horizon = horizon_secs
+        self._max_bucket = max_bucket
 
     def expand(self, records):
         sketcher = self._sketcher
@@ -203,7 +226,7 @@ class StreamingNearDuplicates(beam.PTransform):
                 (key, (r["id"], sketch))
                 for sketch, keys in [sketcher.sketch(r)] for key in keys])
             | "Compare" >> beam.ParDo(_CompareInBucket(
-                sketcher, self._threshold, self._horizon)))
+                sketcher, self._threshold, self._horizon, self._max_bucket)))
         keyed = records | "KeyById" >> beam.Map(
             lambda r: (r["id"], ("record", r)))
         return ((keyed, verdicts) | "Merge" >> beam.Flatten()
