@@ -1,12 +1,15 @@
 """Same-meaning duplicates: SemDeDup on EmbeddingGemma vectors.
 
 Records are bucketed by k-means on their sentence-similarity embeddings
-(centroids fitted on a sample, so the fit is one worker's work whatever the
-corpus size); within each bucket every pair with cosine >= `threshold` is an
-edge; edges are made transitive with the same connected components as the
+(centroids fitted on a fixed sample, the records whose ids hash lowest, so
+the fit is one worker's work whatever the corpus size, and every run finds
+the same duplicates); within each bucket every pair with cosine >=
+`threshold` is an edge; edges are made transitive with the same connected components as the
 lexical detector, and the same representative rule applies. Two paraphrases
 in different buckets are missed: more clusters is faster and misses more.
 """
+
+import hashlib
 
 import apache_beam as beam
 import numpy as np
@@ -16,6 +19,10 @@ from transforms.embed import EMBEDDINGS
 
 # Vectors compared at once within a bucket: 2,048 x 2,048 cosines (16 MB).
 _BLOCK = 2048
+
+
+def _id_rank(record_id):
+    return hashlib.sha256(record_id.encode("utf-8")).digest()
 
 
 def fit_centroids(vectors, clusters, seed=0):
@@ -75,8 +82,11 @@ class SemanticDuplicates(beam.PTransform):
             lambda r: (r["id"], np.asarray(r[EMBEDDINGS][stage], np.float32)))
         centroids = (
             keyed
-            | "Sample" >> beam.combiners.Sample.FixedSizeGlobally(
-                self._sample_size)
+            # The records whose ids hash lowest: a sample that is the same on
+            # every run, so the buckets, and the duplicates found, are too.
+            | "Sample" >> beam.combiners.Top.Of(
+                self._sample_size, key=lambda item: _id_rank(item[0]),
+                reverse=True)
             | "Fit" >> beam.Map(lambda sample: fit_centroids(
                 [vector for _, vector in sample], clusters)))
         edges = (
