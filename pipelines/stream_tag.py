@@ -18,15 +18,16 @@ On Dataflow, streaming from Pub/Sub:
         --model /opt/models/embeddinggemma-bf16 --heads spam=gs://.../spam ...
 
 With a Pub/Sub source, `--output DIR` (local or gs://) writes
-`DIR/tagged-<window>-<pane>-*.jsonl` per --output_window_secs of event
-time; a record up to --allowed_lateness_secs late lands in a later pane's
-file, a later one only in the Pub/Sub and BigQuery sinks.
+`DIR/tagged-<window start>-<window end>-pane<N>.jsonl` per
+--output_window_secs of event time; a record up to --allowed_lateness_secs
+late lands in a later pane's file, a later one only in the Pub/Sub and
+BigQuery sinks.
 
 Record ids come from the record (or a hash of its content), so Pub/Sub
 redelivery keeps them and a redelivered record is never a duplicate of
 itself (so a different record reusing an id within the horizon gets the
-first one's duplicate verdict: ids should be unique). Heads and centroids are checked against the model, prompt and dim
-before the job starts.
+first one's duplicate verdict: ids should be unique). Heads and centroids
+are checked against the model, prompt and dim before the job starts.
 """
 
 import json
@@ -60,7 +61,7 @@ BIGQUERY_SCHEMA = ("id:STRING,text:STRING,labels:JSON,cluster_id:INTEGER,"
 DEAD_LETTER_SCHEMA = "stage:STRING,error:STRING,raw:STRING,raw_encoding:STRING"
 
 
-# No single flag is required: --input, or --input_subscription or --input_topic.
+# No single flag is required: --input, --input_subscription or --input_topic.
 REQUIRED = ()
 
 
@@ -95,9 +96,9 @@ class StreamTagOptions(PipelineOptions):
         parser.add_argument("--dead_letter_table", default=None,
                             help="BigQuery table for dead letters.")
         parser.add_argument("--output_window_secs", type=int, default=60,
-                            help="Streaming with --output: one set of files "
-                                 "per window of this many seconds of event "
-                                 "time.")
+                            help="Streaming with --output: one file per "
+                                 "window of this many seconds of event time "
+                                 "(and per pane).")
         parser.add_argument("--allowed_lateness_secs", type=int,
                             default=86400,
                             help="Streaming with --output: records this late "

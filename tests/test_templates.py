@@ -186,7 +186,8 @@ def test_build_script_builds_pushes_and_registers_every_template(tmp_path):
     calls = log.read_text().splitlines()
     assert len(calls) == 3 * len(JOBS)
     for job in JOBS:
-        image = f"europe-west4-docker.pkg.dev/p/r/embgemma-{job.replace('_', '-')}:v1"
+        name = job.replace("_", "-")
+        image = f"europe-west4-docker.pkg.dev/p/r/embgemma-{name}:v1"
         build = next(c for c in calls if f"JOB={job} " in c)
         assert "--build-context model_source=/models/gemma" in build
         assert f"--tag {image}" in build

@@ -55,10 +55,11 @@ class EmbeddingGemmaModelHandler(ModelHandler):
         max_length: tokens per text; longer texts are truncated (counted in
             the `truncated_texts` metric).
         min_batch_size, max_batch_size, max_batch_duration_secs: how Beam
-            groups elements before `run_inference` (min defaults to 128). A large Beam batch lets
-            the encoder sort it by length and split it into forward passes
-            of similar texts; `max_batch_duration_secs` bounds how long a
-            streaming element waits for its batch to fill.
+            groups elements before `run_inference` (min defaults to 128). A
+            large Beam batch lets the encoder sort it by length and split
+            it into forward passes of similar texts;
+            `max_batch_duration_secs` bounds how long a streaming element
+            waits for its batch to fill.
         large_model, model_copies: load one (or `model_copies`) model per
             VM shared by all its processes instead of one per process.
     """
