@@ -10,9 +10,12 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import trigger
 from apache_beam.transforms import window
 
+from embgemma_keras.artifacts import ARRAYS_FILE
+from embgemma_keras.artifacts import META_FILE
 from transforms import ParseRecords
 from transforms import to_json_line
 
+ARTIFACT_FILES = (META_FILE, ARRAYS_FILE)
 _EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
                ".tsv": "tsv", ".csv": "csv", ".txt": "text"}
 
@@ -118,6 +121,22 @@ class _WritePane(beam.DoFn):
         with FileSystems.create(path) as f:
             f.write("".join(line + "\n" for line in lines).encode("utf-8"))
         yield path
+
+
+def local_artifact(directory):
+    """A local directory holding the artifact at `directory` (local or gs://).
+
+    Artifacts are read from local files (`embgemma_keras` does not depend on
+    Beam), so a remote one is copied through Beam's FileSystems first.
+    """
+    if FileSystems.get_scheme(directory) is None:
+        return directory
+    staging = tempfile.mkdtemp(prefix="artifact-")
+    for name in ARTIFACT_FILES:
+        with FileSystems.open(FileSystems.join(directory, name)) as source, \
+                open(os.path.join(staging, name), "wb") as sink:
+            sink.write(source.read())
+    return staging
 
 
 def save_artifact_to(output, artifact, metrics):

@@ -40,6 +40,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 from embgemma_keras import load_centroids
 from embgemma_keras import load_head
 from pipelines.files import ReadRecords
+from pipelines.files import local_artifact
 from pipelines.files import write_jsonl
 from pipelines.files import write_windowed_jsonl
 from pipelines.jobs import model_handler
@@ -113,7 +114,7 @@ def load_heads(spec, identity, dim):
         name, _, directory = item.partition("=")
         if not directory:
             raise ValueError(f"--heads takes NAME=DIR,..., got {item!r}")
-        heads[name] = load_head(directory, expect=identity,
+        heads[name] = load_head(local_artifact(directory), expect=identity,
                                 task="classification", dim=dim)
     return heads
 
@@ -164,8 +165,9 @@ def build(pipeline, options):
     heads = load_heads(options.heads, identity, options.dim)
     centroids = None
     if options.centroids:
-        centroids = load_centroids(options.centroids, expect=identity,
-                                   task="clustering", dim=options.dim)
+        centroids = load_centroids(local_artifact(options.centroids),
+                                   expect=identity, task="clustering",
+                                   dim=options.dim)
     streaming = bool(options.input_subscription or options.input_topic)
     if streaming:
         pipeline.options.view_as(StandardOptions).streaming = True

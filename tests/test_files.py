@@ -1,0 +1,60 @@
+import pytest
+from apache_beam.io.localfilesystem import LocalFileSystem
+
+from embgemma_keras import ArtifactMismatchError
+from embgemma_keras import ZeroShotHead
+from embgemma_keras import load_head
+from pipelines.files import file_format
+from pipelines.files import local_artifact
+
+PREFIX = "remotefs://"
+
+
+class RemoteFileSystem(LocalFileSystem):
+    """A filesystem with a scheme, as gs:// has, backed by local files.
+
+    Beam finds FileSystem subclasses by their scheme once defined.
+    """
+
+    @classmethod
+    def scheme(cls):
+        return "remotefs"
+
+    def join(self, basepath, *paths):
+        return "/".join([basepath.rstrip("/"), *paths])
+
+    def open(self, path, *args, **kwargs):
+        return super().open(path[len(PREFIX):], *args, **kwargs)
+
+
+def test_a_remote_artifact_is_copied_and_loaded(tiny_model, tmp_path):
+    head = ZeroShotHead.from_descriptions(
+        tiny_model, {"a": "about apples", "b": "about boats"},
+        model_identity=tiny_model.identity)
+    head.save(tmp_path / "head")
+    local = local_artifact(f"{PREFIX}{tmp_path / 'head'}")
+    assert local != str(tmp_path / "head")
+    loaded = load_head(local, expect=tiny_model.identity,
+                       task="classification", dim=768)
+    assert loaded.labels == ["a", "b"]
+
+
+def test_a_local_artifact_is_used_in_place(tmp_path):
+    assert local_artifact(str(tmp_path)) == str(tmp_path)
+
+
+def test_a_missing_remote_artifact_fails_before_the_job(tmp_path):
+    with pytest.raises((OSError, ArtifactMismatchError)):
+        load_head(local_artifact(f"{PREFIX}{tmp_path / 'none'}"))
+
+
+@pytest.mark.parametrize("name,fmt", [
+    ("a.jsonl", "jsonl"), ("gs://b/x/*.ndjson", "jsonl"), ("t.tsv", "tsv"),
+    ("c.csv", "csv"), ("lines.txt", "text")])
+def test_the_format_follows_the_extension(name, fmt):
+    assert file_format(name) == fmt
+
+
+def test_an_unknown_extension_is_refused():
+    with pytest.raises(ValueError, match="cannot tell the format"):
+        file_format("corpus.parquet")
