@@ -24,6 +24,7 @@ import sys
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.data import DATA_DIR  # noqa: E402
 from pipelines import train_classifier  # noqa: E402
 
 SENTIMENT = ["--zero_shot", "positive=a positive, favourable review",
@@ -55,7 +56,7 @@ def main():
     parser.add_argument("--model", default=os.environ.get("EMBGEMMA_MODEL"))
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--data-dir", type=pathlib.Path,
-                        default=REPO.parent / "shared" / "data")
+                        default=DATA_DIR)
     parser.add_argument("--work", type=pathlib.Path,
                         default=REPO / "benchmarks" / "results" /
                         "classification")

@@ -15,7 +15,6 @@ of everything flagged.
 """
 
 import argparse
-import csv
 import json
 import os
 import pathlib
@@ -26,6 +25,8 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.data import DATA_DIR  # noqa: E402
+from benchmarks.data import read_tsv  # noqa: E402
 from pipelines import dedup_corpus  # noqa: E402
 
 SETTINGS = {
@@ -34,11 +35,6 @@ SETTINGS = {
     "stricter": ["--lexical_threshold", "0.85", "--semantic_threshold",
                  "0.95"],
 }
-
-
-def _rows(path):
-    with open(path, encoding="utf-8") as f:
-        return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
 
 
 def _typo(words, rng):
@@ -71,8 +67,8 @@ PLANTS = {
 
 def build_corpus(data_dir, base_count, seed=0):
     rng = random.Random(seed)
-    sms = [r["text"] for r in _rows(data_dir / "sms_spam_train.tsv")]
-    sst = [r["text"] for r in _rows(data_dir / "sst2_train.tsv")
+    sms = [r["text"] for r in read_tsv(data_dir, "sms_spam_train.tsv")]
+    sst = [r["text"] for r in read_tsv(data_dir, "sst2_train.tsv")
            if len(r["text"].split()) >= 8]
     texts = list(dict.fromkeys(rng.sample(sms, base_count // 2)
                                + rng.sample(sst, base_count // 2)))
@@ -84,7 +80,7 @@ def build_corpus(data_dir, base_count, seed=0):
             text = " ".join(plant(base["text"].split(), rng))
             records.append({"id": planted, "text": text})
             truth[planted] = (kind, base["id"])
-    mrpc = _rows(data_dir / "mrpc_train.tsv")
+    mrpc = read_tsv(data_dir, "mrpc_train.tsv")
     for label, kind in (("1", "MRPC paraphrase"),
                         ("0", "MRPC non-paraphrase")):
         pairs = rng.sample([r for r in mrpc if r["is_paraphrase"] == label],
@@ -147,7 +143,7 @@ def main():
     parser.add_argument("--model", default=os.environ.get("EMBGEMMA_MODEL"))
     parser.add_argument("--base", type=int, default=1500)
     parser.add_argument("--data-dir", type=pathlib.Path,
-                        default=REPO.parent / "shared" / "data")
+                        default=DATA_DIR)
     parser.add_argument("--work", type=pathlib.Path,
                         default=REPO / "benchmarks" / "results" / "planted")
     parser.add_argument("--reuse", action="store_true",

@@ -11,7 +11,6 @@ the semantic detector's default was picked.
 """
 
 import argparse
-import csv
 import os
 import pathlib
 import sys
@@ -25,6 +24,8 @@ from sklearn.model_selection import StratifiedKFold
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.data import DATA_DIR  # noqa: E402
+from benchmarks.data import read_tsv  # noqa: E402
 from embgemma_keras import EmbeddingGemma  # noqa: E402
 
 
@@ -42,13 +43,11 @@ def main():
     parser.add_argument("--model", default=os.environ.get("EMBGEMMA_MODEL"))
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--data-dir", type=pathlib.Path,
-                        default=REPO.parent / "shared" / "data")
+                        default=DATA_DIR)
     parser.add_argument("--thresholds", type=float, nargs="+",
                         default=[0.85, 0.9, 0.95])
     args = parser.parse_args()
-    with open(args.data_dir / "mrpc_train.tsv", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t",
-                                   quoting=csv.QUOTE_NONE))
+    rows = read_tsv(args.data_dir, "mrpc_train.tsv")
     labels = np.array([int(r["is_paraphrase"]) for r in rows])
     model = EmbeddingGemma.from_preset(args.model, dtype=args.dtype)
     a = model.encode([r["text_a"] for r in rows], task="sentence_similarity")

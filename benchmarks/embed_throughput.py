@@ -14,7 +14,6 @@ Needs `pip install -e .[bench]` for the comparison.
 """
 
 import argparse
-import csv
 import json
 import os
 import pathlib
@@ -26,21 +25,20 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO))
+
+from benchmarks.data import DATA_DIR  # noqa: E402
+from benchmarks.data import read_tsv  # noqa: E402
+
 BATCH_SIZE = 32
-
-
-def _rows(path):
-    with open(path, encoding="utf-8") as f:
-        return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
 
 
 def build_corpora(data_dir, scale):
     """Deterministic text sets; at scale 1 each takes 10-30 s to encode."""
     rng = random.Random(0)
-    sst = [r["text"] for r in _rows(data_dir / "sst2_train.tsv")]
-    sms = [r["text"] for r in _rows(data_dir / "sms_spam_train.tsv")]
-    mrpc = [r["text_a"] for r in _rows(data_dir / "mrpc_train.tsv")]
+    sst = [r["text"] for r in read_tsv(data_dir, "sst2_train.tsv")]
+    sms = [r["text"] for r in read_tsv(data_dir, "sms_spam_train.tsv")]
+    mrpc = [r["text_a"] for r in read_tsv(data_dir, "mrpc_train.tsv")]
     rng.shuffle(sst), rng.shuffle(sms)
 
     def joined(words, count):
@@ -90,7 +88,6 @@ def measure(engine, dtype, model, data_dir, scale, repeats):
 
 
 def _load(engine, dtype, model):
-    sys.path.insert(0, str(REPO))
     from embgemma_keras import EmbeddingGemma
 
     if engine == "keras-hub":
@@ -157,7 +154,7 @@ def main():
                         "The peer needs a Sentence-Transformers snapshot.")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--compare-sentence-transformers", action="store_true")
-    parser.add_argument("--data-dir", type=pathlib.Path, default=DEFAULT_DATA)
+    parser.add_argument("--data-dir", type=pathlib.Path, default=DATA_DIR)
     parser.add_argument("--scale", type=float, default=1.0,
                         help="Multiply corpus sizes (e.g. 0.25 for a smoke run).")
     parser.add_argument("--repeats", type=int, default=3,

@@ -11,7 +11,6 @@ letters, which must be 0) and the job process's peak RSS.
 """
 
 import argparse
-import csv
 import json
 import pathlib
 import random
@@ -23,6 +22,8 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.data import DATA_DIR  # noqa: E402
+from benchmarks.data import column_texts  # noqa: E402
 from embgemma_keras import EmbeddingGemma  # noqa: E402
 from embgemma_keras import ZeroShotHead  # noqa: E402
 from embgemma_keras import make_tiny_preset  # noqa: E402
@@ -41,14 +42,9 @@ finally:
 
 
 def real_texts(data_dir):
-    texts = []
-    for name, columns in (("sms_spam_train.tsv", ["text"]),
-                          ("sst2_train.tsv", ["text"]),
-                          ("mrpc_train.tsv", ["text_a", "text_b"])):
-        with open(data_dir / name, encoding="utf-8") as f:
-            for row in csv.DictReader(f, delimiter="\t",
-                                      quoting=csv.QUOTE_NONE):
-                texts += [row[c] for c in columns]
+    texts = column_texts(data_dir, (("sms_spam_train.tsv", ["text"]),
+                                    ("sst2_train.tsv", ["text"]),
+                                    ("mrpc_train.tsv", ["text_a", "text_b"])))
     return list(dict.fromkeys(t for t in texts if t.strip()))
 
 
@@ -109,7 +105,7 @@ def main():
                         help="Model directory (default: a tiny random "
                              "model, for speed).")
     parser.add_argument("--data-dir", type=pathlib.Path,
-                        default=REPO.parent / "shared" / "data")
+                        default=DATA_DIR)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="load-") as tmp:
         tmp = pathlib.Path(tmp)

@@ -15,7 +15,6 @@ and insert them into 16 bands x 8 rows of LSH buckets:
 
 import argparse
 import collections
-import csv
 import pathlib
 import resource
 import sys
@@ -24,6 +23,8 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.data import DATA_DIR  # noqa: E402
+from benchmarks.data import column_texts  # noqa: E402
 from transforms.minhash import MinHasher  # noqa: E402
 from transforms.minhash import normalize  # noqa: E402
 
@@ -31,14 +32,9 @@ BATCH = 64
 
 
 def real_texts(data_dir, count):
-    texts = []
-    for name, columns in (("sst2_train.tsv", ["text"]),
-                          ("sms_spam_train.tsv", ["text"]),
-                          ("mrpc_train.tsv", ["text_a", "text_b"])):
-        with open(data_dir / name, encoding="utf-8") as f:
-            for row in csv.DictReader(f, delimiter="\t",
-                                      quoting=csv.QUOTE_NONE):
-                texts += [row[c] for c in columns]
+    texts = column_texts(data_dir, (("sst2_train.tsv", ["text"]),
+                                    ("sms_spam_train.tsv", ["text"]),
+                                    ("mrpc_train.tsv", ["text_a", "text_b"])))
     distinct = len(texts)
     return [texts[i % distinct] for i in range(count)], distinct
 
@@ -73,7 +69,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=100_000)
     parser.add_argument("--data-dir", type=pathlib.Path,
-                        default=REPO.parent / "shared" / "data")
+                        default=DATA_DIR)
     args = parser.parse_args()
     texts, distinct = real_texts(args.data_dir, args.docs)
     print(f"{len(texts):,} documents ({distinct:,} distinct real texts, "

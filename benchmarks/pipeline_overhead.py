@@ -11,7 +11,6 @@ the overhead column is what Beam adds: serialisation, batching, metrics.
 """
 
 import argparse
-import csv
 import json
 import os
 import pathlib
@@ -25,6 +24,8 @@ sys.path.insert(0, str(REPO))
 import apache_beam as beam  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
+from benchmarks.data import DATA_DIR  # noqa: E402
+from benchmarks.data import read_tsv  # noqa: E402
 from embgemma_keras import EmbeddingGemma  # noqa: E402
 from transforms import EmbeddingGemmaModelHandler  # noqa: E402
 from transforms import EmbedRecords  # noqa: E402
@@ -34,9 +35,7 @@ from transforms import ParseRecords  # noqa: E402
 def real_texts(data_dir, count):
     texts = []
     for name in ("sms_spam_train.tsv", "sst2_train.tsv"):
-        with open(data_dir / name, encoding="utf-8") as f:
-            rows = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-            texts += [row["text"] for row in rows][: count * 2]
+        texts += [row["text"] for row in read_tsv(data_dir, name)][:count * 2]
     random.Random(0).shuffle(texts)
     return texts[:count]
 
@@ -69,7 +68,7 @@ def main():
     parser.add_argument("--records", type=int, default=512)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--data-dir", type=pathlib.Path,
-                        default=REPO.parent / "shared" / "data")
+                        default=DATA_DIR)
     parser.add_argument("--direct_num_workers", type=int, default=1)
     args = parser.parse_args()
     texts = real_texts(args.data_dir, args.records)

@@ -23,7 +23,6 @@ the same prompts: a floor for what embedding alone costs.
 """
 
 import argparse
-import csv
 import json
 import os
 import pathlib
@@ -43,6 +42,8 @@ from apache_beam.testing.test_stream import TestStream  # noqa: E402
 from apache_beam.transforms.window import TimestampedValue  # noqa: E402
 from apache_beam.utils.timestamp import Timestamp  # noqa: E402
 
+from benchmarks.data import DATA_DIR  # noqa: E402
+from benchmarks.data import read_tsv  # noqa: E402
 from embgemma_keras import Centroids  # noqa: E402
 from embgemma_keras import EmbeddingGemma  # noqa: E402
 from embgemma_keras import ZeroShotHead  # noqa: E402
@@ -63,9 +64,7 @@ HEADS = {
 def stream_texts(data_dir, count):
     texts = []
     for name in ("sms_spam_train.tsv", "sst2_train.tsv"):
-        with open(data_dir / name, encoding="utf-8") as f:
-            rows = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-            texts += [row["text"] for row in rows][:count]
+        texts += [row["text"] for row in read_tsv(data_dir, name)][:count]
     rng = random.Random(0)
     rng.shuffle(texts)
     texts = texts[:count]
@@ -196,7 +195,7 @@ def main():
                         help="Records in the 'max' (throughput) run.")
     parser.add_argument("--tick-secs", type=float, default=2.0)
     parser.add_argument("--data-dir", type=pathlib.Path,
-                        default=REPO.parent / "shared" / "data")
+                        default=DATA_DIR)
     parser.add_argument("--compare-sentence-transformers",
                         action="store_true")
     args = parser.parse_args()
