@@ -110,11 +110,11 @@ class _WritePane(beam.DoFn):
         self._directory = directory
         self._prefix = prefix
 
-    def process(self, element, window=beam.DoFn.WindowParam,
+    def process(self, element, pane_window=beam.DoFn.WindowParam,
                 pane=beam.DoFn.PaneInfoParam):
         _, lines = element
-        start = window.start.to_utc_datetime().isoformat()
-        end = window.end.to_utc_datetime().isoformat()
+        start = pane_window.start.to_utc_datetime().isoformat()
+        end = pane_window.end.to_utc_datetime().isoformat()
         path = FileSystems.join(
             self._directory,
             f"{self._prefix}-{start}-{end}-pane{pane.index}.jsonl")
