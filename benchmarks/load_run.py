@@ -4,7 +4,7 @@
     python benchmarks/load_run.py --records 2000 --model DIR   # real weights
 
 Builds a JSONL corpus of real SMS, SST-2 and MRPC texts with planted exact
-and near copies and every kind of bad line from `tests/hostile.py`, runs
+and near copies and every kind of bad line from `tests/helpers.py`, runs
 each job on it as its own process (DirectRunner, as a user would run it),
 and prints records in, what came out, records lost (in - out - dead
 letters, which must be 0) and the job process's peak RSS.
@@ -27,7 +27,7 @@ from benchmarks.data import column_texts  # noqa: E402
 from embgemma_keras import EmbeddingGemma  # noqa: E402
 from embgemma_keras import ZeroShotHead  # noqa: E402
 from embgemma_keras import make_tiny_preset  # noqa: E402
-from tests.hostile import REFUSED  # noqa: E402
+from tests.helpers import REFUSED  # noqa: E402
 
 # Runs a job module as __main__ and reports the process's peak RSS (KiB).
 _WITH_PEAK_RSS = """

@@ -6,7 +6,7 @@
 Real SMS and SST-2 texts (one in ten re-sent, so duplicates are found)
 arrive evenly at each rate (records/s) for --seconds; `max` sends them all
 at once and measures throughput. Each record runs the whole
-`stream_tag.tag` graph on the DirectRunner in streaming mode (TestStream
+`TagRecords` graph (stream_tag's) on the DirectRunner in streaming mode (TestStream
 source): parse, embed with the classification, clustering and similarity
 prompts, two zero-shot heads (spam, sentiment), k-means clusters, lexical and
 semantic near-duplicates.
@@ -30,7 +30,6 @@ import random
 import sys
 import tempfile
 import time
-import types
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -48,9 +47,9 @@ from embgemma_keras import Centroids  # noqa: E402
 from embgemma_keras import EmbeddingGemma  # noqa: E402
 from embgemma_keras import ZeroShotHead  # noqa: E402
 from embgemma_keras.tasks import format_prompts  # noqa: E402
-from pipelines import stream_tag  # noqa: E402
 from transforms import EmbeddingGemmaModelHandler  # noqa: E402
 from transforms import ParseRecords  # noqa: E402
+from transforms import TagRecords  # noqa: E402
 
 PROMPTS = ("classification", "clustering", "sentence_similarity")
 HEADS = {
@@ -131,7 +130,7 @@ class _Done(beam.DoFn):
                                 "duplicate": "duplicate_of" in record}) + "\n")
 
 
-def run_graph(texts, ticks, handler, heads, centroids):
+def run_graph(texts, ticks, handler, heads, centroids, prompts="all"):
     stream = TestStream().advance_watermark_to(0)
     stream = stream.add_elements([TimestampedValue(
         (-1.0, -1.0, json.dumps({"id": "warm-up", "text": "warm up"})), 0)])
@@ -141,17 +140,14 @@ def run_graph(texts, ticks, handler, heads, centroids):
             arrival) for arrival, i in arrivals]).advance_watermark_to(
                 Timestamp(micros=(round(release * 1000) + 1) * 1000))
     stream = stream.advance_watermark_to_infinity()
-    options = types.SimpleNamespace(horizon_secs=3600,
-                                    lexical_dup_threshold=0.7,
-                                    semantic_dup_threshold=0.9)
     with tempfile.TemporaryDirectory() as tmp:
         clock, results = os.path.join(tmp, "clock"), os.path.join(tmp, "out")
         with beam.Pipeline(options=PipelineOptions(streaming=True)) as p:
             parsed = (p | stream | "Arrive" >> beam.ParDo(_Arrive(clock))
                       | ParseRecords())
-            tagged, _ = stream_tag.tag(parsed.output, handler, heads,
-                                       centroids, options)
-            _ = tagged | "Done" >> beam.ParDo(_Done(clock, results))
+            tagged = parsed.output | TagRecords(handler, heads, centroids,
+                                                prompts=prompts)
+            _ = tagged.output | "Done" >> beam.ParDo(_Done(clock, results))
         with open(results) as f:
             return [json.loads(line) for line in f]
 

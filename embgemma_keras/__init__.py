@@ -1,42 +1,56 @@
-"""EmbeddingGemma-300m on keras-hub: prompts, Matryoshka dims, fast encoding.
+"""EmbeddingGemma-300m on keras-hub, and the Beam-free math on its vectors.
 
 ```python
 from embgemma_keras import EmbeddingGemma
 model = EmbeddingGemma.from_preset()   # reads $EMBGEMMA_MODEL
 vectors = model.encode(["Is this spam?"], task="classification", dim=256)
 ```
+
+Names are imported on first use: `from embgemma_keras import MinHasher`
+loads neither TensorFlow nor keras-hub; only the model (`EmbeddingGemma`,
+`make_tiny_preset`) does.
 """
 
-from embgemma_keras.embedding_gemma import MATRYOSHKA_DIMS
-from embgemma_keras.embedding_gemma import EmbeddingGemma
-from embgemma_keras.embedding_gemma import EncodeStats
-from embgemma_keras.embedding_gemma import truncate_embeddings
-from embgemma_keras.artifacts import ArtifactMismatchError
-from embgemma_keras.artifacts import ModelIdentity
-from embgemma_keras.clusters import Centroids
-from embgemma_keras.clusters import load_centroids
-from embgemma_keras.heads import LinearHead
-from embgemma_keras.heads import ZeroShotHead
-from embgemma_keras.heads import load_head
-from embgemma_keras.presets import ModelNotFoundError
-from embgemma_keras.tasks import Task
-from embgemma_keras.tasks import format_prompts
-from embgemma_keras.tiny import make_tiny_preset
+import importlib
 
-__all__ = [
-    "Centroids",
-    "EmbeddingGemma",
-    "EncodeStats",
-    "ArtifactMismatchError",
-    "LinearHead",
-    "MATRYOSHKA_DIMS",
-    "ModelIdentity",
-    "ModelNotFoundError",
-    "Task",
-    "ZeroShotHead",
-    "format_prompts",
-    "load_centroids",
-    "load_head",
-    "make_tiny_preset",
-    "truncate_embeddings",
-]
+_EXPORTS = {
+    "EmbeddingGemma": "embedding_gemma",
+    "EncodeStats": "embedding_gemma",
+    "truncate_embeddings": "embedding_gemma",
+    "make_tiny_preset": "tiny",
+    "MATRYOSHKA_DIMS": "config",
+    "DedupConfig": "config",
+    "EmbedConfig": "config",
+    "MinHashConfig": "config",
+    "SemanticDedupConfig": "config",
+    "StreamConfig": "config",
+    "StreamDedupConfig": "config",
+    "ArtifactMismatchError": "artifacts",
+    "ModelIdentity": "artifacts",
+    "Centroids": "centroids",
+    "load_centroids": "centroids",
+    "LinearHead": "heads",
+    "ZeroShotHead": "heads",
+    "load_head": "heads",
+    "MinHasher": "minhash",
+    "ModelNotFoundError": "presets",
+    "BadRecord": "records",
+    "RecordParser": "records",
+    "Task": "tasks",
+    "format_prompts": "tasks",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"),
+                    name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -3,6 +3,9 @@
     python -m embgemma_keras embed --model M --task classification --dim 256 \
         --input in.jsonl --output out.jsonl
 
+Flags are spelled with underscores, as the jobs' are (`--max_length`); the
+older hyphenated spellings (`--max-length`) are still accepted.
+
 `python -m embgemma_keras save-preset --model M --dtype bfloat16 --output DIR`
 converts any handle to a Keras preset (what a container image bakes in).
 
@@ -20,11 +23,12 @@ import sys
 
 from tqdm import tqdm
 
-from embgemma_keras.embedding_gemma import MATRYOSHKA_DIMS
+from embgemma_keras.config import MAX_RECORD_BYTES
+from embgemma_keras.config import SUPPORTED_DTYPES
+from embgemma_keras.config import EmbedConfig
+from embgemma_keras.config import add_flags
 from embgemma_keras.embedding_gemma import EmbeddingGemma
 from embgemma_keras.presets import MODEL_ENV_VAR
-from embgemma_keras.presets import SUPPORTED_DTYPES
-from embgemma_keras.records import DEFAULT_MAX_RECORD_BYTES
 from embgemma_keras.records import BadRecord
 from embgemma_keras.records import parse_record
 from embgemma_keras.tasks import Task
@@ -106,22 +110,16 @@ def _parser():
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    embed.add_argument(
-        "--model", default=None,
-        help=f"Model directory, Keras preset or hf:// / kaggle:// handle "
-             f"(default: ${MODEL_ENV_VAR}).")
+    add_flags(embed, EmbedConfig, skip=("model_copies",))
     embed.add_argument(
         "--task", default=Task.CLASSIFICATION.value,
         choices=[task.value for task in Task],
         help="Prompt to embed with (default: classification).")
-    embed.add_argument("--dim", type=int, default=768,
-                       choices=MATRYOSHKA_DIMS, help="Embedding size.")
-    embed.add_argument("--dtype", default="float32", choices=SUPPORTED_DTYPES)
-    embed.add_argument("--max-length", type=int, default=2048,
-                       help="Tokens per text; longer texts are truncated.")
-    embed.add_argument("--batch-size", type=int, default=32)
+    embed.add_argument("--batch_size", "--batch-size", type=int, default=32,
+                       help="Most texts per forward pass.")
     embed.add_argument(
-        "--max-record-bytes", type=int, default=DEFAULT_MAX_RECORD_BYTES,
+        "--max_record_bytes", "--max-record-bytes", type=int,
+        default=MAX_RECORD_BYTES,
         help="Lines longer than this are refused before tokenization.")
     embed.add_argument("--input", required=True, help="JSONL file to read.")
     embed.add_argument("--output", required=True, help="JSONL file to write.")
@@ -132,7 +130,8 @@ def _parser():
         help="Convert a model handle to a Keras preset directory.")
     save.add_argument("--model", default=None,
                       help=f"Handle to convert (default: ${MODEL_ENV_VAR}).")
-    save.add_argument("--dtype", default="float32", choices=SUPPORTED_DTYPES,
+    save.add_argument("--dtype", default=EmbedConfig.dtype,
+                      choices=SUPPORTED_DTYPES,
                       help="Dtype the preset's weights are stored in.")
     save.add_argument("--output", required=True,
                       help="Directory to write the preset to.")

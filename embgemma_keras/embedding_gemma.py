@@ -1,5 +1,7 @@
 """`EmbeddingGemma`: keras-hub's Gemma 3 embedding backbone, ready to encode."""
 
+from __future__ import annotations
+
 import dataclasses
 import functools
 import logging
@@ -15,11 +17,10 @@ from embgemma_keras import presets  # noqa: E402
 from embgemma_keras.artifacts import ModelIdentity  # noqa: E402
 from embgemma_keras.batching import pad_batch  # noqa: E402
 from embgemma_keras.batching import plan_batches  # noqa: E402
+from embgemma_keras.config import MATRYOSHKA_DIMS  # noqa: E402
+from embgemma_keras.config import MAX_CONTEXT  # noqa: E402
 from embgemma_keras.tasks import Task  # noqa: E402
 from embgemma_keras.tasks import format_prompts  # noqa: E402
-
-MATRYOSHKA_DIMS = (768, 512, 256, 128)
-MAX_CONTEXT = 2048
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,9 @@ class EmbeddingGemma:
         )
 
     @classmethod
-    def from_preset(cls, handle=None, dtype="float32", max_length=MAX_CONTEXT,
-                    **kwargs):
+    def from_preset(cls, handle: str | None = None, dtype: str = "float32",
+                    max_length: int = MAX_CONTEXT,
+                    **kwargs) -> "EmbeddingGemma":
         """Loads the model from a directory, a Keras preset or a hub handle.
 
         Args:
@@ -140,7 +142,7 @@ class EmbeddingGemma:
         return ModelIdentity(handle=str(self.handle),
                              fingerprint=presets.weights_fingerprint(kernels))
 
-    def save_preset(self, directory):
+    def save_preset(self, directory: str) -> None:
         """Writes a Keras preset (weights in this model's dtype).
 
         `from_preset(directory)` loads it back to identical vectors, without
@@ -149,8 +151,9 @@ class EmbeddingGemma:
         self.backbone.save_to_preset(directory)
         self.tokenizer.save_to_preset(directory)
 
-    def encode(self, texts, task=Task.CLASSIFICATION, titles=None, dim=768,
-               batch_size=32, return_stats=False):
+    def encode(self, texts: list[str], task: Task | str = Task.CLASSIFICATION,
+               titles: list[str | None] | None = None, dim: int = 768,
+               batch_size: int = 32, return_stats: bool = False):
         """Embeds texts with the prompt of `task`.
 
         Args:
@@ -210,7 +213,7 @@ class EmbeddingGemma:
         return tf.cast(outputs["pooled_output"], tf.float32)
 
 
-def truncate_embeddings(vectors, dim):
+def truncate_embeddings(vectors, dim: int) -> np.ndarray:
     """Keeps the first `dim` values of each row and re-normalises them."""
     _check_dim(dim)
     vectors = np.asarray(vectors, dtype=np.float32)[:, :dim]

@@ -17,17 +17,20 @@ keras-hub only prints a warning when the pooling head of a snapshot is
 missing and then returns wrong vectors.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 import os
 
 import numpy as np
 
+from embgemma_keras.config import SUPPORTED_DTYPES
+
 MODEL_ENV_VAR = "EMBGEMMA_MODEL"
 HF_HANDLE = "hf://google/embeddinggemma-300m"
 KAGGLE_HANDLE = "kaggle://keras/embeddinggemma/keras/embedding_gemma3_300m"
 REMOTE_SCHEMES = ("hf://", "kaggle://", "gs://", "modelscope://")
-SUPPORTED_DTYPES = ("float32", "bfloat16")
 
 _DENSE_HEAD_FILES = ("2_Dense/model.safetensors", "3_Dense/model.safetensors")
 
@@ -36,9 +39,9 @@ class ModelNotFoundError(FileNotFoundError):
     """No usable EmbeddingGemma model at the given handle."""
 
 
-def resolve_handle(handle=None):
-    """Returns a checked model handle; `None` reads `$EMBGEMMA_MODEL`."""
-    if handle is None:
+def resolve_handle(handle: str | os.PathLike | None = None) -> str:
+    """Returns a checked model handle; `None` or blank reads `$EMBGEMMA_MODEL`."""
+    if handle is None or not str(handle).strip():
         handle = os.environ.get(MODEL_ENV_VAR, "").strip()
         if not handle:
             raise ModelNotFoundError(
@@ -54,7 +57,7 @@ def resolve_handle(handle=None):
     return handle
 
 
-def check_dtype(dtype):
+def check_dtype(dtype: str) -> str:
     """Refuses dtypes the model cannot run in, with the reason."""
     if dtype == "float16":
         raise ValueError(
@@ -189,7 +192,7 @@ def weights_fingerprint(kernels):
     return digest.hexdigest()[:16]
 
 
-def fingerprint_files(handle):
+def fingerprint_files(handle: str) -> str | None:
     """The weights fingerprint of a local model, read without building it.
 
     Returns None for remote handles, which would need a download; callers

@@ -3,7 +3,8 @@
 Local, over files (the same graph as a batch tagging job):
 
     python -m pipelines.stream_tag --input GLOB --output DIR --model M \\
-        --heads spam=HEAD_DIR,sentiment=HEAD_DIR [--centroids DIR]
+        --heads spam=HEAD_DIR,sentiment=HEAD_DIR [--centroids DIR] \\
+        [--prompts all|shared]
 
 writes `DIR/tagged-*.jsonl` (each record with `labels`, `cluster`, and
 `duplicate_of`/`similarity`/`kind` when it near-duplicates a record seen
@@ -23,50 +24,50 @@ With a Pub/Sub source, `--output DIR` (local or gs://) writes
 late lands in a later pane's file, a later one only in the Pub/Sub and
 BigQuery sinks.
 
-Record ids come from the record (or a hash of its content), so Pub/Sub
-redelivery keeps them and a redelivered record is never a duplicate of
-itself (so a different record reusing an id within the horizon gets the
-first one's duplicate verdict: ids should be unique). Heads and centroids
-are checked against the model, prompt and dim before the job starts.
+`--prompts shared` embeds each record once (sentence-similarity prompt)
+instead of three times; its heads and centroids must be made with that
+prompt (`train_classifier --task sentence_similarity`, `fit_clusters
+--cluster_task sentence_similarity`), which is checked before the job
+starts, as are their model and dim. Record ids come from the record (or a
+hash of its content), so Pub/Sub redelivery keeps them and a redelivered
+record is never a duplicate of itself.
 """
 
-import json
-
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.options.pipeline_options import StandardOptions
 
-from embgemma_keras import load_centroids
-from embgemma_keras import load_head
-from pipelines.files import ReadRecords
-from pipelines.files import local_artifact
-from pipelines.files import write_jsonl
-from pipelines.files import write_windowed_jsonl
-from pipelines.jobs import model_handler
-from pipelines.jobs import model_identity
-from pipelines.jobs import run
-from transforms import EMBEDDINGS
-from transforms import AssignClusters
-from transforms import ClassifyLabels
-from transforms import EmbedRecords
-from transforms import ParseRecords
-from transforms import to_json_line
-from transforms.streaming_dedup import LexicalSketch
-from transforms.streaming_dedup import SemanticSketch
-from transforms.streaming_dedup import StreamingNearDuplicates
-
-BIGQUERY_SCHEMA = ("id:STRING,text:STRING,labels:JSON,cluster_id:INTEGER,"
-                   "cluster_distance:FLOAT,duplicate_of:STRING,"
-                   "similarity:FLOAT,kind:STRING,record:JSON")
-DEAD_LETTER_SCHEMA = "stage:STRING,error:STRING,raw:STRING,raw_encoding:STRING"
-
+from embgemma_keras.centroids import load_centroids
+from embgemma_keras.config import MinHashConfig
+from embgemma_keras.config import StreamConfig
+from embgemma_keras.config import StreamDedupConfig
+from embgemma_keras.config import add_flags
+from embgemma_keras.config import from_flags
+from embgemma_keras.heads import load_head
+from embgemma_keras.schema import Vector
+from pipelines.options import FileOptions
+from pipelines.options import LexicalOptions
+from pipelines.options import ModelOptions
+from pipelines.options import SemanticOptions
+from pipelines.options import checked_model
+from pipelines.options import embed_config
+from pipelines.options import run
+from transforms.files import ReadRecords
+from transforms.files import local_artifact
+from transforms.model_handler import EmbeddingGemmaModelHandler
+from transforms.parse import ParseRecords
+from transforms.tagging import TaggedSinks
+from transforms.tagging import TagRecords
+from transforms.tagging import expected_task
+from transforms.tagging import write_tagged
 
 # No single flag is required: --input, --input_subscription or --input_topic.
 REQUIRED = ()
 
 
 class StreamTagOptions(PipelineOptions):
+    """stream_tag: heads, centroids, Pub/Sub and BigQuery."""
+
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument("--heads", default="",
@@ -74,16 +75,6 @@ class StreamTagOptions(PipelineOptions):
                                  "train_classifier.")
         parser.add_argument("--centroids", default=None,
                             help="Centroids directory from fit_clusters.")
-        parser.add_argument("--horizon_secs", type=float, default=3600,
-                            help="Near-duplicates are looked for this far "
-                                 "back in event time.")
-        parser.add_argument("--lexical_dup_threshold", type=float,
-                            default=0.7, help="Estimated Jaccard.")
-        parser.add_argument("--semantic_dup_threshold", type=float,
-                            default=0.9, help="Cosine.")
-        parser.add_argument("--max_batch_duration_secs", type=int,
-                            default=2, help="Longest a record waits for "
-                                            "its micro-batch.")
         parser.add_argument("--input_subscription", default=None,
                             help="Pub/Sub subscription to read.")
         parser.add_argument("--input_topic", default=None,
@@ -96,150 +87,84 @@ class StreamTagOptions(PipelineOptions):
                             help="Pub/Sub topic for dead letters.")
         parser.add_argument("--dead_letter_table", default=None,
                             help="BigQuery table for dead letters.")
-        parser.add_argument("--output_window_secs", type=int, default=60,
-                            help="Streaming with --output: one file per "
-                                 "window of this many seconds of event time "
-                                 "(and per pane).")
-        parser.add_argument("--allowed_lateness_secs", type=int,
-                            default=86400,
-                            help="Streaming with --output: records this late "
-                                 "still reach the files (in a late pane); "
-                                 "later ones only reach Pub/Sub/BigQuery.")
 
 
-def load_heads(spec, identity, dim):
+class StreamOptions(PipelineOptions):
+    """stream_tag: prompts, micro-batches, windowed files (`StreamConfig`)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        add_flags(parser, StreamConfig)
+
+
+class StreamDedupOptions(PipelineOptions):
+    """stream_tag: near-duplicates in a horizon (`StreamDedupConfig`)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        add_flags(parser, StreamDedupConfig)
+
+
+def load_heads(spec, identity, dim, prompts):
     """`name=dir,...` -> {name: head}, each checked against the model."""
     heads = {}
     for item in filter(None, spec.split(",")):
         name, _, directory = item.partition("=")
         if not directory:
             raise ValueError(f"--heads takes NAME=DIR,..., got {item!r}")
-        heads[name] = load_head(local_artifact(directory), expect=identity,
-                                task="classification", dim=dim)
+        heads[name] = load_head(
+            local_artifact(directory), expect=identity, dim=dim,
+            task=expected_task(Vector.CLASSIFICATION, prompts))
     return heads
 
 
-def tag(records, handler, heads, centroids, options):
-    """The graph: parsed records -> (tagged records, [dead letters])."""
-    prompts = {"similarity": "sentence_similarity"}
-    if heads:
-        prompts["classification"] = "classification"
-    if centroids is not None:
-        prompts["clustering"] = "clustering"
-    embedded = records | "Embed" >> EmbedRecords(handler, prompts)
-    records, dead = embedded.output, [embedded.dead_letters]
-    if heads:
-        labelled = records | "Classify" >> ClassifyLabels(heads)
-        records = labelled.output
-        dead.append(labelled.dead_letters)
-    if centroids is not None:
-        clustered = records | "Cluster" >> AssignClusters(centroids)
-        records = clustered.output
-        dead.append(clustered.dead_letters)
-    records = (
-        records
-        | "LexicalDups" >> StreamingNearDuplicates(
-            LexicalSketch(), options.lexical_dup_threshold,
-            options.horizon_secs)
-        | "SemanticDups" >> StreamingNearDuplicates(
-            SemanticSketch(handler.dim), options.semantic_dup_threshold,
-            options.horizon_secs)
-        | "DropVectors" >> beam.Map(
-            lambda r: {k: v for k, v in r.items() if k != EMBEDDINGS}))
-    return records, dead
-
-
-def _bigquery_row(record):
-    cluster = record.get("cluster") or {}
-    return {"id": record["id"], "text": record["text"],
-            "labels": json.dumps(record.get("labels", {})),
-            "cluster_id": cluster.get("id"),
-            "cluster_distance": cluster.get("distance"),
-            "duplicate_of": record.get("duplicate_of"),
-            "similarity": record.get("similarity"),
-            "kind": record.get("kind"), "record": to_json_line(record)}
-
-
-def build(pipeline, options):
-    handle, identity = model_identity(options.model)
-    heads = load_heads(options.heads, identity, options.dim)
+def build(pipeline, job):
+    stream = from_flags(StreamConfig, job)
+    embed = embed_config(job)
+    handle, identity = checked_model(embed)
+    heads = load_heads(job.heads, identity, embed.dim, stream.prompts)
     centroids = None
-    if options.centroids:
-        centroids = load_centroids(local_artifact(options.centroids),
-                                   expect=identity, task="clustering",
-                                   dim=options.dim)
-    streaming = bool(options.input_subscription or options.input_topic)
+    if job.centroids:
+        centroids = load_centroids(
+            local_artifact(job.centroids), expect=identity, dim=embed.dim,
+            task=expected_task(Vector.CLUSTERING, stream.prompts))
+    streaming = bool(job.input_subscription or job.input_topic)
     if streaming:
         pipeline.options.view_as(StandardOptions).streaming = True
-    # Micro-batch deadlines only in a stream: over files, Beam's stateful
-    # batcher would flush its last batch after the file sinks have closed.
-    handler = model_handler(
-        handle, options, max_batch_duration_secs=(
-            options.max_batch_duration_secs if streaming else None))
-    if streaming:
         parsed = (pipeline | "ReadPubSub" >> beam.io.ReadFromPubSub(
-            subscription=options.input_subscription,
-            topic=options.input_topic)) | "Parse" >> ParseRecords()
-    elif options.input:
-        parsed = pipeline | "Read" >> ReadRecords(options.input,
-                                                  options.text_column)
+            subscription=job.input_subscription, topic=job.input_topic)
+                  ) | "Parse" >> ParseRecords()
+    elif job.input:
+        parsed = pipeline | "Read" >> ReadRecords(job.input, job.text_column)
     else:
         raise ValueError("give --input, --input_subscription or "
                          "--input_topic")
-    tagged, dead = tag(parsed.output, handler, heads, centroids, options)
-    dead = [parsed.dead_letters, *dead] | "AllDeadLetters" >> beam.Flatten()
-    write_outputs(tagged, dead, options, streaming)
+    # Micro-batch deadlines only in a stream: over files, Beam's stateful
+    # batcher would flush its last batch after the file sinks have closed.
+    handler = EmbeddingGemmaModelHandler.from_config(
+        embed, handle, max_batch_duration_secs=(
+            stream.max_batch_duration_secs if streaming else None))
+    dedup = from_flags(StreamDedupConfig, job,
+                       lexical=from_flags(MinHashConfig, job),
+                       semantic_threshold=job.semantic_threshold)
+    tagged = parsed.output | "Tag" >> TagRecords(
+        handler, heads, centroids, dedup, stream.prompts)
+    dead = ((parsed.dead_letters, tagged.dead_letters)
+            | "AllDeadLetters" >> beam.Flatten())
+    write_tagged(TaggedSinks(
+        job.output, job.output_topic, job.output_table,
+        job.dead_letter_topic, job.dead_letter_table, streaming,
+        stream.output_window_secs, stream.allowed_lateness_secs),
+        tagged.output, dead)
 
 
-def write_outputs(tagged, dead, options, streaming):
-    """Sends tagged records and dead letters to every sink named."""
-    if options.output and streaming:
-        for pcoll, name, label in ((tagged, "tagged", "Tagged"),
-                                   (dead, "dead_letters", "DeadLetters")):
-            write_windowed_jsonl(pcoll, options.output, name, label,
-                                 options.output_window_secs,
-                                 options.allowed_lateness_secs)
-    elif options.output:
-        write_jsonl(tagged, FileSystems.join(options.output, "tagged"),
-                    "Tagged")
-        write_jsonl(dead, FileSystems.join(options.output, "dead_letters"),
-                    "DeadLetters")
-        _ = (tagged
-             | "LabelKeys" >> beam.FlatMap(_label_keys)
-             | "CountLabels" >> beam.combiners.Count.PerElement()
-             | "AllCounts" >> beam.combiners.ToList()
-             | "PrintCounts" >> beam.Map(_print_counts))
-    for pcoll, topic, table, schema, label in (
-            (tagged, options.output_topic, options.output_table,
-             BIGQUERY_SCHEMA, "Tagged"),
-            (dead, options.dead_letter_topic, options.dead_letter_table,
-             DEAD_LETTER_SCHEMA, "DeadLetters")):
-        if topic:
-            _ = (pcoll | f"{label}Bytes" >> beam.Map(
-                lambda r: to_json_line(r).encode("utf-8"))
-                 | f"{label}ToPubSub" >> beam.io.WriteToPubSub(topic))
-        if table:
-            rows = pcoll if label == "DeadLetters" else pcoll | (
-                f"{label}Rows" >> beam.Map(_bigquery_row))
-            _ = rows | f"{label}ToBigQuery" >> beam.io.WriteToBigQuery(
-                table, schema=schema,
-                create_disposition=beam.io.BigQueryDisposition.CREATE_IF_NEEDED,
-                write_disposition=beam.io.BigQueryDisposition.WRITE_APPEND)
-
-
-def _label_keys(record):
-    for head, result in record.get("labels", {}).items():
-        yield f"{head}={result['label']}"
-    yield "duplicate" if record.get("duplicate_of") else "not duplicate"
-
-
-def _print_counts(counts):
-    for key, count in sorted(counts):
-        print(f"{key:32} {count:8d}", flush=True)
+# The option groups the job takes, its own first.
+OPTIONS = [StreamTagOptions, StreamOptions, StreamDedupOptions,
+           FileOptions, LexicalOptions, SemanticOptions, ModelOptions]
 
 
 def main(argv=None):
-    run(argv, StreamTagOptions, REQUIRED, build, __doc__)
+    run(argv, OPTIONS, REQUIRED, build, __doc__)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 #   BUCKET=my-bucket templates/build.sh /path/to/embeddinggemma-300m
 #
 # The argument is the model directory to bake in (the Sentence-Transformers
-# snapshot or a Keras preset). Optional: JOBS (default: all three),
+# snapshot or a Keras preset). Optional: JOBS (default: all four),
 # MODEL_DTYPE (default: bfloat16), TAG (default: the git commit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,7 @@ model_source=${1:?usage: templates/build.sh MODEL_DIRECTORY}
 tag=${TAG:-$(git rev-parse --short HEAD)}
 registry="${REGION}-docker.pkg.dev/${PROJECT}/${REPOSITORY}"
 
-for job in ${JOBS:-stream_tag dedup_corpus train_classifier}; do
+for job in ${JOBS:-stream_tag dedup_corpus train_classifier fit_clusters}; do
   image="${registry}/embgemma-${job//_/-}:${tag}"
   # The model stage does not depend on JOB: Docker builds it once.
   docker build --file templates/Dockerfile \

@@ -8,7 +8,7 @@ import importlib
 import os
 import sys
 
-JOBS = ("stream_tag", "dedup_corpus", "train_classifier")
+JOBS = ("stream_tag", "dedup_corpus", "train_classifier", "fit_clusters")
 
 
 def main():

@@ -12,6 +12,9 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import pytest  # noqa: E402
 
+# Needs torch and sentence-transformers (the benchmark extra); run by hand.
+collect_ignore = ["data/make_reference.py"]
+
 from embgemma_keras import EmbeddingGemma  # noqa: E402
 from embgemma_keras import make_tiny_preset  # noqa: E402
 

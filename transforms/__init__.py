@@ -1,50 +1,50 @@
 """Beam building blocks on EmbeddingGemma: parse, embed, classify, cluster,
-deduplicate, with dead letters for what cannot be processed."""
+deduplicate, with dead letters for what cannot be processed; and the
+composite graphs the jobs run (`TagRecords`, `DeduplicateFiles`,
+`TrainHead`, `FitCentroids`).
 
-from transforms.classify import LABELS
-from transforms.classify import ClassifyLabels
-from transforms.clusters import CLUSTER
-from transforms.clusters import AssignClusters
-from transforms.clusters import UpdateCentroids
-from transforms.dead_letters import DEAD_LETTERS
-from transforms.dead_letters import WithDeadLetters
-from transforms.dead_letters import dead_letter
-from transforms.dedup import ExactDuplicates
-from transforms.dedup import LexicalDuplicates
-from transforms.embed import DEFAULT_PROMPTS
-from transforms.embed import EMBEDDINGS
-from transforms.embed import EmbedRecords
-from transforms.embed import embed_once
-from transforms.json_lines import to_json_line
-from transforms.model_handler import EmbeddingGemmaModelHandler
-from transforms.records import ParseRecords
-from transforms.records import record_id
-from transforms.semantic_dedup import SemanticDuplicates
-from transforms.streaming_dedup import LexicalSketch
-from transforms.streaming_dedup import SemanticSketch
-from transforms.streaming_dedup import StreamingNearDuplicates
+Names are imported on first use, and no module here imports TensorFlow:
+the model is loaded on the workers, by the RunInference handler.
+"""
 
-__all__ = [
-    "AssignClusters",
-    "CLUSTER",
-    "LABELS",
-    "ClassifyLabels",
-    "DEAD_LETTERS",
-    "DEFAULT_PROMPTS",
-    "EMBEDDINGS",
-    "EmbedRecords",
-    "EmbeddingGemmaModelHandler",
-    "ExactDuplicates",
-    "LexicalDuplicates",
-    "LexicalSketch",
-    "ParseRecords",
-    "SemanticDuplicates",
-    "SemanticSketch",
-    "StreamingNearDuplicates",
-    "UpdateCentroids",
-    "WithDeadLetters",
-    "dead_letter",
-    "embed_once",
-    "record_id",
-    "to_json_line",
-]
+import importlib
+
+_EXPORTS = {
+    "ClassifyLabels": "classify",
+    "AssignClusters": "clusters",
+    "UpdateCentroids": "clusters",
+    "DeduplicateCorpus": "corpus_dedup",
+    "DeduplicateFiles": "corpus_dedup",
+    "WithDeadLetters": "dead_letters",
+    "ExactDuplicates": "dedup",
+    "LexicalDuplicates": "dedup",
+    "UniqueIds": "dedup",
+    "DEFAULT_PROMPTS": "embed",
+    "EmbedRecords": "embed",
+    "prompts_for": "embed",
+    "ReadRecords": "files",
+    "EmbeddingGemmaModelHandler": "model_handler",
+    "ParseRecords": "parse",
+    "SemanticDuplicates": "semantic_dedup",
+    "StreamingNearDuplicates": "streaming_dedup",
+    "TagRecords": "tagging",
+    "TaggedSinks": "tagging",
+    "write_tagged": "tagging",
+    "FitCentroids": "training",
+    "TrainHead": "training",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"),
+                    name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

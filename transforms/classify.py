@@ -1,14 +1,20 @@
 """`ClassifyLabels`: apply trained or zero-shot heads to embedded records."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms.dead_letters import DEAD_LETTERS
+from embgemma_keras.heads import UNKNOWN
+from embgemma_keras.schema import DEAD_LETTERS
+from embgemma_keras.schema import EMBEDDINGS
+from embgemma_keras.schema import LABELS
+from embgemma_keras.schema import Stage
+from embgemma_keras.schema import Vector
+from embgemma_keras.schema import dead_letter
 from transforms.dead_letters import WithDeadLetters
-from transforms.dead_letters import dead_letter
-from transforms.embed import EMBEDDINGS
-
-LABELS = "labels"
 
 
 class _ClassifyDoFn(beam.DoFn):
@@ -19,7 +25,7 @@ class _ClassifyDoFn(beam.DoFn):
 
     def setup(self):
         for name, head in self._heads.items():
-            for label in head.labels + ["unknown"]:
+            for label in head.labels + [UNKNOWN]:
                 self._counters[name, label] = Metrics.counter(
                     "ClassifyLabels", f"{name}.{label}")
 
@@ -27,7 +33,7 @@ class _ClassifyDoFn(beam.DoFn):
         vector = record.get(EMBEDDINGS, {}).get(self._stage)
         if vector is None:
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
-                "classify", f"record has no {self._stage!r} embedding",
+                Stage.CLASSIFY, f"record has no {self._stage!r} embedding",
                 record))
             return
         labels = {}
@@ -58,16 +64,17 @@ class ClassifyLabels(beam.PTransform):
     Per-label counts are Beam counters (`ClassifyLabels/<head>.<label>`).
     """
 
-    def __init__(self, heads, stage="classification"):
+    def __init__(self, heads: Mapping[str, object],
+                 stage: Vector | str = Vector.CLASSIFICATION):
         super().__init__()
         if not heads:
             raise ValueError("ClassifyLabels needs at least one head.")
         dims = {head.dim for head in heads.values()}
         if len(dims) != 1:
             raise ValueError(f"heads disagree on the embedding dim: {dims}")
-        self._fn = _ClassifyDoFn(dict(heads), stage)
+        self._fn = _ClassifyDoFn(dict(heads), getattr(stage, "value", stage))
 
-    def expand(self, records):
+    def expand(self, records) -> WithDeadLetters:
         results = records | "Classify" >> beam.ParDo(self._fn).with_outputs(
             DEAD_LETTERS, main="labelled")
         return WithDeadLetters(results.labelled, results[DEAD_LETTERS])

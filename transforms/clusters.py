@@ -1,16 +1,20 @@
 """k-means on embedded records: assign to fixed centroids, or update online."""
 
+from __future__ import annotations
+
 import apache_beam as beam
 import numpy as np
-from apache_beam.coders import PickleCoder
+from apache_beam import coders
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from transforms.dead_letters import DEAD_LETTERS
+from embgemma_keras.centroids import Centroids
+from embgemma_keras.schema import CLUSTER
+from embgemma_keras.schema import DEAD_LETTERS
+from embgemma_keras.schema import EMBEDDINGS
+from embgemma_keras.schema import Stage
+from embgemma_keras.schema import Vector
+from embgemma_keras.schema import dead_letter
 from transforms.dead_letters import WithDeadLetters
-from transforms.dead_letters import dead_letter
-from transforms.embed import EMBEDDINGS
-
-CLUSTER = "cluster"
 
 
 class _AssignDoFn(beam.DoFn):
@@ -22,7 +26,7 @@ class _AssignDoFn(beam.DoFn):
         vector = record.get(EMBEDDINGS, {}).get(self._stage)
         if vector is None:
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
-                "cluster", f"record has no {self._stage!r} embedding",
+                Stage.CLUSTER, f"record has no {self._stage!r} embedding",
                 record))
             return
         (cluster,), (distance,) = self._centroids.assign([vector])
@@ -43,18 +47,22 @@ class AssignClusters(beam.PTransform):
     ```
     """
 
-    def __init__(self, centroids, stage="clustering"):
+    def __init__(self, centroids: Centroids,
+                 stage: Vector | str = Vector.CLUSTERING):
         super().__init__()
-        self._fn = _AssignDoFn(centroids, stage)
+        self._fn = _AssignDoFn(centroids, getattr(stage, "value", stage))
 
-    def expand(self, records):
+    def expand(self, records) -> WithDeadLetters:
         results = records | "Assign" >> beam.ParDo(self._fn).with_outputs(
             DEAD_LETTERS, main="clustered")
         return WithDeadLetters(results.clustered, results[DEAD_LETTERS])
 
 
 class _OnlineKMeansDoFn(beam.DoFn):
-    STATE = ReadModifyWriteStateSpec("kmeans", PickleCoder())
+    # (centroids as float32 bytes, counts as int64 bytes, records seen):
+    # plain values, cheap for Beam's state cache to weigh.
+    STATE = ReadModifyWriteStateSpec("kmeans", coders.TupleCoder(
+        [coders.BytesCoder(), coders.BytesCoder(), coders.VarIntCoder()]))
 
     def __init__(self, initial, stage, snapshot_every):
         self._initial = initial
@@ -63,9 +71,11 @@ class _OnlineKMeansDoFn(beam.DoFn):
 
     def process(self, element, state=beam.DoFn.StateParam(STATE)):
         _, batch = element
+        k, dim = self._initial.centroids.shape
         centroids, counts, seen = state.read() or (
-            self._initial.centroids.copy(),
-            np.zeros(len(self._initial.centroids), np.int64), 0)
+            self._initial.centroids.tobytes(), bytes(8 * k), 0)
+        centroids = np.frombuffer(centroids, np.float32).reshape(k, dim).copy()
+        counts = np.frombuffer(counts, np.int64).copy()
         vectors = np.stack([r[EMBEDDINGS][self._stage] for r in batch])
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True),
                               1e-12)
@@ -79,7 +89,7 @@ class _OnlineKMeansDoFn(beam.DoFn):
             moved = (1 - rate) * centroids[cluster] + rate * members.mean(0)
             centroids[cluster] = moved / max(np.linalg.norm(moved), 1e-12)
         before, seen = seen, seen + len(batch)
-        state.write((centroids, counts, seen))
+        state.write((centroids.tobytes(), counts.tobytes(), seen))
         if seen // self._snapshot_every > before // self._snapshot_every:
             yield {"records_seen": seen, "centroids": centroids.copy(),
                    "counts": counts.copy()}
@@ -97,10 +107,12 @@ class UpdateCentroids(beam.PTransform):
     later job.
     """
 
-    def __init__(self, initial, stage="clustering", snapshot_every=1000,
-                 batch_size=64):
+    def __init__(self, initial: Centroids,
+                 stage: Vector | str = Vector.CLUSTERING,
+                 snapshot_every: int = 1000, batch_size: int = 64):
         super().__init__()
-        self._fn = _OnlineKMeansDoFn(initial, stage, snapshot_every)
+        self._fn = _OnlineKMeansDoFn(initial, getattr(stage, "value", stage),
+                                     snapshot_every)
         self._batch_size = batch_size
 
     def expand(self, records):

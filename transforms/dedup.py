@@ -19,41 +19,51 @@ when absent); `UniqueIds` turns records that reuse an id for another text
 into dead letters.
 """
 
-import hashlib
+from __future__ import annotations
+
 import itertools
 import typing
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms.dead_letters import DEAD_LETTERS
+from embgemma_keras.config import MinHashConfig
+from embgemma_keras.grouping import connected_components
+from embgemma_keras.grouping import exact_key
+from embgemma_keras.grouping import representative_order
+from embgemma_keras.minhash import MinHasher
+from embgemma_keras.minhash import estimated_jaccard
+from embgemma_keras.minhash import normalize
+from embgemma_keras.schema import DEAD_LETTERS
+from embgemma_keras.schema import DUPLICATE_OF
+from embgemma_keras.schema import ID
+from embgemma_keras.schema import KIND
+from embgemma_keras.schema import SIMILARITY
+from embgemma_keras.schema import TEXT
+from embgemma_keras.schema import DuplicateKind
+from embgemma_keras.schema import Stage
+from embgemma_keras.schema import dead_letter
 from transforms.dead_letters import WithDeadLetters
-from transforms.dead_letters import dead_letter
-from transforms.minhash import MinHasher
-from transforms.minhash import estimated_jaccard
-from transforms.minhash import normalize
 
 DUPLICATES = "duplicates"
 
 
 class Deduplicated(typing.NamedTuple):
+    """Records kept (one per group) and the others, tagged."""
+
     unique: beam.PCollection
     duplicates: beam.PCollection
 
 
-def representative_order(record):
-    """Sort key: the first record of a group is the one kept."""
-    return (-len(record["text"]), record["id"])
-
-
-def split_group(members, kind, similarity):
+def split_group(members, kind: DuplicateKind, similarity):
+    """Yields the kept record, then the others tagged as its duplicates."""
     members = sorted(members, key=representative_order)
     keep = members[0]
     yield keep
     for record in members[1:]:
         yield beam.pvalue.TaggedOutput(DUPLICATES, {
-            **record, "duplicate_of": keep["id"],
-            "similarity": similarity(keep, record), "kind": kind})
+            **record, DUPLICATE_OF: keep[ID],
+            SIMILARITY: similarity(keep, record), KIND: kind.value})
 
 
 class UniqueIds(beam.PTransform):
@@ -68,7 +78,7 @@ class UniqueIds(beam.PTransform):
     def expand(self, records):
         results = (
             records
-            | "KeyById" >> beam.Map(lambda r: (r["id"], r))
+            | "KeyById" >> beam.Map(lambda r: (r[ID], r))
             | "GroupById" >> beam.GroupByKey()
             | "Check" >> beam.FlatMapTuple(_refuse_shared_ids)
             .with_outputs(DEAD_LETTERS, main="records"))
@@ -78,11 +88,11 @@ class UniqueIds(beam.PTransform):
 def _refuse_shared_ids(record_id, members):
     members = sorted(members, key=representative_order)
     for record in members:
-        if record["text"] == members[0]["text"]:
+        if record[TEXT] == members[0][TEXT]:
             yield record
         else:
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
-                "ids", f"id {record_id!r} is already used by a record with "
+                Stage.IDS, f"id {record_id!r} is already used by a record with "
                 "another text; ids must be unique", record))
 
 
@@ -93,7 +103,8 @@ class ExactDuplicates(beam.PTransform):
     whitespace runs collapsed to one space and trimmed.
     """
 
-    def __init__(self, nfkc=True, casefold=True, collapse_whitespace=True):
+    def __init__(self, nfkc: bool = True, casefold: bool = True,
+                 collapse_whitespace: bool = True):
         super().__init__()
         self._normalize = dict(nfkc=nfkc, casefold=casefold,
                                collapse_whitespace=collapse_whitespace)
@@ -102,11 +113,11 @@ class ExactDuplicates(beam.PTransform):
         options = self._normalize
         split = (
             records
-            | "KeyByText" >> beam.Map(lambda r: (hashlib.sha256(
-                normalize(r["text"], **options).encode("utf-8")).digest(), r))
+            | "KeyByText" >> beam.Map(lambda r: (exact_key(r[TEXT], **options),
+                                                 r))
             | "Group" >> beam.GroupByKey()
             | "Split" >> beam.FlatMapTuple(
-                lambda _, members: split_group(members, "exact",
+                lambda _, members: split_group(members, DuplicateKind.EXACT,
                                                 lambda a, b: 1.0))
             .with_outputs(DUPLICATES, main="unique"))
         return Deduplicated(split.unique, split[DUPLICATES])
@@ -116,17 +127,18 @@ class LexicalDuplicates(beam.PTransform):
     """Groups near-identical texts: MinHash LSH, verified, made transitive.
 
     Args:
-        hasher: a `MinHasher` (shingles, num_perm, bands x rows).
-        threshold: estimated Jaccard a candidate pair needs to be an edge.
+        config: shingles, permutations, bands x rows and the estimated
+            Jaccard a candidate pair needs to be an edge.
         max_bucket: a bucket with more records than this (boilerplate shared
             by thousands of texts) is compared as a star around its first
             member instead of all pairs, bounding the work at O(n).
     """
 
-    def __init__(self, hasher=None, threshold=0.7, max_bucket=200):
+    def __init__(self, config: MinHashConfig = MinHashConfig(),
+                 max_bucket: int = 200):
         super().__init__()
-        self._hasher = hasher or MinHasher()
-        self._threshold = threshold
+        self._hasher = MinHasher(config)
+        self._threshold = config.threshold
         self._max_bucket = max_bucket
 
     def expand(self, records):
@@ -148,12 +160,14 @@ class LexicalDuplicates(beam.PTransform):
             | "Edge" >> beam.Map(lambda pair: tuple(sorted(
                 (pair[0][0], pair[1][0]))))
             | "DistinctEdges" >> beam.Distinct())
-        return split_by_edges(records, edges, "lexical", lambda a, b: (
-            estimated_jaccard(hasher.signature(normalize(a["text"])),
-                              hasher.signature(normalize(b["text"])))))
+        return split_by_edges(records, edges, DuplicateKind.LEXICAL,
+                              lambda a, b: estimated_jaccard(
+                                  hasher.signature(normalize(a[TEXT])),
+                                  hasher.signature(normalize(b[TEXT]))))
 
 
-def split_by_edges(records, edges, kind, similarity):
+def split_by_edges(records, edges, kind: DuplicateKind,
+                   similarity) -> Deduplicated:
     """Groups records along `(id, id)` edges, transitively; keeps one each.
 
     Call inside a composite's `expand` (its labels are local to it).
@@ -164,7 +178,7 @@ def split_by_edges(records, edges, kind, similarity):
     split = (
         records
         | "KeyByGroup" >> beam.Map(
-            lambda r, group_of: (group_of.get(r["id"], r["id"]), r),
+            lambda r, group_of: (group_of.get(r[ID], r[ID]), r),
             group_of=beam.pvalue.AsDict(groups))
         | "Group" >> beam.GroupByKey()
         | "Split" >> beam.FlatMapTuple(
@@ -175,11 +189,11 @@ def split_by_edges(records, edges, kind, similarity):
 
 def _keyed_by_band(batch, hasher):
     """`((band, hash), (id, signature))` for every band of every record."""
-    signatures = hasher.signatures([normalize(r["text"]) for r in batch])
+    signatures = hasher.signatures([normalize(r[TEXT]) for r in batch])
     hashes = hasher.band_hashes(signatures).tolist()
     for record, signature, row in zip(batch, signatures, hashes):
         for band, key in enumerate(row):
-            yield (band, key), (record["id"], signature)
+            yield (band, key), (record[ID], signature)
 
 
 def _candidate_pairs(members, max_bucket):
@@ -188,22 +202,3 @@ def _candidate_pairs(members, max_bucket):
     Metrics.counter("LexicalDuplicates", "star_buckets").inc()
     members.sort(key=lambda item: item[0])
     return ((members[0], other) for other in members[1:])
-
-
-def connected_components(edges):
-    """Yields `(id, group)` for every id on an edge; group = smallest id."""
-    parent = {}
-
-    def find(node):
-        parent.setdefault(node, node)
-        while parent[node] != node:
-            parent[node] = parent[parent[node]]
-            node = parent[node]
-        return node
-
-    for a, b in edges:
-        root_a, root_b = find(a), find(b)
-        if root_a != root_b:
-            parent[max(root_a, root_b)] = min(root_a, root_b)
-    for node in parent:
-        yield node, find(node)

@@ -3,30 +3,49 @@
 Downstream stages each read their own embedding: classification heads the
 classification prompt's, k-means the clustering prompt's, near-duplicate
 detection the sentence-similarity prompt's. Stages that ask for the same
-prompt share one vector and one forward pass, and `embed_once` maps every
-stage to one prompt for a third of the cost.
+prompt share one vector and one forward pass: `prompts_for("shared", ...)`
+maps every stage to the sentence-similarity prompt for a third of the cost.
 """
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from collections.abc import Mapping
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.transforms.window import TimestampedValue
 
-from embgemma_keras import Task
+from embgemma_keras.schema import EMBEDDINGS
+from embgemma_keras.schema import TEXT
+from embgemma_keras.schema import Stage
+from embgemma_keras.schema import Vector
+from embgemma_keras.schema import dead_letter
+from embgemma_keras.tasks import Task
 from transforms.dead_letters import WithDeadLetters
-from transforms.dead_letters import dead_letter
 
-EMBEDDINGS = "embeddings"
+# Each stage's own prompt: the model card's recommendation.
 DEFAULT_PROMPTS = {
-    "classification": Task.CLASSIFICATION,
-    "clustering": Task.CLUSTERING,
-    "similarity": Task.SENTENCE_SIMILARITY,
+    Vector.CLASSIFICATION: Task.CLASSIFICATION,
+    Vector.CLUSTERING: Task.CLUSTERING,
+    Vector.SIMILARITY: Task.SENTENCE_SIMILARITY,
 }
+# One forward pass for every stage, with the sentence-similarity prompt.
+SHARED_TASK = Task.SENTENCE_SIMILARITY
 
 
-def embed_once(task=Task.CLASSIFICATION, stages=tuple(DEFAULT_PROMPTS)):
-    """Prompts that give every stage the same vector, made with `task`."""
-    return {stage: Task.parse(task) for stage in stages}
+def prompts_for(mode: str, vectors: Iterable[Vector | str]
+                ) -> dict[Vector, Task]:
+    """The prompt of each wanted vector: 'all' (own prompts) or 'shared'.
+
+    >>> prompts_for("shared", [Vector.CLASSIFICATION])
+    {<Vector.CLASSIFICATION: 'classification'>: <Task.SENTENCE_SIMILARITY: 'sentence_similarity'>}
+    """
+    if mode not in ("all", "shared"):
+        raise ValueError(f"prompts must be 'all' or 'shared', got {mode!r}")
+    return {Vector(v): SHARED_TASK if mode == "shared"
+            else DEFAULT_PROMPTS[Vector(v)] for v in vectors}
 
 
 class EmbedRecords(beam.PTransform):
@@ -54,12 +73,14 @@ class EmbedRecords(beam.PTransform):
     with the window's end, which would push records into later windows).
     """
 
-    def __init__(self, handler, prompts=None):
+    def __init__(self, handler,
+                 prompts: Mapping[Vector | str, Task | str] | None = None):
         super().__init__()
         prompts = DEFAULT_PROMPTS if prompts is None else prompts
         if not prompts:
             raise ValueError("prompts must name at least one stage.")
-        self._prompts = {stage: Task.parse(t) for stage, t in prompts.items()}
+        self._prompts = {getattr(stage, "value", stage): Task.parse(t)
+                         for stage, t in prompts.items()}
         self._handler = handler.with_tasks(self._prompts.values())
 
     def expand(self, records):
@@ -67,7 +88,7 @@ class EmbedRecords(beam.PTransform):
             records
             | "KeyByRecord" >> beam.Map(
                 lambda record, ts=beam.DoFn.TimestampParam: ((record, ts),
-                                                             record["text"]))
+                                                             record[TEXT]))
             | "RunInference" >> RunInference(
                 KeyedModelHandler(self._handler)).with_exception_handling()
         )
@@ -76,7 +97,7 @@ class EmbedRecords(beam.PTransform):
             failed.failed_inferences | "DeadLetters" >> beam.FlatMapTuple(
                 lambda batch, error: [
                     TimestampedValue(
-                        dead_letter("embed", _describe(error), record), ts)
+                        dead_letter(Stage.EMBED, _describe(error), record), ts)
                     for (record, ts), _ in batch]),
         )
 

@@ -4,7 +4,8 @@ Beam's TensorFlow handlers expect SavedModels; this one loads the keras-hub
 model from any handle `EmbeddingGemma.from_preset` accepts. Only the handle
 and settings are pickled with the pipeline; each worker process loads the
 model once (RunInference keeps it in a process-wide shared handle) and its
-threads share it.
+threads share it. TensorFlow is imported when the model is loaded, not
+when this module is: building a pipeline costs no TensorFlow.
 
 Metrics, in the `EmbeddingGemma` namespace beside RunInference's own
 (`num_inferences`, `inference_batch_latency_micro_secs`, and
@@ -13,16 +14,20 @@ Metrics, in the `EmbeddingGemma` namespace beside RunInference's own
 `truncated_texts`.
 """
 
+from __future__ import annotations
+
 import copy
+from collections.abc import Iterable
 
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.ml.inference.base import PredictionResult
 
-from embgemma_keras import MATRYOSHKA_DIMS
-from embgemma_keras import EmbeddingGemma
-from embgemma_keras import Task
+from embgemma_keras.config import MATRYOSHKA_DIMS
+from embgemma_keras.config import MAX_CONTEXT
+from embgemma_keras.config import EmbedConfig
 from embgemma_keras.presets import check_dtype
+from embgemma_keras.tasks import Task
 from embgemma_keras.tasks import format_prompts
 
 METRICS_NAMESPACE = "EmbeddingGemma"
@@ -64,10 +69,15 @@ class EmbeddingGemmaModelHandler(ModelHandler):
             VM shared by all its processes instead of one per process.
     """
 
-    def __init__(self, model_handle=None, task=Task.CLASSIFICATION, dim=768,
-                 dtype="float32", max_length=2048, *, min_batch_size=None,
-                 max_batch_size=512, max_batch_duration_secs=None,
-                 large_model=False, model_copies=None, **kwargs):
+    def __init__(self, model_handle: str | None = None,
+                 task: Task | str | Iterable[Task | str] = Task.CLASSIFICATION,
+                 dim: int = EmbedConfig.dim, dtype: str = EmbedConfig.dtype,
+                 max_length: int = MAX_CONTEXT, *,
+                 min_batch_size: int | None = None,
+                 max_batch_size: int = 512,
+                 max_batch_duration_secs: float | None = None,
+                 large_model: bool = False, model_copies: int | None = None,
+                 **kwargs):
         if min_batch_size is None:
             # Beam's batcher starts at one element and grows; small batches
             # waste the encoder's length sorting (64-text batches were 25 %
@@ -99,15 +109,25 @@ class EmbeddingGemmaModelHandler(ModelHandler):
         self._tokens = Metrics.counter(METRICS_NAMESPACE, "tokens")
         self._truncated = Metrics.counter(METRICS_NAMESPACE, "truncated_texts")
 
+    @classmethod
+    def from_config(cls, config: EmbedConfig, model_handle: str | None = None,
+                    **kwargs) -> "EmbeddingGemmaModelHandler":
+        """A handler for `config` (`model_handle`: its checked handle)."""
+        return cls(model_handle or config.model, dim=config.dim,
+                   dtype=config.dtype, max_length=config.max_length,
+                   model_copies=config.model_copies, **kwargs)
+
     @property
-    def tasks(self):
+    def tasks(self) -> tuple[Task, ...]:
         return self._tasks
 
     @property
-    def dim(self):
+    def dim(self) -> int:
         return self._dim
 
     def load_model(self):
+        from embgemma_keras.embedding_gemma import EmbeddingGemma
+
         model = EmbeddingGemma.from_preset(
             self._model_handle, dtype=self._dtype, max_length=self._max_length)
         # Trace the model's graph now, so that it counts as load time and
@@ -143,7 +163,8 @@ class EmbeddingGemmaModelHandler(ModelHandler):
     def get_metrics_namespace(self):
         return METRICS_NAMESPACE
 
-    def with_tasks(self, tasks):
+    def with_tasks(self, tasks: Iterable[Task | str]
+                   ) -> "EmbeddingGemmaModelHandler":
         """The same model and settings, embedding with `tasks` instead."""
         clone = copy.copy(self)
         clone._tasks = tuple(dict.fromkeys(Task.parse(t) for t in tasks))

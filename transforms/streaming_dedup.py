@@ -3,17 +3,26 @@
 `StreamingNearDuplicates` flags a record that is a lexical (MinHash) or
 semantic (random-hyperplane LSH on its embedding) near-duplicate of a
 record seen within `horizon_secs` of event time, adding `duplicate_of`,
-`similarity` and `kind` to it; every record comes out once, flagged or not.
+`similarity` and `kind`; every record comes out once, flagged or not, and
+without its embeddings (they are sketched on the way in).
 
-How it works: each record is sketched into one key per LSH band; a
-stateful DoFn per band bucket remembers the originals it saw (id, sketch,
-event time of the records that matched none before them) and compares each
-newcomer with them; an event-time timer drops entries once the watermark is
-`horizon_secs` past them, and a bucket keeps at most `max_bucket` entries,
-so state and time per record stay bounded however hot a bucket runs (a
-spam wave of copies keeps one entry: its original). A second stateful DoFn keyed
-by record id waits for the verdicts of all bands and emits the record with
-its best match.
+How it works: each record is sketched (`embgemma_keras.sketches`) into one
+bucket key per band of each sketcher; one stateful DoFn per bucket keeps
+the originals it saw (id, sketch, event time of records that matched none
+before them) and compares each newcomer with them; an event-time timer
+drops entries once the watermark is `horizon_secs` past them, and a bucket
+keeps at most `max_bucket` entries, so state and time per record stay
+bounded however hot a bucket runs (a spam wave of copies keeps one entry:
+its original). A second stateful DoFn, keyed by record id, counts the
+verdicts of all bands and emits the record with its best match: lexical
+before semantic, then the highest similarity.
+
+State holds only plain values with fixed coders: bucket entries are
+`(id, sketch bytes, micros)`, the join holds the vector-free record as a
+JSON line, a verdict count and the few matches found. Beam's state cache
+weighs each value it loads by walking its objects; plain values keep that
+walk to a handful of objects (`tests/transforms/test_streaming_dedup.py`
+checks every value written).
 
 The original is always the earlier record in event time (ties: smaller
 id), so a record is only ever flagged as a duplicate of one before it.
@@ -25,74 +34,45 @@ entries already expired are missed, never invented; a record that arrives
 before its (event-time) original is not flagged.
 """
 
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
 import apache_beam as beam
-import numpy as np
+from apache_beam import coders
 from apache_beam.metrics import Metrics
-from apache_beam.coders import PickleCoder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec
-from apache_beam.transforms.userstate import CombiningValueStateSpec
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.transforms.userstate import TimerSpec
 from apache_beam.transforms.userstate import on_timer
 from apache_beam.utils.timestamp import Timestamp
 
-from transforms.embed import EMBEDDINGS
-from transforms.minhash import MinHasher
-from transforms.minhash import estimated_jaccard
-from transforms.minhash import normalize
+from embgemma_keras.config import StreamDedupConfig
+from embgemma_keras.schema import DUPLICATE_OF
+from embgemma_keras.schema import ID
+from embgemma_keras.schema import KIND
+from embgemma_keras.schema import SIMILARITY
+from embgemma_keras.schema import to_json_line
+from embgemma_keras.schema import without_embeddings
+from embgemma_keras.sketches import Sketcher
+from embgemma_keras.sketches import stream_sketchers
 
-
-class LexicalSketch:
-    """MinHash signature of the normalised text; Jaccard estimate."""
-
-    kind = "lexical"
-
-    def __init__(self, hasher=None):
-        self.hasher = hasher or MinHasher()
-        self.bands = self.hasher.bands
-
-    def sketch(self, record):
-        signature = self.hasher.signature(normalize(record["text"]))
-        return signature, self.hasher.band_keys(signature)
-
-    @staticmethod
-    def similarity(a, b):
-        return estimated_jaccard(a, b)
-
-
-class SemanticSketch:
-    """Random-hyperplane LSH on an embedding; cosine similarity.
-
-    Each band is `bits` signs of projections on random hyperplanes; vectors
-    at angle theta share a band with probability (1 - theta / pi) ** bits.
-    """
-
-    kind = "semantic"
-
-    def __init__(self, dim, stage="similarity", bands=16, bits=12, seed=0):
-        self.stage, self.bands, self.bits = stage, bands, bits
-        self.planes = np.random.default_rng(seed).normal(
-            size=(dim, bands * bits)).astype(np.float32)
-
-    def sketch(self, record):
-        vector = np.asarray(record[EMBEDDINGS][self.stage], np.float32)
-        signs = (vector @ self.planes > 0).reshape(self.bands, self.bits)
-        return vector, [(band, np.packbits(row).tobytes())
-                        for band, row in enumerate(signs)]
-
-    @staticmethod
-    def similarity(a, b):
-        return float(np.dot(a, b))
+# (record id, sketch, event time in microseconds)
+ENTRY_CODER = coders.TupleCoder(
+    [coders.StrUtf8Coder(), coders.BytesCoder(), coders.VarIntCoder()])
+# (kind, id of the original, similarity)
+MATCH_CODER = coders.TupleCoder(
+    [coders.StrUtf8Coder(), coders.StrUtf8Coder(), coders.FloatCoder()])
 
 
 class _CompareInBucket(beam.DoFn):
-    SEEN = BagStateSpec("seen", PickleCoder())
+    SEEN = BagStateSpec("seen", ENTRY_CODER)
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
 
-    def __init__(self, sketcher, threshold, horizon_secs, max_bucket):
-        self._sketcher = sketcher
-        self._threshold = threshold
+    def __init__(self, sketchers, horizon_secs, max_bucket):
+        self._sketchers = {s.kind.value: s for s in sketchers}
         self._horizon = int(horizon_secs * 1_000_000)  # microseconds
         self._max_bucket = max_bucket
         self._evicted = Metrics.counter("StreamingNearDuplicates",
@@ -101,7 +81,8 @@ class _CompareInBucket(beam.DoFn):
     def process(self, element, timestamp=beam.DoFn.TimestampParam,
                 seen=beam.DoFn.StateParam(SEEN),
                 expiry=beam.DoFn.TimerParam(EXPIRY)):
-        _, (record_id, sketch) = element
+        _, (kind, record_id, sketch) = element
+        sketcher = self._sketchers[kind]
         order = (timestamp.micros, record_id)
         best, known = None, False
         entries = list(seen.read())
@@ -114,25 +95,29 @@ class _CompareInBucket(beam.DoFn):
             if (other_micros, other_id) >= order or (
                     timestamp.micros - other_micros > self._horizon):
                 continue
-            score = self._sketcher.similarity(sketch, other_sketch)
-            if score >= self._threshold and (best is None or score > best[1]):
-                best = (other_id, score)
+            score = sketcher.similarity(sketch, other_sketch)
+            if score >= sketcher.threshold and (best is None
+                                                or score > best[2]):
+                best = (kind, other_id, score)
         # Only originals are remembered: a copy matches its original anyway,
         # so a burst of copies (a spam wave) leaves the bucket at one entry
         # and `duplicate_of` names the original, not another copy.
         if not known and best is None:
-            entry = (record_id, sketch, timestamp.micros)
             if len(entries) >= self._max_bucket:
-                # A bucket of distinct records sharing a band: forget the
-                # oldest, so a hot bucket costs bounded time and memory.
-                entries.sort(key=lambda e: e[2])
-                seen.clear()
-                for kept in entries[len(entries) - self._max_bucket + 1:]:
-                    seen.add(kept)
-                self._evicted.inc(len(entries) - self._max_bucket + 1)
-            seen.add(entry)
+                self._forget_oldest(entries, seen)
+            seen.add((record_id, sketch, timestamp.micros))
             expiry.set(Timestamp(micros=timestamp.micros + self._horizon))
-        yield record_id, ("verdict", best)
+        yield record_id, best
+
+    def _forget_oldest(self, entries, seen):
+        """A bucket of distinct records sharing a band: forget the oldest,
+        so a hot bucket costs bounded time and memory."""
+        entries.sort(key=lambda entry: entry[2])
+        drop = len(entries) - self._max_bucket + 1
+        seen.clear()
+        for kept in entries[drop:]:
+            seen.add(kept)
+        self._evicted.inc(drop)
 
     @on_timer(EXPIRY)
     def expire(self, fired=beam.DoFn.TimestampParam,
@@ -153,82 +138,105 @@ class _JoinVerdicts(beam.DoFn):
 
     A redelivered record (same id) can be in flight at the same time as its
     first delivery, so records wait in a bag and leave one per `bands`
-    verdicts received.
+    verdicts received; any delivery's verdicts fit the other (the original
+    is always the earlier record).
     """
 
-    RECORDS = BagStateSpec("records", PickleCoder())
-    BEST = ReadModifyWriteStateSpec("best", PickleCoder())
-    VERDICTS = CombiningValueStateSpec("verdicts", sum)
+    RECORDS = BagStateSpec("records", coders.BytesCoder())
+    MATCHES = BagStateSpec("matches", MATCH_CODER)
+    VERDICTS = ReadModifyWriteStateSpec("verdicts", coders.VarIntCoder())
 
-    def __init__(self, bands, kind):
+    def __init__(self, bands: int, kinds: Sequence[str]):
         self._bands = bands
-        self._kind = kind
+        self._rank = {kind: rank for rank, kind in enumerate(kinds)}
 
-    def process(self, element, records_state=beam.DoFn.StateParam(RECORDS),
-                best_state=beam.DoFn.StateParam(BEST),
+    def process(self, element, records=beam.DoFn.StateParam(RECORDS),
+                matches=beam.DoFn.StateParam(MATCHES),
                 verdicts=beam.DoFn.StateParam(VERDICTS)):
-        _, (what, value) = element
-        if what == "record":
-            records_state.add(value)
+        _, (line, match) = element
+        received = verdicts.read() or 0
+        if line is not None:
+            records.add(line)
         else:
-            verdicts.add(1)
-            best = best_state.read()
-            if value is not None and (best is None or value[1] > best[1]):
-                best_state.write(value)
-        waiting, received = list(records_state.read()), verdicts.read()
+            received += 1
+            verdicts.write(received)
+            if match is not None:
+                matches.add(match)
+        waiting = list(records.read())
         if not waiting or received < self._bands:
             return
-        best = best_state.read()
+        best = min(matches.read(), default=None,
+                   key=lambda m: (self._rank[m[0]], -m[2]))
         while waiting and received >= self._bands:
-            record, waiting = waiting[0], waiting[1:]
+            line, waiting = waiting[0], waiting[1:]
             received -= self._bands
-            if best is not None and "duplicate_of" not in record:
-                record = {**record, "duplicate_of": best[0],
-                          "similarity": best[1], "kind": self._kind}
-            yield record
-        records_state.clear()
-        for record in waiting:
-            records_state.add(record)
-        verdicts.clear()
+            yield self._tagged(json.loads(line), best)
+        records.clear()
+        for line in waiting:
+            records.add(line)
         if received:
-            verdicts.add(received)
-        elif not waiting:
-            best_state.clear()
+            verdicts.write(received)
+        else:
+            verdicts.clear()
+            if not waiting:
+                matches.clear()
+
+    @staticmethod
+    def _tagged(record, best):
+        if best is None or DUPLICATE_OF in record:
+            return record
+        kind, original, score = best
+        return {**record, DUPLICATE_OF: original, SIMILARITY: score,
+                KIND: kind}
 
 
 class StreamingNearDuplicates(beam.PTransform):
     """Tags records that near-duplicate one seen within a time horizon.
 
-    Args:
-        sketcher: `LexicalSketch()` (default) or `SemanticSketch(dim)`.
-        threshold: similarity (Jaccard estimate or cosine) for a duplicate.
-        horizon_secs: how far apart in event time two records may be.
-        max_bucket: originals remembered per LSH bucket; past it the oldest
-            are forgotten (counted in the `bucket_evictions` metric).
+    Example:
 
-    Apply it twice, lexical then semantic, to tag both kinds; a record
-    already tagged keeps its first tag.
+    ```python
+    tagged = embedded | StreamingNearDuplicates(StreamDedupConfig(), dim=768)
+    ```
+
+    Args:
+        config: horizon, bucket size, MinHash and semantic LSH settings.
+        dim: the size of the records' similarity embeddings; `None` for
+            lexical duplicates only (records need no embeddings then).
+        sketchers: instead of those `config` makes (for other similarities).
+
+    A record already carrying `duplicate_of` keeps it. Records leave
+    without their embeddings. Evictions from full buckets are counted in
+    the `StreamingNearDuplicates/bucket_evictions` metric.
     """
 
-    def __init__(self, sketcher=None, threshold=0.7, horizon_secs=3600,
-                 max_bucket=200):
+    def __init__(self, config: StreamDedupConfig = StreamDedupConfig(),
+                 dim: int | None = None,
+                 sketchers: Sequence[Sketcher] | None = None):
         super().__init__()
-        self._sketcher = sketcher or LexicalSketch()
-        self._threshold = threshold
-        self._horizon = horizon_secs
-        self._max_bucket = max_bucket
+        self._config = config
+        self._sketchers = list(sketchers or stream_sketchers(config, dim))
 
     def expand(self, records):
-        sketcher = self._sketcher
+        sketchers = self._sketchers
+        bands = sum(s.bands for s in sketchers)
+
+        def sketch(record):
+            for sketcher in sketchers:
+                sketch, keys = sketcher.sketch(record)
+                for key in keys:
+                    yield key, (sketcher.kind.value, record[ID], sketch)
+
         verdicts = (
             records
-            | "Sketch" >> beam.FlatMap(lambda r: [
-                (key, (r["id"], sketch))
-                for sketch, keys in [sketcher.sketch(r)] for key in keys])
+            | "Sketch" >> beam.FlatMap(sketch)
             | "Compare" >> beam.ParDo(_CompareInBucket(
-                sketcher, self._threshold, self._horizon, self._max_bucket)))
-        keyed = records | "KeyById" >> beam.Map(
-            lambda r: (r["id"], ("record", r)))
-        return ((keyed, verdicts) | "Merge" >> beam.Flatten()
-                | "Join" >> beam.ParDo(_JoinVerdicts(sketcher.bands,
-                                                     sketcher.kind)))
+                sketchers, self._config.horizon_secs,
+                self._config.max_bucket))
+            | "AsVerdict" >> beam.MapTuple(
+                lambda record_id, match: (record_id, (None, match))))
+        lines = records | "KeyById" >> beam.Map(lambda r: (r[ID], (
+            to_json_line(without_embeddings(r)).encode("utf-8"), None)))
+        return ((lines, verdicts) | "Merge" >> beam.Flatten()
+                | "Join" >> beam.ParDo(_JoinVerdicts(
+                    bands, [s.kind.value for s in sketchers])))

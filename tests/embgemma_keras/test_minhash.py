@@ -4,10 +4,11 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from transforms.minhash import MinHasher
-from transforms.minhash import estimated_jaccard
-from transforms.minhash import fmix32
-from transforms.minhash import normalize
+from embgemma_keras.config import MinHashConfig
+from embgemma_keras.minhash import MinHasher
+from embgemma_keras.minhash import estimated_jaccard
+from embgemma_keras.minhash import fmix32
+from embgemma_keras.minhash import normalize
 
 
 def test_normalisation_folds_case_width_and_spaces():
@@ -23,8 +24,8 @@ def test_normalisation_is_idempotent(text):
 
 
 def test_short_texts_still_have_one_shingle():
-    assert len(MinHasher(size=5).shingle_hashes("hi")) == 1
-    assert len(MinHasher(kind="word", size=3).shingle_hashes("a b")) == 1
+    assert len(MinHasher(MinHashConfig(shingles="char:5")).shingle_hashes("hi")) == 1
+    assert len(MinHasher(MinHashConfig(shingles="word:3")).shingle_hashes("a b")) == 1
 
 
 @settings(max_examples=40, deadline=None)
@@ -32,7 +33,7 @@ def test_short_texts_still_have_one_shingle():
 def test_signatures_equal_datasketch_with_the_same_hash(text, kind):
     from datasketch import MinHash
 
-    hasher = MinHasher(kind=kind, size=3)
+    hasher = MinHasher(MinHashConfig(shingles=f"{kind}:3"))
     text = normalize(text)
     reference = MinHash(128, 1, hashfunc=int, scheme="affine32")
     reference.update_batch(hasher.shingle_hashes(text).tolist())
@@ -57,7 +58,7 @@ def test_fmix32_matches_datasketch():
 
 def test_band_and_row_counts_must_match_the_permutations():
     with pytest.raises(ValueError, match="must equal num_perm"):
-        MinHasher(num_perm=128, bands=10, rows=10)
+        MinHashConfig(num_perm=128, bands=10, rows=10)
 
 
 @settings(max_examples=30, deadline=None)
@@ -68,7 +69,8 @@ def test_signatures_are_deterministic_across_instances(text):
 
 
 def test_estimated_jaccard_tracks_the_true_jaccard():
-    hasher = MinHasher(num_perm=256, bands=32, rows=8, kind="word", size=1)
+    hasher = MinHasher(MinHashConfig(num_perm=256, bands=32, rows=8,
+                                    shingles="word:1"))
     words = [f"w{i}" for i in range(200)]
     a, b = " ".join(words[:150]), " ".join(words[50:])  # J = 100 / 200
     estimate = estimated_jaccard(hasher.signature(a), hasher.signature(b))
@@ -80,7 +82,7 @@ def test_identical_texts_share_every_band_key():
     keys = hasher.band_keys(hasher.signature("the same text"))
     assert keys == hasher.band_keys(hasher.signature("the same text"))
     assert len(keys) == hasher.bands
-    assert 0.7 < hasher.threshold < 0.72
+    assert 0.7 < hasher.lsh_midpoint < 0.72
 
 
 def test_long_texts_are_signed_in_bounded_memory_and_match():
@@ -106,7 +108,7 @@ def test_long_texts_are_signed_in_bounded_memory_and_match():
        st.sampled_from([("char", 5), ("char", 3), ("word", 2)]))
 def test_any_text_has_a_signature_and_matches_itself(text, shingles):
     # Surrogates, control characters, empty and one-character texts alike.
-    hasher = MinHasher(kind=shingles[0], size=shingles[1])
+    hasher = MinHasher(MinHashConfig(shingles=f"{shingles[0]}:{shingles[1]}"))
     signature = hasher.signature(normalize(text))
     assert signature.shape == (hasher.num_perm,)
     assert estimated_jaccard(signature, signature) == 1.0

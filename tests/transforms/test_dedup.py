@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from transforms.dedup import ExactDuplicates
 from transforms.dedup import LexicalDuplicates
 from transforms.dedup import UniqueIds
-from transforms.dedup import connected_components
+from embgemma_keras.grouping import connected_components
 
 BASE = ("the quarterly report shows that revenue grew by twelve percent "
         "while costs stayed flat across all regions")

@@ -10,6 +10,8 @@ ids, distances = centroids.assign(vectors)   # cosine distance 1 - cos
 ```
 """
 
+from __future__ import annotations
+
 import numpy as np
 
 from embgemma_keras.artifacts import ArtifactMismatchError
@@ -19,9 +21,29 @@ from embgemma_keras.artifacts import save_artifact
 from embgemma_keras.tasks import Task
 
 KIND = "kmeans_centroids"
-# Above this many vectors, mini-batch k-means: one pass over small random
-# batches instead of full Lloyd iterations, at a small cost in inertia.
 MINIBATCH_ABOVE = 20_000
+
+
+def kmeans(vectors, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-length k-means centres of unit `vectors`, and each one's label.
+
+    Lloyd's k-means up to 20,000 vectors, mini-batch k-means above (one
+    pass over random batches instead of full iterations, at a small cost
+    in inertia). The one fitter behind `Centroids.fit` and the semantic
+    dedup buckets.
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.cluster import MiniBatchKMeans
+
+    vectors = _unit(vectors)
+    k = max(1, min(k, len(vectors)))
+    if len(vectors) > MINIBATCH_ABOVE:
+        model = MiniBatchKMeans(k, random_state=seed, n_init=3,
+                                batch_size=4096)
+    else:
+        model = KMeans(k, random_state=seed, n_init=4)
+    labels = model.fit_predict(vectors)
+    return _unit(model.cluster_centers_), labels
 
 
 def _unit(rows):
@@ -41,22 +63,15 @@ class Centroids:
         self.sizes = None if sizes is None else np.asarray(sizes, np.int64)
 
     @classmethod
-    def fit(cls, vectors, k, *, task, model_identity, seed=0):
-        """k-means (MiniBatchKMeans above 20,000 vectors) on unit vectors."""
-        from sklearn.cluster import KMeans
-        from sklearn.cluster import MiniBatchKMeans
-
+    def fit(cls, vectors, k: int, *, task, model_identity,
+            seed: int = 0) -> "Centroids":
+        """k-means (mini-batch above 20,000 vectors) on unit vectors."""
         vectors = _unit(vectors)
         if not 1 <= k <= len(vectors):
             raise ValueError(f"k must be between 1 and the number of "
                              f"vectors ({len(vectors)}), got {k}")
-        if len(vectors) > MINIBATCH_ABOVE:
-            model = MiniBatchKMeans(k, random_state=seed, n_init=3,
-                                    batch_size=4096)
-        else:
-            model = KMeans(k, random_state=seed, n_init=4)
-        labels = model.fit_predict(vectors)
-        return cls(model.cluster_centers_, task, model_identity,
+        centres, labels = kmeans(vectors, k, seed)
+        return cls(centres, task, model_identity,
                    sizes=np.bincount(labels, minlength=k))
 
     def assign(self, vectors):

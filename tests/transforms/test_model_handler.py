@@ -8,6 +8,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 
 from transforms import EmbeddingGemmaModelHandler
+from tests.helpers import model_loads
 from transforms.model_handler import METRICS_NAMESPACE
 
 TEXTS = [f"text number {i} about {'spam' if i % 3 else 'films'}"
@@ -19,13 +20,6 @@ def _counter(result, name):
         MetricsFilter().with_namespace(METRICS_NAMESPACE).with_name(name)
     )["counters"]
     return counter.committed
-
-
-def model_loads(result):
-    """How many times RunInference loaded a model (its load-latency count)."""
-    loads = result.metrics().query(MetricsFilter().with_namespace(
-        METRICS_NAMESPACE).with_name("load_model_latency_milli_secs"))
-    return sum(d.committed.count for d in loads["distributions"])
 
 
 def test_run_inference_matches_encode_and_loads_the_model_once(

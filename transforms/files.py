@@ -1,9 +1,19 @@
-"""Reading record files and writing JSON lines, local or on GCS."""
+"""Files in and out of a pipeline, local or on GCS (Beam's FileSystems).
+
+Record files (JSONL, TSV/CSV with a header, text lines) in; JSON lines out,
+in shards or one file per window and pane of a stream; heads and centroids
+(artifacts, which `embgemma_keras` reads from local files only) copied
+between GCS and a local directory.
+"""
+
+from __future__ import annotations
 
 import csv
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from collections.abc import Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -12,29 +22,28 @@ from apache_beam.transforms import window
 
 from embgemma_keras.artifacts import ARRAYS_FILE
 from embgemma_keras.artifacts import META_FILE
-from transforms import ParseRecords
-from transforms import to_json_line
+from embgemma_keras.config import MAX_RECORD_BYTES
+from embgemma_keras.records import BadRecord
+from embgemma_keras.records import RecordParser
+from embgemma_keras.records import file_format
+from embgemma_keras.schema import TEXT
+from embgemma_keras.schema import to_json_line
+from transforms.dead_letters import WithDeadLetters
+from transforms.parse import ParseRecords
 
 ARTIFACT_FILES = (META_FILE, ARRAYS_FILE)
-_EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
-               ".tsv": "tsv", ".csv": "csv", ".txt": "text"}
 
 
-def file_format(pattern):
-    """'jsonl', 'tsv' or 'csv', from the file name's extension."""
-    for extension, fmt in _EXTENSIONS.items():
-        if pattern.endswith(extension):
-            return fmt
-    raise ValueError(f"cannot tell the format of {pattern!r}; name it "
-                     f"*.jsonl, *.tsv, *.csv or *.txt")
-
-
-def read_header(pattern, fmt):
-    """Column names of the first file matching `pattern` (TSV/CSV)."""
+def _first_file(pattern: str) -> str:
     matches = FileSystems.match([pattern])[0].metadata_list
     if not matches:
         raise FileNotFoundError(f"no file matches {pattern!r}")
-    with FileSystems.open(matches[0].path) as f:
+    return matches[0].path
+
+
+def read_header(pattern: str, fmt: str) -> list[str]:
+    """Column names of the first file matching `pattern` (TSV/CSV)."""
+    with FileSystems.open(_first_file(pattern)) as f:
         first = f.readline().decode("utf-8", errors="strict")
     delimiter = "\t" if fmt == "tsv" else ","
     return next(csv.reader([first.rstrip("\r\n")], delimiter=delimiter))
@@ -45,41 +54,74 @@ class ReadRecords(beam.PTransform):
 
     TSV and CSV files need a header row; `text_column` and
     `required_columns` must be in it, checked before the job starts.
+    Returns `WithDeadLetters`.
     """
 
-    def __init__(self, pattern, text_column="text", required_columns=(),
-                 max_bytes=None):
+    def __init__(self, pattern: str, text_column: str = TEXT,
+                 required_columns: Sequence[str] = (),
+                 max_bytes: int = MAX_RECORD_BYTES):
         super().__init__()
         self._pattern = pattern
-        self._format = file_format(pattern)
-        columns = None
-        if self._format in ("tsv", "csv"):
-            columns = read_header(pattern, self._format)
-            missing = [c for c in (text_column, *required_columns)
-                       if c not in columns]
-            if missing:
-                raise ValueError(f"{pattern!r} has no column(s) {missing}; "
-                                 f"its columns are {columns}")
-        kwargs = {} if max_bytes is None else {"max_bytes": max_bytes}
-        self._parse = ParseRecords(format=self._format, columns=columns,
-                                   text_column=text_column, **kwargs)
+        self._parser = record_parser(pattern, text_column, required_columns,
+                                     max_bytes)
+        self._format = self._parser.format
 
-    def expand(self, pipeline):
+    def expand(self, pipeline) -> WithDeadLetters:
         lines = pipeline | "Read" >> beam.io.ReadFromText(
             self._pattern, coder=beam.coders.BytesCoder(),
             skip_header_lines=1 if self._format in ("tsv", "csv") else 0)
-        return lines | "Parse" >> self._parse
+        return lines | "Parse" >> ParseRecords(
+            self._parser.format, self._parser.columns,
+            self._parser.text_column, self._parser.max_bytes)
 
 
-def write_jsonl(pcoll, prefix, label):
+def record_parser(pattern: str, text_column: str = TEXT,
+                  required_columns: Sequence[str] = (),
+                  max_bytes: int = MAX_RECORD_BYTES) -> RecordParser:
+    """The parser for the files of `pattern`, checked against their header.
+
+    TSV and CSV files need a header row; `text_column` and
+    `required_columns` must be in it (checked before the job starts).
+    """
+    fmt = file_format(pattern)
+    columns = None
+    if fmt in ("tsv", "csv"):
+        columns = read_header(pattern, fmt)
+        missing = [c for c in (text_column, *required_columns)
+                   if c not in columns]
+        if missing:
+            raise ValueError(f"{pattern!r} has no column(s) {missing}; "
+                             f"its columns are {columns}")
+    return RecordParser(fmt, columns, text_column, max_bytes)
+
+
+def read_records(pattern: str, parser: RecordParser) -> Iterator[dict]:
+    """The valid records of the files of `pattern`, read here, not in Beam.
+
+    For checks a job makes before it starts (the labels of a training
+    file); lines that fail to parse are skipped here and become dead
+    letters in the job itself.
+    """
+    for metadata in FileSystems.match([pattern])[0].metadata_list:
+        with FileSystems.open(metadata.path) as f:
+            if parser.format in ("tsv", "csv"):
+                f.readline()
+            for line in f:
+                try:
+                    yield parser(line.rstrip(b"\r\n"))
+                except BadRecord:
+                    continue
+
+
+def write_jsonl(pcoll, prefix: str, label: str):
     """Writes records as `prefix-SSSSS-of-NNNNN.jsonl`."""
     return (pcoll | f"{label}ToJson" >> beam.Map(to_json_line)
             | f"{label}Write" >> beam.io.WriteToText(
                 prefix, file_name_suffix=".jsonl"))
 
 
-def write_windowed_jsonl(pcoll, directory, prefix, label, window_secs,
-                         allowed_lateness_secs):
+def write_windowed_jsonl(pcoll, directory: str, prefix: str, label: str,
+                         window_secs: int, allowed_lateness_secs: int):
     """Writes a stream as one file per event-time window and pane.
 
     A window's records land in `directory/prefix-<start>-<end>-pane0.jsonl`
@@ -123,7 +165,7 @@ class _WritePane(beam.DoFn):
         yield path
 
 
-def local_artifact(directory):
+def local_artifact(directory: str) -> str:
     """A local directory holding the artifact at `directory` (local or gs://).
 
     Artifacts are read from local files (`embgemma_keras` does not depend on
@@ -139,7 +181,7 @@ def local_artifact(directory):
     return staging
 
 
-def save_artifact_to(output, artifact, metrics):
+def save_artifact_to(output: str, artifact, metrics: dict) -> None:
     """Saves `artifact` (a head or centroids) and metrics.json to `output`.
 
     Artifacts save to a local directory, so they are staged in a temporary

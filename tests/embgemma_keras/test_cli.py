@@ -1,8 +1,8 @@
 import json
 
 from embgemma_keras.cli import main
-from hostile import hostile_lines
-from hostile import write_jsonl
+from tests.helpers import hostile_lines
+from tests.helpers import write_jsonl
 
 
 def _write(path, lines):

@@ -1,11 +1,18 @@
-"""Input lines every job must survive: each bad case, and awkward good ones.
+"""Helpers the tests share (fixtures are in conftest.py).
 
-`hostile_lines()` returns `(name, line, accepted)` triples: JSONL lines
-(bytes, no newline) that a job must either process (`accepted`) or turn
-into a dead letter that says why. Tests count both.
+- `hostile_lines()`: the input lines every job must survive, each bad case
+  and awkward good ones, as `(name, line, accepted)` triples: JSONL lines
+  (bytes, no newline) that a job must either process (`accepted`) or turn
+  into a dead letter that says why. Tests count both.
+- `write_jsonl`, `read_outputs`: files in and out of a job.
+- `model_loads`: how many models a pipeline run loaded.
 """
 
 import json
+
+from apache_beam.metrics.metric import MetricsFilter
+
+from transforms.model_handler import METRICS_NAMESPACE
 
 # Under the default 1 MiB record limit with its JSON wrapping; truncated to
 # the model's context when embedded.
@@ -97,3 +104,16 @@ def hostile_lines(label=None):
 def write_jsonl(path, lines):
     path.write_bytes(b"\n".join(line for _, line, _ in lines) + b"\n")
     return path
+
+
+def read_outputs(directory, prefix):
+    """The JSON records of every `prefix*` file in `directory`."""
+    return [json.loads(line) for path in sorted(directory.glob(f"{prefix}*"))
+            for line in path.read_text().splitlines()]
+
+
+def model_loads(result):
+    """How many times RunInference loaded a model (its load-latency count)."""
+    loads = result.metrics().query(MetricsFilter().with_namespace(
+        METRICS_NAMESPACE).with_name("load_model_latency_milli_secs"))
+    return sum(d.committed.count for d in loads["distributions"])

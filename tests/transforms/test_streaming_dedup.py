@@ -7,7 +7,9 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 
-from transforms.streaming_dedup import SemanticSketch
+from embgemma_keras.config import StreamDedupConfig
+from embgemma_keras.schema import DuplicateKind
+from embgemma_keras.sketches import SemanticSketch
 from transforms.streaming_dedup import StreamingNearDuplicates
 
 TEXT = ("the quarterly report shows that revenue grew by twelve percent while "
@@ -47,7 +49,8 @@ def test_duplicates_within_the_horizon_only(tmp_path):
         (90, {"id": "other", "text": "see you at lunch tomorrow"}),
         (5000, {"id": "far_copy", "text": TEXT}),  # past the 1 h horizon
     ]
-    out = _run(events, StreamingNearDuplicates(horizon_secs=3600), tmp_path)
+    out = _run(events, StreamingNearDuplicates(
+        StreamDedupConfig(horizon_secs=3600)), tmp_path)
     assert len(out) == len(events)  # every delivery comes out, once each
     tags = sorted((r["id"], r.get("duplicate_of"), r.get("kind"))
                   for r in out)
@@ -76,7 +79,8 @@ def test_semantic_sketch_flags_close_vectors(tmp_path):
     events = [(0, record("a", base)), (5, record("b", near)),
               (9, record("c", far))]
     out = _run(events, StreamingNearDuplicates(
-        SemanticSketch(64), threshold=0.95, horizon_secs=60), tmp_path)
+        StreamDedupConfig(horizon_secs=60),
+        sketchers=[SemanticSketch(64, threshold=0.95)]), tmp_path)
     tags = {r["id"]: r.get("duplicate_of") for r in out}
     assert tags == {"a": None, "b": "a", "c": None}
     assert next(r for r in out if r["id"] == "b")["kind"] == "semantic"
@@ -97,10 +101,10 @@ def test_a_wave_of_copies_points_at_the_original(tmp_path):
 class _OneBucket:
     """Every record in one bucket; equal texts are duplicates."""
 
-    kind, bands = "exact", 1
+    kind, bands, threshold = DuplicateKind.EXACT, 1, 1.0
 
     def sketch(self, record):
-        return record["text"], [(0, "all")]
+        return record["text"].encode(), [b"all"]
 
     @staticmethod
     def similarity(a, b):
@@ -111,9 +115,77 @@ def test_a_full_bucket_forgets_its_oldest_original(tmp_path):
     events = [(t, {"id": f"r{t}", "text": f"text {t}"}) for t in range(4)]
     events += [(10, {"id": "copy_of_r0", "text": "text 0"}),
                (11, {"id": "copy_of_r3", "text": "text 3"})]
-    out = _run(events, StreamingNearDuplicates(_OneBucket(), threshold=1.0,
-                                               max_bucket=2), tmp_path)
+    out = _run(events, StreamingNearDuplicates(
+        StreamDedupConfig(max_bucket=2), sketchers=[_OneBucket()]), tmp_path)
     tags = {r["id"]: r.get("duplicate_of") for r in out}
     assert len(out) == len(events)
     assert tags["copy_of_r3"] == "r3"
     assert tags["copy_of_r0"] is None  # r0 was forgotten: missed, not wrong
+
+
+_STATE_VALUES = []  # (state name, value) of every value written to state
+
+
+class _PlainOnly(beam.coders.Coder):
+    """Wraps a state coder; refuses any value that is not plain data."""
+
+    def __init__(self, name, inner):
+        self._name, self._inner = name, inner
+
+    def encode(self, value):
+        _check_plain(value, self._name)
+        _STATE_VALUES.append((self._name, value))
+        return self._inner.encode(value)
+
+    def decode(self, encoded):
+        return self._inner.decode(encoded)
+
+    def is_deterministic(self):
+        return self._inner.is_deterministic()
+
+
+def _check_plain(value, name):
+    if isinstance(value, tuple):
+        for item in value:
+            _check_plain(item, name)
+        return
+    if type(value) not in (str, bytes, int, float):
+        raise AssertionError(f"state {name!r} got a {type(value).__name__}")
+    if isinstance(value, bytes) and b'"embeddings"' in value:
+        raise AssertionError(f"state {name!r} got a record with embeddings")
+
+
+def test_streaming_state_holds_plain_values_only(tmp_path, monkeypatch):
+    from transforms.streaming_dedup import _CompareInBucket
+    from transforms.streaming_dedup import _JoinVerdicts
+
+    for fn, spec_names in ((_CompareInBucket, ["SEEN"]),
+                           (_JoinVerdicts, ["RECORDS", "MATCHES",
+                                            "VERDICTS"])):
+        for spec_name in spec_names:
+            spec = getattr(fn, spec_name)
+            monkeypatch.setattr(spec, "coder", _PlainOnly(spec.name,
+                                                          spec.coder))
+    _STATE_VALUES.clear()
+    rng = np.random.default_rng(1)
+    vector = rng.normal(size=64).astype(np.float32)
+    vector /= np.linalg.norm(vector)
+
+    def record(record_id, text):
+        return {"id": record_id, "text": text, "lang": "en",
+                "embeddings": {"similarity": vector,
+                               "classification": vector}}
+
+    events = [(0, record("a", TEXT)), (5, record("b", TEXT + "!")),
+              (9, record("a", TEXT))]
+    out = _run(events, StreamingNearDuplicates(
+        StreamDedupConfig(horizon_secs=60), dim=64), tmp_path)
+    assert {r["id"]: r.get("duplicate_of") for r in out} == {"a": None,
+                                                             "b": "a"}
+    assert len(out) == 3 and all("embeddings" not in r for r in out)
+    written = {name for name, _ in _STATE_VALUES}
+    assert written == {"seen", "records", "matches", "verdicts"}
+    # An entry is an id, a sketch (a MinHash signature, or a float16
+    # vector) and a time: never a record.
+    sketches = [value[1] for name, value in _STATE_VALUES if name == "seen"]
+    assert sorted({len(sketch) for sketch in sketches}) == [64 * 2, 128 * 4]

@@ -4,8 +4,8 @@ from apache_beam.io.localfilesystem import LocalFileSystem
 from embgemma_keras import ArtifactMismatchError
 from embgemma_keras import ZeroShotHead
 from embgemma_keras import load_head
-from pipelines.files import file_format
-from pipelines.files import local_artifact
+from embgemma_keras.records import file_format
+from transforms.files import local_artifact
 
 PREFIX = "remotefs://"
 

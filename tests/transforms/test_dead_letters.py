@@ -1,7 +1,7 @@
 import base64
 import json
 
-from transforms import dead_letter
+from embgemma_keras.schema import dead_letter
 
 
 def test_utf8_bytes_are_kept_as_text():

@@ -4,8 +4,8 @@ import pytest
 
 from embgemma_keras import load_head
 from pipelines import train_classifier
-from hostile import hostile_lines
-from hostile import write_jsonl
+from tests.helpers import hostile_lines
+from tests.helpers import write_jsonl
 
 ROWS = [
     ("spam", "WIN a free prize now, text CLAIM to 80082"),

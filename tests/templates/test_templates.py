@@ -14,18 +14,14 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import dedup_corpus
+from pipelines import fit_clusters
 from pipelines import stream_tag
 from pipelines import train_classifier
-from pipelines.jobs import JobOptions
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "templates"
-JOBS = {
-    "stream_tag": (stream_tag, stream_tag.StreamTagOptions),
-    "dedup_corpus": (dedup_corpus, dedup_corpus.DedupCorpusOptions),
-    "train_classifier": (train_classifier,
-                         train_classifier.TrainClassifierOptions),
-}
+JOBS = {module.__name__.split(".")[1]: module for module in (
+    stream_tag, dedup_corpus, train_classifier, fit_clusters)}
 # Flags a template does not offer, and why.
 NOT_IN_TEMPLATE = {
     "stream_tag": {
@@ -34,6 +30,7 @@ NOT_IN_TEMPLATE = {
         "text_column": "Pub/Sub messages are JSON objects with a text field",
     },
     "dedup_corpus": {},
+    "fit_clusters": {},
     "train_classifier": {
         "zero_shot": "repeated once per label, which template parameters "
                      "cannot express; zero-shot heads need no training job",
@@ -61,10 +58,10 @@ def _example(parameter):
     return match.group(1)
 
 
-def _flags(options_class):
+def _flags(module):
     parser = argparse.ArgumentParser()
-    options_class._add_argparse_args(parser)
-    JobOptions._add_argparse_args(parser)
+    for group in module.OPTIONS:
+        group._add_argparse_args(parser)
     return {action.dest for action in parser._actions} - {"help"}
 
 
@@ -101,16 +98,15 @@ def test_regexes_accept_the_example_and_refuse_bad_values(job, parameter):
 
 @pytest.mark.parametrize("job", JOBS)
 def test_every_flag_is_a_parameter_or_left_out_with_a_reason(job):
-    _, options_class = JOBS[job]
     names = [p["name"] for p in _metadata(job)["parameters"]]
     assert len(names) == len(set(names))
-    assert set(names) | set(NOT_IN_TEMPLATE[job]) == _flags(options_class)
+    assert set(names) | set(NOT_IN_TEMPLATE[job]) == _flags(JOBS[job])
     assert not set(names) & set(NOT_IN_TEMPLATE[job])
 
 
 @pytest.mark.parametrize("job", JOBS)
 def test_required_flags_are_the_required_parameters(job):
-    module, _ = JOBS[job]
+    module = JOBS[job]
     required = {p["name"] for p in _metadata(job)["parameters"]
                 if not p["isOptional"]}
     assert required == set(module.REQUIRED)
@@ -162,7 +158,7 @@ def test_the_entry_point_runs_the_job_named_in_the_image(job, monkeypatch,
     monkeypatch.setattr(sys, "argv", ["main.py", "--help"])
     runpy.run_path(str(TEMPLATES / "main.py"), run_name="__main__")
     out = capsys.readouterr().out
-    assert JOBS[job][0].__doc__.splitlines()[0] in out
+    assert JOBS[job].__doc__.splitlines()[0] in out
 
 
 def test_the_entry_point_refuses_an_unknown_job(monkeypatch):

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from pipelines import dedup_corpus
-from hostile import hostile_lines
+from tests.helpers import hostile_lines
 
 BASE = ("the quarterly report shows that revenue grew by twelve percent while "
         "costs stayed flat across all regions")

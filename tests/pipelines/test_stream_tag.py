@@ -1,8 +1,8 @@
 import json
 import os
-import types
 
 import apache_beam as beam
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
@@ -10,11 +10,18 @@ from apache_beam.transforms.window import TimestampedValue
 
 from embgemma_keras import Centroids
 from embgemma_keras import ZeroShotHead
+from embgemma_keras.config import StreamDedupConfig
 from pipelines import stream_tag
-from hostile import hostile_lines
-from hostile import write_jsonl
+from tests.helpers import hostile_lines
+from tests.helpers import write_jsonl
 from transforms import EmbeddingGemmaModelHandler
 from transforms import ParseRecords
+from transforms.tagging import TaggedSinks
+from transforms.tagging import TagRecords
+from transforms.tagging import write_tagged
+
+# Semantic duplicates off: the tiny model's vectors are noise.
+NO_SEMANTIC = StreamDedupConfig(horizon_secs=3600, semantic_threshold=1.01)
 
 TEXT = ("the quarterly report shows that revenue grew by twelve percent while "
         "costs stayed flat across all regions")
@@ -24,22 +31,20 @@ def _line(record_id, text):
     return json.dumps({"id": record_id, "text": text}).encode()
 
 
-def test_full_graph_on_a_stream(tiny_preset, tiny_model, tmp_path):
+@pytest.mark.parametrize("prompts", ["all", "shared"])
+def test_full_graph_on_a_stream(tiny_preset, tiny_model, tmp_path, prompts):
     identity = tiny_model.identity
+    task = {"all": "classification", "shared": "sentence_similarity"}[prompts]
     heads = {"topic": ZeroShotHead.from_descriptions(
         tiny_model, {"finance": "revenue and costs", "chat": "see you later"},
-        model_identity=identity, min_score=-1.0)}
+        task=task, model_identity=identity, min_score=-1.0)}
     centroids = Centroids.fit(
         tiny_model.encode([TEXT, "see you at lunch", "planets and stars"],
                           task="clustering"), 2,
         task="clustering", model_identity=identity)
     out_dir = tmp_path / "out"
-    options = types.SimpleNamespace(
-        horizon_secs=3600, lexical_dup_threshold=0.7,
-        semantic_dup_threshold=1.01,  # semantic off: tiny vectors are noise
-        output=str(out_dir), output_window_secs=60,
-        allowed_lateness_secs=3600, output_topic=None, output_table=None,
-        dead_letter_topic=None, dead_letter_table=None)
+    sinks = TaggedSinks(output=str(out_dir), streaming=True, window_secs=60,
+                        allowed_lateness_secs=3600)
     # Batches within bundles: Beam's cross-bundle batcher waits on wall-clock
     # timers that TestStream does not drive (tested in test_embed_records).
     handler = EmbeddingGemmaModelHandler(tiny_preset)
@@ -60,10 +65,10 @@ def test_full_graph_on_a_stream(tiny_preset, tiny_model, tmp_path):
     stream = stream.advance_watermark_to_infinity()
     with TestPipeline(options=PipelineOptions(streaming=True)) as p:
         parsed = p | stream | ParseRecords()
-        tagged, dead = stream_tag.tag(parsed.output, handler, heads,
-                                      centroids, options)
-        dead = [parsed.dead_letters, *dead] | beam.Flatten()
-        stream_tag.write_outputs(tagged, dead, options, streaming=True)
+        tagged = parsed.output | TagRecords(handler, heads, centroids,
+                                            NO_SEMANTIC, prompts)
+        dead = (parsed.dead_letters, tagged.dead_letters) | beam.Flatten()
+        write_tagged(sinks, tagged.output, dead)
     files = {path.name: [json.loads(line)
                          for line in path.read_text().splitlines()]
              for path in out_dir.glob("*.jsonl")}
@@ -107,7 +112,7 @@ def test_local_form_tags_a_corpus_with_saved_heads(tiny_preset, tiny_model,
                      "--model", tiny_preset,
                      "--heads", f"topic={tmp_path / 'head'}",
                      "--centroids", str(tmp_path / "centroids"),
-                     "--semantic_dup_threshold", "1.01"])
+                     "--semantic_threshold", "1.01"])
     tagged = [json.loads(line) for path in out.glob("tagged-*")
               for line in path.read_text().splitlines()]
     dead = [json.loads(line) for path in out.glob("dead_letters-*")
@@ -199,22 +204,17 @@ def test_retried_bundles_give_each_record_exactly_once(tiny_preset, tmp_path):
     before, after = tmp_path / "before", tmp_path / "after"
     before.mkdir(), after.mkdir()
     out_dir = tmp_path / "out"
-    options = types.SimpleNamespace(
-        horizon_secs=3600, lexical_dup_threshold=0.7,
-        semantic_dup_threshold=1.01, output=str(out_dir),
-        output_window_secs=3600, allowed_lateness_secs=0, output_topic=None,
-        output_table=None, dead_letter_topic=None, dead_letter_table=None)
+    sinks = TaggedSinks(output=str(out_dir), streaming=True,
+                        window_secs=3600, allowed_lateness_secs=0)
     with beam.Pipeline(runner="BundleBasedDirectRunner",
                        options=PipelineOptions(streaming=True)) as p:
         parsed = (p | stream | ParseRecords()).output | "FaultBeforeModel" >> (
             beam.ParDo(_FailOncePerBundle(str(before))))
-        tagged, dead = stream_tag.tag(
-            parsed, EmbeddingGemmaModelHandler(tiny_preset), {}, None,
-            options)
-        tagged = tagged | "FaultAfterState" >> beam.ParDo(
+        tagged = parsed | TagRecords(EmbeddingGemmaModelHandler(tiny_preset),
+                                     dedup=NO_SEMANTIC)
+        records = tagged.output | "FaultAfterState" >> beam.ParDo(
             _FailOncePerBundle(str(after)))
-        stream_tag.write_outputs(tagged, dead | beam.Flatten(), options,
-                                 streaming=True)
+        write_tagged(sinks, records, tagged.dead_letters)
     faults = len(list(before.iterdir())) + len(list(after.iterdir()))
     ids = sorted(json.loads(line)["id"] for path in out_dir.glob("tagged*")
                  for line in path.read_text().splitlines())

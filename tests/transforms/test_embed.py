@@ -16,11 +16,10 @@ from transforms import DEFAULT_PROMPTS
 from transforms import EmbeddingGemmaModelHandler
 from transforms import EmbedRecords
 from transforms import ParseRecords
-from transforms import embed_once
-from transforms import to_json_line
+from transforms import prompts_for
+from embgemma_keras.schema import to_json_line
+from tests.helpers import model_loads
 from transforms.model_handler import METRICS_NAMESPACE
-
-from test_model_handler import model_loads
 
 GOOD = [
     json.dumps({"id": f"r{i}", "text": text, "n": i}).encode()
@@ -148,9 +147,9 @@ def test_multi_process_runner_gives_the_same_vectors(tiny_preset, expected,
     assert 1 <= model_loads(result) <= 2  # one per worker process
 
 
-def test_embed_once_shares_one_vector_and_one_pass(tiny_preset, expected):
+def test_shared_prompts_give_one_vector_in_one_pass(tiny_preset, expected):
     handler = _handler(tiny_preset)
-    prompts = embed_once("classification")
+    prompts = prompts_for("shared", DEFAULT_PROMPTS)
     pipeline = TestPipeline()
     embedded = (pipeline | beam.Create(GOOD[:8])
                 | ParseRecords(max_bytes=MAX_BYTES)).output | EmbedRecords(
@@ -163,7 +162,7 @@ def test_embed_once_shares_one_vector_and_one_pass(tiny_preset, expected):
             for vector in vectors:
                 np.testing.assert_array_equal(vector, vectors[0])
             np.testing.assert_allclose(
-                vectors[0], expected["classification"][record["id"]],
+                vectors[0], expected["similarity"][record["id"]],
                 atol=1e-5)
     assert_that(embedded.output, check)
     result = pipeline.run()

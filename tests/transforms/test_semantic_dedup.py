@@ -2,9 +2,10 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from transforms import EMBEDDINGS
+from embgemma_keras.schema import EMBEDDINGS
+from embgemma_keras.config import SemanticDedupConfig
 from transforms.semantic_dedup import SemanticDuplicates
-from transforms.semantic_dedup import within_bucket_edges
+from embgemma_keras.grouping import within_bucket_edges
 
 
 def _records(seed=0):
@@ -22,7 +23,7 @@ def _flags(records, path):
     """(id, duplicate_of) of every duplicate found."""
     with TestPipeline() as p:
         result = p | beam.Create(records) | SemanticDuplicates(
-            threshold=0.995, clusters=8, sample_size=40)
+            SemanticDedupConfig(threshold=0.995, clusters=8, sample_size=40))
         _ = (result.duplicates
              | beam.Map(lambda r: f"{r['id']} {r['duplicate_of']}")
              | beam.io.WriteToText(str(path)))

@@ -16,11 +16,15 @@ shingles (tested).
 'héllo world'
 """
 
+from __future__ import annotations
+
 import re
 import unicodedata
 import zlib
 
 import numpy as np
+
+from embgemma_keras.config import MinHashConfig
 
 _SPACES = re.compile(r"\s+")
 _POLY = np.uint32(0x01000193)  # the 32-bit FNV prime: odd, well mixed bits
@@ -29,7 +33,8 @@ _FNV64_PRIME = np.uint64(0x100000001B3)
 _BLOCK_ROWS = 8192
 
 
-def normalize(text, nfkc=True, casefold=True, collapse_whitespace=True):
+def normalize(text: str, nfkc: bool = True, casefold: bool = True,
+              collapse_whitespace: bool = True) -> str:
     """The text compared for duplicates: NFKC, case-folded, spaces collapsed."""
     if nfkc:
         text = unicodedata.normalize("NFKC", text)
@@ -51,32 +56,27 @@ def fmix32(values):
 
 
 class MinHasher:
-    """MinHash signatures and LSH band keys for one parameter set.
+    """MinHash signatures and LSH band keys for one `MinHashConfig`.
 
-    Shingles are `size` consecutive characters (`kind="char"`) or words
-    (`kind="word"`) of the normalised text; a text shorter than one shingle
-    is one shingle. `bands` x `rows` must equal `num_perm`: two texts share
-    a band key with probability 1 - (1 - J^rows)^bands for Jaccard J, an
-    S-curve whose midpoint is about (1 / bands) ** (1 / rows).
+    Shingles are `size` consecutive characters ("char:N") or words
+    ("word:N") of the normalised text; a text shorter than one shingle is
+    one shingle. Two texts share a band key with probability
+    1 - (1 - J^rows)^bands for Jaccard J, an S-curve whose midpoint is
+    about (1 / bands) ** (1 / rows).
     """
 
-    def __init__(self, num_perm=128, bands=16, rows=8, kind="char", size=5,
-                 seed=1):
-        if bands * rows != num_perm:
-            raise ValueError(f"bands x rows ({bands} x {rows}) must equal "
-                             f"num_perm ({num_perm})")
-        if kind not in ("char", "word"):
-            raise ValueError(f"shingle kind must be 'char' or 'word', "
-                             f"got {kind!r}")
-        self.num_perm, self.bands, self.rows = num_perm, bands, rows
-        self.kind, self.size, self.seed = kind, size, seed
-        self._a, self._b = _affine32_permutations(num_perm, seed)
+    def __init__(self, config: MinHashConfig = MinHashConfig()):
+        self.config = config
+        self.num_perm, self.bands, self.rows = (config.num_perm, config.bands,
+                                                config.rows)
+        self.kind, self.size = config.shingle_kind, config.shingle_size
+        self._a, self._b = _affine32_permutations(self.num_perm, config.seed)
         self._powers = np.array(
-            [_POLY ** np.uint32(size - 1 - j) for j in range(size)],
+            [_POLY ** np.uint32(self.size - 1 - j) for j in range(self.size)],
             dtype=np.uint32)
 
     @property
-    def threshold(self):
+    def lsh_midpoint(self) -> float:
         """Jaccard similarity at the middle of the LSH S-curve."""
         return (1 / self.bands) ** (1 / self.rows)
 

@@ -1,0 +1,186 @@
+"""stream_tag's records/s against raw `encode` texts/s, on the same texts.
+
+    python benchmarks/stream_throughput.py                     # tiny model
+    python benchmarks/stream_throughput.py --model DIR --dtype bfloat16 \\
+        --records 2000 [--latency]
+
+Builds the load-run corpus (real SMS, SST-2 and MRPC texts with planted
+copies and 1 % bad lines, `benchmarks/load_run.py`), then in one run:
+
+- `stream_tag` over it as a user runs it (its own process, DirectRunner,
+  two zero-shot heads and centroids made for the prompt mode), with
+  `--prompts all` and `--prompts shared`, and `dedup_corpus` for the batch
+  figure; each job also runs on 20 records, and that start-up time (model
+  load, graph tracing) is taken off for "records/s after start-up";
+- raw `EmbeddingGemma.encode` of the same texts with one prompt, in
+  this process: the floor for what embedding costs;
+- with --latency, p50/p95 from arrival to tagged output at 4 records/s for
+  60 s (`benchmarks/stream_latency.py`), in both prompt modes.
+
+Writes the figures to benchmarks/results/throughput-<model>.json, which
+`python -m benchmarks.cost` turns into $ per million records.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import random
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.data import DATA_DIR  # noqa: E402
+from benchmarks.load_run import corpus_lines  # noqa: E402
+from benchmarks.load_run import count_lines  # noqa: E402
+from benchmarks.load_run import real_texts  # noqa: E402
+from benchmarks.load_run import run_job  # noqa: E402
+from embgemma_keras import Centroids  # noqa: E402
+from embgemma_keras import EmbeddingGemma  # noqa: E402
+from embgemma_keras import ZeroShotHead  # noqa: E402
+from embgemma_keras import make_tiny_preset  # noqa: E402
+from embgemma_keras.schema import Vector  # noqa: E402
+from transforms.tagging import expected_task  # noqa: E402
+
+HEADS = {
+    "spam": {"spam": "an unsolicited advertisement, prize or scam message",
+             "ham": "a personal message between friends or family"},
+    "sentiment": {"negative": "a negative, critical opinion",
+                  "positive": "a positive, enthusiastic opinion"},
+}
+STARTUP_RECORDS = 20
+
+
+def artifacts(model, texts, prompts, directory):
+    """Heads and centroids made for `prompts` mode; the job flags for them."""
+    head_task = expected_task(Vector.CLASSIFICATION, prompts)
+    cluster_task = expected_task(Vector.CLUSTERING, prompts)
+    specs = []
+    for name, labels in HEADS.items():
+        path = directory / f"{prompts}-{name}"
+        ZeroShotHead.from_descriptions(model, labels, task=head_task,
+                                       model_identity=model.identity
+                                       ).save(path)
+        specs.append(f"{name}={path}")
+    centroids = directory / f"{prompts}-centroids"
+    Centroids.fit(model.encode(texts[:400], task=cluster_task), 8,
+                  task=cluster_task, model_identity=model.identity
+                  ).save(centroids)
+    return ["--heads", ",".join(specs), "--centroids", str(centroids),
+            "--prompts", prompts]
+
+
+def job_rate(module, corpus, small, extra, tmp, records):
+    """(records/s over the whole run, records/s after start-up, peak GB)."""
+    runs = {}
+    for name, path in (("small", small), ("full", corpus)):
+        out = tmp / f"{module}-{name}-{len(runs)}-{time.monotonic_ns()}"
+        runs[name] = run_job(f"pipelines.{module}", [
+            "--input", str(path), "--output", str(out), *extra])
+        if name == "full":
+            produced = sum(count_lines(out, prefix) for prefix in (
+                "tagged", "unique", "duplicates", "dead_letters"))
+            assert produced == records, f"{module}: {produced} of {records}"
+    (small_secs, _), (full_secs, peak) = runs["small"], runs["full"]
+    return (records / full_secs, records / max(full_secs - small_secs, 1e-9),
+            peak)
+
+
+def encode_rate(model, texts, task):
+    model.encode(texts[:64], task=task)  # warm-up
+    start = time.perf_counter()
+    model.encode(texts, task=task)
+    return len(texts) / (time.perf_counter() - start)
+
+
+def latency(model_dir, dtype, prompts, data_dir):
+    from benchmarks import stream_latency
+    from transforms import EmbeddingGemmaModelHandler
+
+    model = EmbeddingGemma.from_preset(model_dir, dtype=dtype)
+    texts = stream_latency.stream_texts(data_dir, 240)
+    heads = {name: ZeroShotHead.from_descriptions(
+        model, labels, task=expected_task(Vector.CLASSIFICATION, prompts),
+        model_identity=model.identity) for name, labels in HEADS.items()}
+    task = expected_task(Vector.CLUSTERING, prompts)
+    centroids = Centroids.fit(model.encode(texts[:200], task=task), 8,
+                              task=task, model_identity=model.identity)
+    del model
+    rows = stream_latency.run_graph(
+        texts, stream_latency.schedule(len(texts), 4.0, 2.0),
+        EmbeddingGemmaModelHandler(model_dir, dtype=dtype), heads, centroids,
+        prompts)
+    _, per_sec, p50, p95, _, _ = stream_latency.summarise(rows)
+    return per_sec, p50, p95
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None,
+                        help="Model directory (default: a tiny random "
+                             "model).")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--latency", action="store_true")
+    parser.add_argument("--data-dir", type=pathlib.Path, default=DATA_DIR)
+    args = parser.parse_args()
+    results = {"model": "real" if args.model else "tiny", "dtype": args.dtype,
+               "records": args.records, "cpus": os.cpu_count(), "jobs": {}}
+    with tempfile.TemporaryDirectory(prefix="throughput-") as tmp:
+        tmp = pathlib.Path(tmp)
+        model_dir = args.model or make_tiny_preset(tmp / "tiny")
+        lines = corpus_lines(real_texts(args.data_dir), args.records,
+                             random.Random(0))
+        corpus, small = tmp / "corpus.jsonl", tmp / "small.jsonl"
+        corpus.write_bytes(b"\n".join(lines) + b"\n")
+        small.write_bytes(b"\n".join(lines[:STARTUP_RECORDS]) + b"\n")
+        texts = [json.loads(line)["text"] for line in lines
+                 if line.startswith(b'{"id"')]
+        model = EmbeddingGemma.from_preset(model_dir, dtype=args.dtype)
+        encode = encode_rate(model, texts, "sentence_similarity")
+        results["encode_texts_per_s"] = encode
+        common = ["--model", str(model_dir), "--dtype", args.dtype]
+        runs = [("stream_tag", "all", artifacts(model, texts, "all", tmp)),
+                ("stream_tag", "shared", artifacts(model, texts, "shared",
+                                                   tmp)),
+                ("dedup_corpus", None, [])]
+        del model
+        print(f"\n{len(lines)} records ({args.records}), model "
+              f"{results['model']} {args.dtype}, {os.cpu_count()} CPUs; raw "
+              f"encode: {encode:.1f} texts/s\n", flush=True)
+        print(f"{'job':28} {'rec/s':>7} {'after start':>11} {'target':>7} "
+              f"{'peak GB':>8}", flush=True)
+        for module, prompts, extra in runs:
+            rate, steady, peak = job_rate(module, corpus, small,
+                                          common + extra, tmp, len(lines))
+            label = module + (f" --prompts {prompts}" if prompts else "")
+            target = {"all": encode / 3, "shared": encode}.get(prompts)
+            results["jobs"][label] = {"records_per_s": rate,
+                                      "records_per_s_after_startup": steady,
+                                      "peak_rss_gb": peak,
+                                      "target_records_per_s": target}
+            print(f"{label:28} {rate:7.1f} {steady:11.1f} "
+                  f"{'' if target is None else f'{0.8 * target:7.1f}':>7} "
+                  f"{peak:8.2f}", flush=True)
+        if args.latency:
+            print(f"\n{'latency at 4 rec/s':28} {'rec/s':>7} {'p50 s':>7} "
+                  f"{'p95 s':>7}", flush=True)
+            for prompts in ("all", "shared"):
+                per_sec, p50, p95 = latency(model_dir, args.dtype, prompts,
+                                            args.data_dir)
+                results[f"latency_{prompts}"] = {"records_per_s": per_sec,
+                                                 "p50_s": p50, "p95_s": p95}
+                print(f"{'--prompts ' + prompts:28} {per_sec:7.1f} {p50:7.2f} "
+                      f"{p95:7.2f}", flush=True)
+    out = REPO / "benchmarks" / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"throughput-{results['model']}-{args.dtype}.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"\nwrote {path.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Turning duplicate pairs into groups, and choosing the record kept.
+
+Beam-free: the batch dedup transforms call these on each worker, and tests
+call them directly.
+
+>>> sorted(connected_components([("b", "c"), ("a", "b"), ("x", "y")]))
+[('a', 'a'), ('b', 'a'), ('c', 'a'), ('x', 'x'), ('y', 'x')]
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from collections.abc import Iterator
+
+import numpy as np
+
+from embgemma_keras.minhash import normalize
+from embgemma_keras.schema import ID
+from embgemma_keras.schema import TEXT
+
+# Vectors compared at once within a bucket: 2,048 x 2,048 cosines (16 MB).
+_BLOCK = 2048
+
+
+def representative_order(record: dict) -> tuple:
+    """Sort key: the first record of a group is the one kept.
+
+    The longest text (the most complete version), ties broken by the
+    smallest id, so the choice depends neither on input order nor on the
+    number of workers.
+    """
+    return (-len(record[TEXT]), record[ID])
+
+
+def exact_key(text: str, **normalisation) -> bytes:
+    """Equal for texts that are identical after `normalize`."""
+    return hashlib.sha256(
+        normalize(text, **normalisation).encode("utf-8")).digest()
+
+
+def connected_components(
+        edges: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+    """Yields `(id, group)` for every id on an edge; group = smallest id."""
+    parent = {}
+
+    def find(node):
+        parent.setdefault(node, node)
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for a, b in edges:
+        root_a, root_b = find(a), find(b)
+        if root_a != root_b:
+            parent[max(root_a, root_b)] = min(root_a, root_b)
+    for node in parent:
+        yield node, find(node)
+
+
+def within_bucket_edges(members: list[tuple[str, np.ndarray]],
+                        threshold: float
+                        ) -> Iterator[tuple[str, str, float]]:
+    """Yields `(id_a, id_b, cosine)` for pairs at or above `threshold`."""
+    ids = [record_id for record_id, _ in members]
+    vectors = np.stack([vector for _, vector in members]).astype(np.float32)
+    for start in range(0, len(ids), _BLOCK):
+        block = vectors[start:start + _BLOCK] @ vectors.T
+        rows, cols = np.nonzero(block >= threshold)
+        for row, col in zip(rows.tolist(), cols.tolist()):
+            i = start + row
+            if i < col:
+                yield ids[i], ids[col], float(block[row, col])

@@ -1,0 +1,117 @@
+"""Sketches for near-duplicate detection in a stream, as plain bytes.
+
+A sketcher turns a record into a compact `sketch` and one LSH bucket key
+per band; records sharing a bucket key are compared by `similarity` of
+their sketches. Sketches and keys are `bytes`, so the streaming detector
+keeps them in Beam state without pickling, and Beam's state cache weighs
+them in constant time (it walks every object it caches: a numpy array
+leads it through its type into whole modules).
+
+>>> sketcher = LexicalSketch()
+>>> a, keys = sketcher.sketch({"text": "the cat sat on the mat"})
+>>> b, _ = sketcher.sketch({"text": "The cat sat on the mat!"})
+>>> len(keys), round(sketcher.similarity(a, b), 2)
+(16, 0.91)
+"""
+
+from __future__ import annotations
+
+import typing
+
+import numpy as np
+
+from embgemma_keras.config import MinHashConfig
+from embgemma_keras.config import StreamDedupConfig
+from embgemma_keras.minhash import MinHasher
+from embgemma_keras.minhash import normalize
+from embgemma_keras.schema import EMBEDDINGS
+from embgemma_keras.schema import TEXT
+from embgemma_keras.schema import DuplicateKind
+from embgemma_keras.schema import Vector
+
+
+class Sketcher(typing.Protocol):
+    """What the streaming detector needs of a kind of similarity."""
+
+    kind: DuplicateKind
+    bands: int
+    threshold: float
+
+    def sketch(self, record: dict) -> tuple[bytes, list[bytes]]:
+        """The record's sketch and its bucket key in each band."""
+
+    def similarity(self, a: bytes, b: bytes) -> float:
+        """Similarity of two sketches, comparable with `threshold`."""
+
+
+def _bucket_keys(kind: DuplicateKind, band_hashes) -> list[bytes]:
+    prefix = kind.value.encode("ascii")
+    return [prefix + band.to_bytes(2, "big") + bytes(value)
+            for band, value in enumerate(band_hashes)]
+
+
+class LexicalSketch:
+    """MinHash signature of the normalised text; Jaccard estimate."""
+
+    kind = DuplicateKind.LEXICAL
+
+    def __init__(self, config: MinHashConfig = MinHashConfig()):
+        self.hasher = MinHasher(config)
+        self.bands = config.bands
+        self.threshold = config.threshold
+
+    def sketch(self, record: dict) -> tuple[bytes, list[bytes]]:
+        signature = self.hasher.signature(normalize(record[TEXT]))
+        hashes = self.hasher.band_hashes([signature])[0]
+        return signature.tobytes(), _bucket_keys(
+            self.kind, (h.tobytes() for h in hashes))
+
+    @staticmethod
+    def similarity(a: bytes, b: bytes) -> float:
+        return float(np.mean(np.frombuffer(a, np.uint32)
+                             == np.frombuffer(b, np.uint32)))
+
+
+class SemanticSketch:
+    """Random-hyperplane LSH on the similarity embedding; cosine.
+
+    Each band is `bits` signs of projections on random hyperplanes; vectors
+    at angle theta share a band with probability (1 - theta / pi) ** bits.
+    The sketch is the vector in float16 (half the bytes in state; cosines
+    within 1e-3 of float32's).
+    """
+
+    kind = DuplicateKind.SEMANTIC
+
+    def __init__(self, dim: int, bands: int = StreamDedupConfig.semantic_bands,
+                 bits: int = StreamDedupConfig.semantic_bits,
+                 threshold: float = StreamDedupConfig.semantic_threshold,
+                 seed: int = 0):
+        self.bands, self.bits, self.threshold = bands, bits, threshold
+        self.planes = np.random.default_rng(seed).normal(
+            size=(dim, bands * bits)).astype(np.float32)
+
+    @classmethod
+    def from_config(cls, config: StreamDedupConfig, dim: int):
+        return cls(dim, config.semantic_bands, config.semantic_bits,
+                   config.semantic_threshold)
+
+    def sketch(self, record: dict) -> tuple[bytes, list[bytes]]:
+        vector = np.asarray(record[EMBEDDINGS][Vector.SIMILARITY], np.float32)
+        signs = (vector @ self.planes > 0).reshape(self.bands, self.bits)
+        return vector.astype(np.float16).tobytes(), _bucket_keys(
+            self.kind, (np.packbits(row).tobytes() for row in signs))
+
+    @staticmethod
+    def similarity(a: bytes, b: bytes) -> float:
+        return float(np.dot(np.frombuffer(a, np.float16).astype(np.float32),
+                            np.frombuffer(b, np.float16).astype(np.float32)))
+
+
+def stream_sketchers(config: StreamDedupConfig,
+                     dim: int | None) -> list[Sketcher]:
+    """Lexical, plus semantic when records carry vectors of size `dim`."""
+    sketchers = [LexicalSketch(config.lexical)]
+    if dim is not None:
+        sketchers.append(SemanticSketch.from_config(config, dim))
+    return sketchers

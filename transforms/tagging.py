@@ -1,0 +1,169 @@
+"""The tagging graph of `stream_tag`: labels, cluster, near-duplicates.
+
+`TagRecords` embeds parsed records (each prompt only when a stage needs
+it), applies label heads (`labels`), centroids (`cluster`), flags lexical
+and semantic near-duplicates within a horizon (`duplicate_of`,
+`similarity`, `kind`) and drops the vectors. `write_tagged` sends tagged
+records and dead letters to files, Pub/Sub and BigQuery.
+
+```python
+tagged = parsed.output | TagRecords(handler, heads={"spam": head},
+                                    prompts="shared")
+dead = (parsed.dead_letters, tagged.dead_letters) | beam.Flatten()
+write_tagged(TaggedSinks(output="out"), tagged.output, dead)
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from embgemma_keras.centroids import Centroids
+from embgemma_keras.config import StreamConfig
+from embgemma_keras.config import StreamDedupConfig
+from embgemma_keras.schema import DUPLICATE_OF
+from embgemma_keras.schema import LABELS
+from embgemma_keras.schema import DeadLetter
+from embgemma_keras.schema import TaggedRow
+from embgemma_keras.schema import Vector
+from embgemma_keras.schema import bigquery_row
+from embgemma_keras.schema import bigquery_schema
+from embgemma_keras.schema import to_json_line
+from embgemma_keras.tasks import Task
+from transforms.classify import ClassifyLabels
+from transforms.clusters import AssignClusters
+from transforms.dead_letters import WithDeadLetters
+from transforms.embed import EmbedRecords
+from transforms.embed import prompts_for
+from transforms.files import write_jsonl
+from transforms.files import write_windowed_jsonl
+from transforms.model_handler import EmbeddingGemmaModelHandler
+from transforms.streaming_dedup import StreamingNearDuplicates
+
+
+def expected_task(vector: Vector, prompts: str) -> Task:
+    """The prompt heads (CLASSIFICATION) or centroids (CLUSTERING) must have
+    been made with to serve in `prompts` mode."""
+    return prompts_for(prompts, [vector])[vector]
+
+
+class TagRecords(beam.PTransform):
+    """Parsed records -> `WithDeadLetters(tagged records, dead letters)`.
+
+    Args:
+        handler: the `EmbeddingGemmaModelHandler` (model, dim, batching).
+        heads: name -> label head (`load_head`); may be empty.
+        centroids: `Centroids` for the `cluster` tag, or None.
+        dedup: horizon, MinHash and semantic LSH settings.
+        prompts: "all" (a classification, a clustering and a sentence-
+            similarity vector: three forward passes) or "shared" (one
+            sentence-similarity vector read by every stage). Heads and
+            centroids must have been made with the matching prompt
+            (`expected_task`); a job checks that before it starts.
+    """
+
+    def __init__(self, handler: EmbeddingGemmaModelHandler,
+                 heads: Mapping[str, object] | None = None,
+                 centroids: Centroids | None = None,
+                 dedup: StreamDedupConfig = StreamDedupConfig(),
+                 prompts: str = StreamConfig.prompts):
+        super().__init__()
+        self._handler = handler
+        self._heads = dict(heads or {})
+        self._centroids = centroids
+        self._dedup = dedup
+        wanted = [Vector.SIMILARITY]
+        if self._heads:
+            wanted.append(Vector.CLASSIFICATION)
+        if centroids is not None:
+            wanted.append(Vector.CLUSTERING)
+        self._prompts = prompts_for(prompts, wanted)
+
+    def expand(self, records) -> WithDeadLetters:
+        embedded = records | "Embed" >> EmbedRecords(self._handler,
+                                                     self._prompts)
+        records, dead = embedded.output, [embedded.dead_letters]
+        if self._heads:
+            labelled = records | "Classify" >> ClassifyLabels(self._heads)
+            records = labelled.output
+            dead.append(labelled.dead_letters)
+        if self._centroids is not None:
+            clustered = records | "Cluster" >> AssignClusters(self._centroids)
+            records = clustered.output
+            dead.append(clustered.dead_letters)
+        tagged = records | "NearDups" >> StreamingNearDuplicates(
+            self._dedup, dim=self._handler.dim)
+        return WithDeadLetters(
+            tagged, dead | "AllDeadLetters" >> beam.Flatten())
+
+
+@dataclasses.dataclass(frozen=True)
+class TaggedSinks:
+    """Where tagged records and dead letters go (any combination)."""
+
+    output: str | None = None  # directory, local or gs://
+    output_topic: str | None = None
+    output_table: str | None = None  # PROJECT:DATASET.TABLE
+    dead_letter_topic: str | None = None
+    dead_letter_table: str | None = None
+    streaming: bool = False  # files per window and pane, not shards
+    window_secs: int = StreamConfig.output_window_secs
+    allowed_lateness_secs: int = StreamConfig.allowed_lateness_secs
+
+
+def write_tagged(sinks: TaggedSinks, tagged, dead_letters) -> None:
+    """Sends tagged records and dead letters to every sink named.
+
+    Over files (not streaming) it also prints the count of each label and
+    of duplicates when the job ends.
+    """
+    if sinks.output and sinks.streaming:
+        for pcoll, name, label in ((tagged, "tagged", "Tagged"),
+                                   (dead_letters, "dead_letters",
+                                    "DeadLetters")):
+            write_windowed_jsonl(pcoll, sinks.output, name, label,
+                                 sinks.window_secs,
+                                 sinks.allowed_lateness_secs)
+    elif sinks.output:
+        write_jsonl(tagged, FileSystems.join(sinks.output, "tagged"),
+                    "Tagged")
+        write_jsonl(dead_letters,
+                    FileSystems.join(sinks.output, "dead_letters"),
+                    "DeadLetters")
+        _ = (tagged
+             | "LabelKeys" >> beam.FlatMap(_label_keys)
+             | "CountLabels" >> beam.combiners.Count.PerElement()
+             | "AllCounts" >> beam.combiners.ToList()
+             | "PrintCounts" >> beam.Map(_print_counts))
+    for pcoll, topic, table, row_type, label in (
+            (tagged, sinks.output_topic, sinks.output_table, TaggedRow,
+             "Tagged"),
+            (dead_letters, sinks.dead_letter_topic, sinks.dead_letter_table,
+             DeadLetter, "DeadLetters")):
+        if topic:
+            _ = (pcoll | f"{label}Bytes" >> beam.Map(
+                lambda r: to_json_line(r).encode("utf-8"))
+                 | f"{label}ToPubSub" >> beam.io.WriteToPubSub(topic))
+        if table:
+            rows = pcoll if row_type is DeadLetter else pcoll | (
+                f"{label}Rows" >> beam.Map(bigquery_row))
+            _ = rows | f"{label}ToBigQuery" >> beam.io.WriteToBigQuery(
+                table, schema=bigquery_schema(row_type),
+                create_disposition=beam.io.BigQueryDisposition.CREATE_IF_NEEDED,
+                write_disposition=beam.io.BigQueryDisposition.WRITE_APPEND)
+
+
+def _label_keys(record):
+    for head, result in record.get(LABELS, {}).items():
+        yield f"{head}={result['label']}"
+    yield "duplicate" if record.get(DUPLICATE_OF) else "not duplicate"
+
+
+def _print_counts(counts):
+    for key, count in sorted(counts):
+        print(f"{key:32} {count:8d}", flush=True)
+
