@@ -41,6 +41,8 @@ from benchmarks.load_run import run_job  # noqa: E402
 from embgemma_keras import Centroids  # noqa: E402
 from embgemma_keras import EmbeddingGemma  # noqa: E402
 from embgemma_keras import ZeroShotHead  # noqa: E402
+from embgemma_keras import BadRecord  # noqa: E402
+from embgemma_keras import RecordParser  # noqa: E402
 from embgemma_keras import make_tiny_preset  # noqa: E402
 from embgemma_keras.schema import Vector  # noqa: E402
 from transforms.tagging import expected_task  # noqa: E402
@@ -87,6 +89,13 @@ def job_rate(module, corpus, small, extra, tmp, records):
     (small_secs, _), (full_secs, peak) = runs["small"], runs["full"]
     return (records / full_secs, records / max(full_secs - small_secs, 1e-9),
             peak)
+
+
+def _valid(line):
+    try:
+        return RecordParser()(line)
+    except BadRecord:
+        return None
 
 
 def encode_rate(model, texts, task):
@@ -137,8 +146,7 @@ def main():
         corpus, small = tmp / "corpus.jsonl", tmp / "small.jsonl"
         corpus.write_bytes(b"\n".join(lines) + b"\n")
         small.write_bytes(b"\n".join(lines[:STARTUP_RECORDS]) + b"\n")
-        texts = [json.loads(line)["text"] for line in lines
-                 if line.startswith(b'{"id"')]
+        texts = [record["text"] for record in map(_valid, lines) if record]
         model = EmbeddingGemma.from_preset(model_dir, dtype=args.dtype)
         encode = encode_rate(model, texts, "sentence_similarity")
         results["encode_texts_per_s"] = encode

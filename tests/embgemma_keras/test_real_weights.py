@@ -43,12 +43,6 @@ def _reference():
     return items, np.load(DATA / "reference_vectors.npy")
 
 
-def _encode_items(model, items):
-    return np.stack([
-        model.encode([item["text"]], task=item["task"])[0] for item in items
-    ])
-
-
 def test_reference_covers_long_multilingual_and_code_texts(real_model):
     items, reference = _reference()
     assert len(items) >= 32 and reference.shape == (len(items), 768)

@@ -6,6 +6,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from embgemma_keras.records import BadRecord
+from embgemma_keras.records import file_format
 from embgemma_keras.records import parse_record
 
 
@@ -92,3 +93,15 @@ def test_any_json_object_gives_a_record_or_a_reason(record, ascii_only):
 def test_any_unicode_text_is_accepted_unchanged(text):
     raw = json.dumps({"text": text}, ensure_ascii=False).encode("utf-8")
     assert parse_record(raw)["text"] == text
+
+
+@pytest.mark.parametrize("name,fmt", [
+    ("a.jsonl", "jsonl"), ("gs://b/x/*.ndjson", "jsonl"), ("t.tsv", "tsv"),
+    ("c.csv", "csv"), ("lines.txt", "text")])
+def test_the_format_follows_the_extension(name, fmt):
+    assert file_format(name) == fmt
+
+
+def test_an_unknown_extension_is_refused():
+    with pytest.raises(ValueError, match="cannot tell the format"):
+        file_format("corpus.parquet")

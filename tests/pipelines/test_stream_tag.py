@@ -13,6 +13,7 @@ from embgemma_keras import ZeroShotHead
 from embgemma_keras.config import StreamDedupConfig
 from pipelines import stream_tag
 from tests.helpers import hostile_lines
+from tests.helpers import read_outputs
 from tests.helpers import write_jsonl
 from transforms import EmbeddingGemmaModelHandler
 from transforms import ParseRecords
@@ -221,3 +222,59 @@ def test_retried_bundles_give_each_record_exactly_once(tiny_preset, tmp_path):
     assert faults >= 5
     assert ids == [f"r{i:02d}" for i in range(40)]
     assert not list(out_dir.glob("dead_letters*"))
+
+
+def _train_head(tiny_preset, tmp_path, task):
+    from pipelines import train_classifier
+
+    rows = [("spam", "WIN a free prize now, text CLAIM to 80082"),
+            ("ham", "see you at lunch tomorrow"),
+            ("spam", "URGENT you have won a cash award call now"),
+            ("ham", "can you pick up milk on the way home"),
+            ("spam", "free entry in our weekly draw txt WIN"),
+            ("ham", "meeting moved to 3pm"),
+            ("spam", "congratulations you are selected for a prize"),
+            ("ham", "ok thanks, talk later")]
+    train = tmp_path / f"train-{task}.tsv"
+    train.write_text("label\ttext\n" + "".join(f"{label}\t{text}\n"
+                                               for label, text in rows))
+    head = tmp_path / f"head-{task}"
+    train_classifier.main(["--train", str(train), "--output", str(head),
+                           "--model", tiny_preset, "--folds", "2",
+                           "--task", task])
+    return head
+
+
+def test_shared_prompts_end_to_end_with_heads_trained_for_them(
+        tiny_preset, tmp_path):
+    head = _train_head(tiny_preset, tmp_path, "sentence_similarity")
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_bytes(b"\n".join([_line("a", TEXT), _line("b", TEXT + "!"),
+                                   _line("c", "win a prize now"),
+                                   b"{broken"]))
+    out = tmp_path / "out"
+    stream_tag.main(["--input", str(corpus), "--output", str(out),
+                     "--model", tiny_preset, "--heads", f"spam={head}",
+                     "--prompts", "shared", "--semantic_threshold", "1.01"])
+    tagged = {r["id"]: r for r in read_outputs(out, "tagged")}
+    assert sorted(tagged) == ["a", "b", "c"]
+    assert [d["stage"] for d in read_outputs(out, "dead_letters")] == [
+        "parse"]
+    assert all(r["labels"]["spam"]["label"] in ("spam", "ham")
+               for r in tagged.values())
+    assert tagged["b"]["duplicate_of"] == "a"
+
+
+@pytest.mark.parametrize("task,prompts", [
+    ("classification", "shared"), ("sentence_similarity", "all")])
+def test_a_head_for_the_other_prompt_mode_is_refused_before_the_job(
+        tiny_preset, tmp_path, task, prompts):
+    from embgemma_keras import ArtifactMismatchError
+
+    head = _train_head(tiny_preset, tmp_path, task)
+    with pytest.raises(ArtifactMismatchError, match=f"expects '{task}'"):
+        stream_tag.main(["--input", str(tmp_path / "none.jsonl"),
+                         "--output", str(tmp_path / "out"),
+                         "--model", tiny_preset, "--heads", f"spam={head}",
+                         "--prompts", prompts])
+    assert not (tmp_path / "out").exists()

@@ -74,10 +74,12 @@ def test_unknown_columns_fail_before_the_job_starts(tiny_preset, tmp_path):
              "--label_column", "category")
 
 
-def test_a_single_class_is_a_clear_error(tiny_preset, tmp_path):
+def test_a_single_class_is_refused_before_anything_is_embedded(
+        tiny_preset, tmp_path):
     train = _tsv(tmp_path / "train.tsv", [r for r in ROWS if r[0] == "ham"])
-    with pytest.raises(Exception, match="at least two distinct labels"):
+    with pytest.raises(ValueError, match="at least two distinct labels"):
         _run(tiny_preset, tmp_path, "--train", train)
+    assert not (tmp_path / "out").exists()  # the pipeline never ran
 
 
 def test_every_hostile_line_is_trained_on_or_a_dead_letter(tiny_preset,

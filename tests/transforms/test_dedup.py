@@ -30,12 +30,6 @@ RECORDS = [
 ]
 
 
-def _dedup(records, transform, options=None):
-    pipeline = TestPipeline(options=options) if options else TestPipeline()
-    result = pipeline | beam.Create(records) | transform
-    return pipeline, result
-
-
 def test_exact_duplicates_after_normalisation():
     with TestPipeline() as p:
         result = p | beam.Create(RECORDS) | ExactDuplicates()

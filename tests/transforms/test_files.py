@@ -4,7 +4,6 @@ from apache_beam.io.localfilesystem import LocalFileSystem
 from embgemma_keras import ArtifactMismatchError
 from embgemma_keras import ZeroShotHead
 from embgemma_keras import load_head
-from embgemma_keras.records import file_format
 from transforms.files import local_artifact
 
 PREFIX = "remotefs://"
@@ -46,15 +45,3 @@ def test_a_local_artifact_is_used_in_place(tmp_path):
 def test_a_missing_remote_artifact_fails_before_the_job(tmp_path):
     with pytest.raises((OSError, ArtifactMismatchError)):
         load_head(local_artifact(f"{PREFIX}{tmp_path / 'none'}"))
-
-
-@pytest.mark.parametrize("name,fmt", [
-    ("a.jsonl", "jsonl"), ("gs://b/x/*.ndjson", "jsonl"), ("t.tsv", "tsv"),
-    ("c.csv", "csv"), ("lines.txt", "text")])
-def test_the_format_follows_the_extension(name, fmt):
-    assert file_format(name) == fmt
-
-
-def test_an_unknown_extension_is_refused():
-    with pytest.raises(ValueError, match="cannot tell the format"):
-        file_format("corpus.parquet")
