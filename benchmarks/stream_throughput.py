@@ -147,6 +147,7 @@ def main():
         corpus.write_bytes(b"\n".join(lines) + b"\n")
         small.write_bytes(b"\n".join(lines[:STARTUP_RECORDS]) + b"\n")
         texts = [record["text"] for record in map(_valid, lines) if record]
+        results["mean_line_bytes"] = sum(map(len, lines)) / len(lines)
         model = EmbeddingGemma.from_preset(model_dir, dtype=args.dtype)
         encode = encode_rate(model, texts, "sentence_similarity")
         results["encode_texts_per_s"] = encode

@@ -15,6 +15,7 @@ from embgemma_keras.schema import Stage
 from embgemma_keras.schema import Vector
 from embgemma_keras.schema import dead_letter
 from transforms.dead_letters import WithDeadLetters
+from transforms.state_cache import skip_module_scan
 
 
 class _AssignDoFn(beam.DoFn):
@@ -68,6 +69,9 @@ class _OnlineKMeansDoFn(beam.DoFn):
         self._initial = initial
         self._stage = stage
         self._snapshot_every = snapshot_every
+
+    def setup(self):
+        skip_module_scan()
 
     def process(self, element, state=beam.DoFn.StateParam(STATE)):
         _, batch = element

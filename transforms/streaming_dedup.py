@@ -19,10 +19,10 @@ before semantic, then the highest similarity.
 
 State holds only plain values with fixed coders: bucket entries are
 `(id, sketch bytes, micros)`, the join holds the vector-free record as a
-JSON line, a verdict count and the few matches found. Beam's state cache
-weighs each value it loads by walking its objects; plain values keep that
-walk to a handful of objects (`tests/transforms/test_streaming_dedup.py`
-checks every value written).
+JSON line, a verdict count and the few matches found: no pickling, and a
+handful of objects for Beam's state cache to weigh
+(`tests/transforms/test_streaming_dedup.py` checks every value written;
+`transforms.state_cache` makes each weighing cheap).
 
 The original is always the earlier record in event time (ties: smaller
 id), so a record is only ever flagged as a duplicate of one before it.
@@ -58,6 +58,7 @@ from embgemma_keras.schema import to_json_line
 from embgemma_keras.schema import without_embeddings
 from embgemma_keras.sketches import Sketcher
 from embgemma_keras.sketches import stream_sketchers
+from transforms.state_cache import skip_module_scan
 
 # (record id, sketch, event time in microseconds)
 ENTRY_CODER = coders.TupleCoder(
@@ -77,6 +78,9 @@ class _CompareInBucket(beam.DoFn):
         self._max_bucket = max_bucket
         self._evicted = Metrics.counter("StreamingNearDuplicates",
                                         "bucket_evictions")
+
+    def setup(self):
+        skip_module_scan()
 
     def process(self, element, timestamp=beam.DoFn.TimestampParam,
                 seen=beam.DoFn.StateParam(SEEN),
@@ -149,6 +153,9 @@ class _JoinVerdicts(beam.DoFn):
     def __init__(self, bands: int, kinds: Sequence[str]):
         self._bands = bands
         self._rank = {kind: rank for rank, kind in enumerate(kinds)}
+
+    def setup(self):
+        skip_module_scan()
 
     def process(self, element, records=beam.DoFn.StateParam(RECORDS),
                 matches=beam.DoFn.StateParam(MATCHES),
