@@ -8,8 +8,8 @@ Runs `pipelines.train_classifier` on:
 - SST-2: a head trained on 5,000 phrases, evaluated on 5,000 others (a
   seeded random split of sst2_train.tsv);
 - SST-2 zero-shot: label descriptions only, on the same 5,000 phrases;
-- both again with the sentence-similarity prompt, which is what every stage
-  would get from `embed_once("sentence_similarity")`.
+- both again with the sentence-similarity prompt: the heads of
+  `stream_tag --prompts shared`.
 and prints one table. Outputs (heads, metrics.json) go under --work.
 """
 

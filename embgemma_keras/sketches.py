@@ -1,8 +1,8 @@
 """Sketches for near-duplicate detection in a stream, as plain bytes.
 
 A sketcher turns a record into a compact `sketch` and one LSH bucket key
-per band; records sharing a bucket key are compared by `similarity` of
-their sketches. Sketches and keys are `bytes`, so the streaming detector
+per band; records sharing a bucket key are compared by the `similarities`
+of their sketches. Sketches and keys are `bytes`, so the streaming detector
 keeps them in Beam state without pickling, and Beam's state cache weighs
 them in constant time (it walks every object it caches: a numpy array
 leads it through its type into whole modules).
@@ -10,8 +10,8 @@ leads it through its type into whole modules).
 >>> sketcher = LexicalSketch()
 >>> a, keys = sketcher.sketch({"text": "the cat sat on the mat"})
 >>> b, _ = sketcher.sketch({"text": "The cat sat on the mat!"})
->>> len(keys), round(sketcher.similarity(a, b), 2)
-(16, 0.91)
+>>> len(keys), sketcher.similarities(a, [b, a]).round(2).tolist()
+(16, [0.91, 1.0])
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ class Sketcher(typing.Protocol):
     def sketch(self, record: dict) -> tuple[bytes, list[bytes]]:
         """The record's sketch and its bucket key in each band."""
 
-    def similarity(self, a: bytes, b: bytes) -> float:
-        """Similarity of two sketches, comparable with `threshold`."""
+    def similarities(self, sketch: bytes, others: list[bytes]) -> np.ndarray:
+        """Similarity of `sketch` to each of `others`, comparable with
+        `threshold`, computed at once (a hot bucket holds hundreds)."""
 
 
 def _bucket_keys(kind: DuplicateKind, band_hashes) -> list[bytes]:
@@ -67,9 +68,11 @@ class LexicalSketch:
             self.kind, (h.tobytes() for h in hashes))
 
     @staticmethod
-    def similarity(a: bytes, b: bytes) -> float:
-        return float(np.mean(np.frombuffer(a, np.uint32)
-                             == np.frombuffer(b, np.uint32)))
+    def similarities(sketch: bytes, others: list[bytes]) -> np.ndarray:
+        signature = np.frombuffer(sketch, np.uint32)
+        stacked = np.frombuffer(b"".join(others), np.uint32).reshape(
+            len(others), len(signature))
+        return (stacked == signature).mean(axis=1)
 
 
 class SemanticSketch:
@@ -103,9 +106,11 @@ class SemanticSketch:
             self.kind, (np.packbits(row).tobytes() for row in signs))
 
     @staticmethod
-    def similarity(a: bytes, b: bytes) -> float:
-        return float(np.dot(np.frombuffer(a, np.float16).astype(np.float32),
-                            np.frombuffer(b, np.float16).astype(np.float32)))
+    def similarities(sketch: bytes, others: list[bytes]) -> np.ndarray:
+        vector = np.frombuffer(sketch, np.float16).astype(np.float32)
+        stacked = np.frombuffer(b"".join(others), np.float16).reshape(
+            len(others), len(vector)).astype(np.float32)
+        return stacked @ vector
 
 
 def stream_sketchers(config: StreamDedupConfig,

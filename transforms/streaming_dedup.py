@@ -40,6 +40,7 @@ import json
 from collections.abc import Sequence
 
 import apache_beam as beam
+import numpy as np
 from apache_beam import coders
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
@@ -86,23 +87,10 @@ class _CompareInBucket(beam.DoFn):
                 seen=beam.DoFn.StateParam(SEEN),
                 expiry=beam.DoFn.TimerParam(EXPIRY)):
         _, (kind, record_id, sketch) = element
-        sketcher = self._sketchers[kind]
-        order = (timestamp.micros, record_id)
-        best, known = None, False
         entries = list(seen.read())
-        for other_id, other_sketch, other_micros in entries:
-            if other_id == record_id:
-                known = True
-                continue
-            # Only an earlier record (event time, then id) can be the
-            # original, so a replayed record gets the verdict it got first.
-            if (other_micros, other_id) >= order or (
-                    timestamp.micros - other_micros > self._horizon):
-                continue
-            score = sketcher.similarity(sketch, other_sketch)
-            if score >= sketcher.threshold and (best is None
-                                                or score > best[2]):
-                best = (kind, other_id, score)
+        known = any(other_id == record_id for other_id, _, _ in entries)
+        best = self._best_match(kind, record_id, sketch, timestamp.micros,
+                                entries)
         # Only originals are remembered: a copy matches its original anyway,
         # so a burst of copies (a spam wave) leaves the bucket at one entry
         # and `duplicate_of` names the original, not another copy.
@@ -112,6 +100,27 @@ class _CompareInBucket(beam.DoFn):
             seen.add((record_id, sketch, timestamp.micros))
             expiry.set(Timestamp(micros=timestamp.micros + self._horizon))
         yield record_id, best
+
+    def _best_match(self, kind, record_id, sketch, micros, entries):
+        """`(kind, id, similarity)` of the closest original, or None.
+
+        Only an earlier record (event time, then id) within the horizon can
+        be the original, so a replayed record gets the verdict it got first.
+        """
+        order = (micros, record_id)
+        earlier = [(other_id, other_sketch) for other_id, other_sketch,
+                   other_micros in entries
+                   if other_id != record_id
+                   and (other_micros, other_id) < order
+                   and micros - other_micros <= self._horizon]
+        if not earlier:
+            return None
+        sketcher = self._sketchers[kind]
+        scores = sketcher.similarities(sketch, [s for _, s in earlier])
+        best = int(np.argmax(scores))
+        if scores[best] < sketcher.threshold:
+            return None
+        return kind, earlier[best][0], float(scores[best])
 
     def _forget_oldest(self, entries, seen):
         """A bucket of distinct records sharing a band: forget the oldest,

@@ -107,8 +107,8 @@ class _OneBucket:
         return record["text"].encode(), [b"all"]
 
     @staticmethod
-    def similarity(a, b):
-        return float(a == b)
+    def similarities(sketch, others):
+        return np.array([float(sketch == other) for other in others])
 
 
 def test_a_full_bucket_forgets_its_oldest_original(tmp_path):
