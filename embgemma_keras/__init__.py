@@ -11,7 +11,7 @@ loads neither TensorFlow nor keras-hub; only the model (`EmbeddingGemma`,
 `make_tiny_preset`) does.
 """
 
-import importlib
+from embgemma_keras.lazy import lazy_exports
 
 _EXPORTS = {
     "EmbeddingGemma": "embedding_gemma",
@@ -41,16 +41,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"),
-                    name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

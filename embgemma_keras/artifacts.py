@@ -5,15 +5,21 @@ prompt and dim it was made with, a SHA-256 of its arrays) and `arrays.npz`
 read with `allow_pickle=False`: loading one never runs code from the file.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import hashlib
 import io
 import json
 import os
 
+import typing
+
 import numpy as np
 
 from embgemma_keras.tasks import Task
+
+PathLike = typing.Union[str, os.PathLike]
 
 FORMAT_VERSION = 1
 META_FILE = "artifact.json"
@@ -32,7 +38,8 @@ class ModelIdentity:
     fingerprint: str
 
 
-def save_artifact(directory, kind, meta, arrays):
+def save_artifact(directory: PathLike, kind: str, meta: dict,
+                  arrays: dict[str, np.ndarray]) -> PathLike:
     """Writes `arrays` and `meta` (+ format, kind, checksum) to `directory`."""
     os.makedirs(directory, exist_ok=True)
     buffer = io.BytesIO()
@@ -47,14 +54,18 @@ def save_artifact(directory, kind, meta, arrays):
     return directory
 
 
-def describe_model(identity, task, dim):
+def describe_model(identity: ModelIdentity, task: Task | str,
+                   dim: int) -> dict:
     """The `meta` fields that tie an artifact to its embeddings."""
     task = Task.parse(task)
     return {"model": dataclasses.asdict(identity), "task": task.value,
             "prompt": task.prefix, "dim": int(dim)}
 
 
-def read_artifact(directory, *, expect=None, task=None, dim=None):
+def read_artifact(directory: PathLike, *,
+                  expect: ModelIdentity | None = None,
+                  task: Task | str | None = None, dim: int | None = None
+                  ) -> tuple[dict, dict[str, np.ndarray], ModelIdentity]:
     """Reads and checks an artifact; returns `(meta, arrays, identity)`.
 
     Args:

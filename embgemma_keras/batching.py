@@ -11,10 +11,13 @@ makes `EmbeddingGemma.encode` faster than fixed-length padding.
 [[1, 1, 1], [1, 1, 0]]
 """
 
+from __future__ import annotations
+
 import numpy as np
 
 
-def plan_batches(lengths, max_texts, max_tokens):
+def plan_batches(lengths: list[int], max_texts: int,
+                 max_tokens: int) -> list[list[int]]:
     """Splits text indices into batches of similar length.
 
     Texts are taken longest first (so an out-of-memory batch shows up at
@@ -44,7 +47,8 @@ def plan_batches(lengths, max_texts, max_tokens):
     return batches
 
 
-def pad_batch(token_lists, pad_id=0):
+def pad_batch(token_lists: list[list[int]],
+              pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Pads token id lists to the longest one.
 
     Returns:

@@ -13,8 +13,11 @@ ids, distances = centroids.assign(vectors)   # cosine distance 1 - cos
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from embgemma_keras.artifacts import ArtifactMismatchError
+from embgemma_keras.artifacts import ModelIdentity
+from embgemma_keras.artifacts import PathLike
 from embgemma_keras.artifacts import describe_model
 from embgemma_keras.artifacts import read_artifact
 from embgemma_keras.artifacts import save_artifact
@@ -63,7 +66,8 @@ class Centroids:
         self.sizes = None if sizes is None else np.asarray(sizes, np.int64)
 
     @classmethod
-    def fit(cls, vectors, k: int, *, task, model_identity,
+    def fit(cls, vectors: ArrayLike, k: int, *, task: Task | str,
+            model_identity: ModelIdentity,
             seed: int = 0) -> "Centroids":
         """k-means (mini-batch above 20,000 vectors) on unit vectors."""
         vectors = _unit(vectors)
@@ -74,7 +78,7 @@ class Centroids:
         return cls(centres, task, model_identity,
                    sizes=np.bincount(labels, minlength=k))
 
-    def assign(self, vectors):
+    def assign(self, vectors: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Closest centroid per row and its cosine distance (1 - cos)."""
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
@@ -84,7 +88,7 @@ class Centroids:
         best = cosines.argmax(axis=1)
         return best, 1.0 - cosines[np.arange(len(best)), best]
 
-    def save(self, directory):
+    def save(self, directory: PathLike) -> PathLike:
         arrays = {"centroids": self.centroids}
         if self.sizes is not None:
             arrays["sizes"] = self.sizes
@@ -92,7 +96,10 @@ class Centroids:
             self.model_identity, self.task, self.dim), arrays)
 
 
-def load_centroids(directory, *, expect=None, task=None, dim=None):
+def load_centroids(directory: PathLike, *,
+                   expect: ModelIdentity | None = None,
+                   task: Task | str | None = None,
+                   dim: int | None = None) -> Centroids:
     """Loads centroids saved by `Centroids.save`, as data only."""
     meta, arrays, identity = read_artifact(directory, expect=expect,
                                            task=task, dim=dim)

@@ -1,5 +1,7 @@
 """report.json and report.html for a dedup_corpus run (plain Python)."""
 
+from __future__ import annotations
+
 import collections
 import html
 
@@ -8,7 +10,8 @@ import numpy as np
 _BINS = 20
 
 
-def build_report(counts, duplicates, examples, settings):
+def build_report(counts: dict, duplicates: list, examples: list,
+                 settings: dict) -> dict:
     """Assembles report.json from the job's gathered outputs.
 
     Args:
@@ -47,7 +50,7 @@ def build_report(counts, duplicates, examples, settings):
     }
 
 
-def render_html(report):
+def render_html(report: dict) -> str:
     """A self-contained page: histograms, group sizes, example pairs."""
     counts = report["counts"]
     parts = [

@@ -4,6 +4,8 @@ The same stratified folds (fixed seed) serve the embedding head and the
 TF-IDF baseline, so their difference is the gain of the embeddings.
 """
 
+from __future__ import annotations
+
 import numpy as np
 from sklearn.metrics import accuracy_score
 from sklearn.metrics import confusion_matrix
@@ -14,7 +16,8 @@ from sklearn.model_selection import StratifiedKFold
 SEED = 0
 
 
-def classification_metrics(y_true, y_pred, labels):
+def classification_metrics(y_true: list, y_pred: list,
+                           labels: list) -> dict:
     """Accuracy, macro F1, per-label P/R/F1/support and the confusion matrix."""
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0)
@@ -36,7 +39,7 @@ def classification_metrics(y_true, y_pred, labels):
     }
 
 
-def cross_validate(fit_predict, features, labels, folds=5):
+def cross_validate(fit_predict, features, labels, folds: int = 5) -> dict:
     """Stratified k-fold CV of `fit_predict(train_x, train_y, test_x)`.
 
     Returns the metrics of the pooled out-of-fold predictions plus the
@@ -81,7 +84,7 @@ def tfidf_fit_predict(train_texts, train_labels, test_texts):
     return model.predict(list(test_texts))
 
 
-def format_table(metrics, title):
+def format_table(metrics: dict, title: str) -> str:
     """A readable summary of `classification_metrics` output."""
     lines = [title,
              f"  accuracy {metrics['accuracy']:.4f}   "

@@ -26,14 +26,21 @@ head.predict(vectors)   # [{"label": "spam", "score": 0.98}, ...]
 ```
 """
 
+from __future__ import annotations
+
 import os
+from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from embgemma_keras.artifacts import ArtifactMismatchError
+from embgemma_keras.artifacts import ModelIdentity
+from embgemma_keras.artifacts import PathLike
 from embgemma_keras.artifacts import describe_model
 from embgemma_keras.artifacts import read_artifact
 from embgemma_keras.artifacts import save_artifact
+from embgemma_keras.schema import Label
 from embgemma_keras.tasks import Task
 
 UNKNOWN = "unknown"
@@ -49,7 +56,7 @@ class _Head:
         self.dim = int(dim)
         self.model_identity = model_identity
 
-    def predict(self, vectors):
+    def predict(self, vectors: ArrayLike) -> list[Label]:
         """Returns `{"label", "score"}` for each row of `vectors`."""
         vectors = self._check_vectors(vectors)
         return self._predict(vectors)
@@ -61,7 +68,7 @@ class _Head:
                              f"got {vectors.shape}")
         return vectors
 
-    def save(self, directory):
+    def save(self, directory: PathLike) -> PathLike:
         """Writes the head as plain data; see `load_head`."""
         meta = {"labels": self.labels,
                 **describe_model(self.model_identity, self.task, self.dim),
@@ -90,7 +97,8 @@ class LinearHead(_Head):
                              f"{len(self.labels)} labels x {self.dim} dims")
 
     @classmethod
-    def fit(cls, vectors, labels, *, task, model_identity,
+    def fit(cls, vectors: ArrayLike, labels: Sequence, *, task: Task | str,
+            model_identity: ModelIdentity,
             cs=DEFAULT_CS, inner_folds=3):
         """Fits a class-balanced logistic regression.
 
@@ -121,7 +129,7 @@ class LinearHead(_Head):
         head.c = float(model.C)
         return head
 
-    def predict_proba(self, vectors):
+    def predict_proba(self, vectors: ArrayLike) -> np.ndarray:
         vectors = self._check_vectors(vectors)
         logits = vectors @ self.coef.T + self.intercept
         if logits.shape[1] == 1:  # binary: one logit for labels[1]
@@ -155,7 +163,8 @@ class ZeroShotHead(_Head):
         self.min_score = float(min_score)
 
     @classmethod
-    def from_descriptions(cls, model, descriptions, *, task="classification",
+    def from_descriptions(cls, model, descriptions: dict[str, str], *,
+                          task: Task | str = "classification",
                           dim=768, model_identity, min_score=0.0):
         """Embeds `{label: description}` with `model` into prototypes."""
         if len(descriptions) < 2:
@@ -183,7 +192,7 @@ class ZeroShotHead(_Head):
         return {"descriptions": self.descriptions, "min_score": self.min_score}
 
 
-def check_labels(labels):
+def check_labels(labels: Sequence) -> None:
     """Refuses label sets a classifier cannot learn from."""
     values, counts = np.unique(np.asarray(labels), return_counts=True)
     if len(values) < 2:
@@ -196,7 +205,8 @@ def check_labels(labels):
                          f"or cross-validated: {rare}")
 
 
-def load_head(directory, *, expect=None, task=None, dim=None):
+def load_head(directory: PathLike, *, expect: ModelIdentity | None = None,
+              task: Task | str | None = None, dim: int | None = None):
     """Loads a head saved by `save`, as data only.
 
     Args:

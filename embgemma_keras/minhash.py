@@ -80,11 +80,11 @@ class MinHasher:
         """Jaccard similarity at the middle of the LSH S-curve."""
         return (1 / self.bands) ** (1 / self.rows)
 
-    def signature(self, text):
+    def signature(self, text: str) -> np.ndarray:
         """The signature (uint32, `num_perm`) of one normalised text."""
         return self.signatures([text])[0]
 
-    def signatures(self, texts):
+    def signatures(self, texts: list[str]) -> np.ndarray:
         """Signatures of many normalised texts, as a `(n, num_perm)` array."""
         units = [self._units(text) for text in texts]
         lengths = np.array([max(len(u), self.size) for u in units])
@@ -124,7 +124,7 @@ class MinHasher:
         padded[:len(units)] = units
         return self._window_hashes(padded)
 
-    def band_hashes(self, signatures):
+    def band_hashes(self, signatures) -> np.ndarray:
         """A 64-bit hash of each band of each signature, `(n, bands)`.
 
         FNV-1a over the band's `rows` values, vectorised; two texts are LSH
@@ -137,7 +137,7 @@ class MinHasher:
             hashes = (hashes ^ rows[:, :, row]) * _FNV64_PRIME
         return hashes
 
-    def band_keys(self, signature):
+    def band_keys(self, signature) -> list[tuple[int, int]]:
         """One `(band, hash)` key per band; equal keys are LSH candidates."""
         return list(enumerate(self.band_hashes([signature])[0].tolist()))
 
@@ -163,6 +163,6 @@ def _affine32_permutations(num_perm, seed):
     return a.astype(np.uint32), b.astype(np.uint32)
 
 
-def estimated_jaccard(signature_a, signature_b):
+def estimated_jaccard(signature_a, signature_b) -> float:
     """The fraction of equal MinHash values, an estimate of Jaccard."""
     return float(np.mean(np.asarray(signature_a) == np.asarray(signature_b)))

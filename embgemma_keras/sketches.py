@@ -16,6 +16,7 @@ leads it through its type into whole modules).
 
 from __future__ import annotations
 
+import functools
 import typing
 
 import numpy as np
@@ -90,9 +91,18 @@ class SemanticSketch:
                  bits: int = StreamDedupConfig.semantic_bits,
                  threshold: float = StreamDedupConfig.semantic_threshold,
                  seed: int = 0):
-        self.bands, self.bits, self.threshold = bands, bits, threshold
-        self.planes = np.random.default_rng(seed).normal(
-            size=(dim, bands * bits)).astype(np.float32)
+        self.dim, self.bands, self.bits = dim, bands, bits
+        self.threshold, self.seed = threshold, seed
+
+    @functools.cached_property
+    def planes(self) -> np.ndarray:
+        """The hyperplanes, drawn from `seed` where they are used: a
+        pickled sketcher (in every DoFn that holds one) stays small."""
+        return np.random.default_rng(self.seed).normal(
+            size=(self.dim, self.bands * self.bits)).astype(np.float32)
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "planes"}
 
     @classmethod
     def from_config(cls, config: StreamDedupConfig, dim: int):

@@ -10,6 +10,8 @@ measurably worse, so every entry point asks for a `Task`.
 ['title: Mars | text: Mars is red.']
 """
 
+from __future__ import annotations
+
 import enum
 
 
@@ -27,7 +29,7 @@ class Task(str, enum.Enum):
     NONE = "none"
 
     @classmethod
-    def parse(cls, task):
+    def parse(cls, task: "Task | str") -> "Task":
         """Returns the `Task` named by `task` (a `Task` or its string value)."""
         if isinstance(task, cls):
             return task
@@ -40,7 +42,7 @@ class Task(str, enum.Enum):
             ) from None
 
     @property
-    def prefix(self):
+    def prefix(self) -> str:
         """The prompt put before each text ('' for `NONE`).
 
         For `DOCUMENT` this is the untitled form; `format_prompts` fills in
@@ -62,7 +64,8 @@ _PREFIXES = {
 }
 
 
-def format_prompts(texts, task, titles=None):
+def format_prompts(texts: list[str], task: "Task | str",
+                   titles: list[str | None] | None = None) -> list[str]:
     """Prefixes each text with the prompt of `task`.
 
     Args:

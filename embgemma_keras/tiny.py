@@ -16,6 +16,8 @@ model.encode(["hello world"]).shape  # (1, 768)
 ```
 """
 
+from __future__ import annotations
+
 import io
 import os
 
@@ -49,7 +51,7 @@ Are we still meeting for lunch tomorrow at the usual place?
 """ * 4
 
 
-def make_tiny_preset(directory, seed=0):
+def make_tiny_preset(directory: str | os.PathLike, seed: int = 0) -> str:
     """Writes a tiny random EmbeddingGemma Keras preset and returns its path.
 
     The same `seed` always gives the same weights and vocabulary, so

@@ -4,6 +4,7 @@
   and awkward good ones, as `(name, line, accepted)` triples: JSONL lines
   (bytes, no newline) that a job must either process (`accepted`) or turn
   into a dead letter that says why. Tests count both.
+- `SPAM_ROWS`, `write_tsv`: a tiny labelled training file.
 - `write_jsonl`, `read_outputs`: files in and out of a job.
 - `model_loads`: how many models a pipeline run loaded.
 """
@@ -117,3 +118,23 @@ def model_loads(result):
     loads = result.metrics().query(MetricsFilter().with_namespace(
         METRICS_NAMESPACE).with_name("load_model_latency_milli_secs"))
     return sum(d.committed.count for d in loads["distributions"])
+
+
+# A tiny labelled set: four of each class, enough for 2-fold CV.
+SPAM_ROWS = [
+    ("spam", "WIN a free prize now, text CLAIM to 80082"),
+    ("ham", "see you at lunch tomorrow"),
+    ("spam", "URGENT you have won a cash award call now"),
+    ("ham", "can you pick up milk on the way home"),
+    ("spam", "free entry in our weekly draw txt WIN"),
+    ("ham", "meeting moved to 3pm"),
+    ("spam", "congratulations you are selected for a prize"),
+    ("ham", "ok thanks, talk later"),
+]
+
+
+def write_tsv(path, rows, extra=()):
+    """A `label<TAB>text` file with a header; `extra`: raw lines after."""
+    lines = ["label\ttext"] + [f"{label}\t{text}" for label, text in rows]
+    path.write_bytes("\n".join(lines).encode() + b"\n" + b"\n".join(extra))
+    return str(path)

@@ -7,7 +7,7 @@ Names are imported on first use, and no module here imports TensorFlow:
 the model is loaded on the workers, by the RunInference handler.
 """
 
-import importlib
+from embgemma_keras.lazy import lazy_exports
 
 _EXPORTS = {
     "ClassifyLabels": "classify",
@@ -35,16 +35,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"),
-                    name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

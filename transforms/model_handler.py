@@ -79,10 +79,13 @@ class EmbeddingGemmaModelHandler(ModelHandler):
                  large_model: bool = False, model_copies: int | None = None,
                  **kwargs):
         if min_batch_size is None:
-            # Beam's batcher starts at one element and grows; small batches
-            # waste the encoder's length sorting (64-text batches were 25 %
-            # slower than 512-text ones on real mixed texts).
-            min_batch_size = min(128, max_batch_size)
+            # The encoder sorts each batch by length, so bigger batches pad
+            # less: over bounded input, full 512-text batches (1,980 real
+            # texts: 24.7 s of inference against 33.2 s in the ~140-text
+            # batches Beam's adaptive batcher chose). A stream's batches
+            # are cut by max_batch_duration_secs; start them at 128.
+            min_batch_size = (max_batch_size if max_batch_duration_secs is None
+                              else min(128, max_batch_size))
         super().__init__(
             min_batch_size=min_batch_size,
             max_batch_size=max_batch_size,

@@ -12,9 +12,11 @@ from embgemma_keras import Centroids
 from embgemma_keras import ZeroShotHead
 from embgemma_keras.config import StreamDedupConfig
 from pipelines import stream_tag
+from tests.helpers import SPAM_ROWS
 from tests.helpers import hostile_lines
 from tests.helpers import read_outputs
 from tests.helpers import write_jsonl
+from tests.helpers import write_tsv
 from transforms import EmbeddingGemmaModelHandler
 from transforms import ParseRecords
 from transforms.tagging import TaggedSinks
@@ -227,19 +229,9 @@ def test_retried_bundles_give_each_record_exactly_once(tiny_preset, tmp_path):
 def _train_head(tiny_preset, tmp_path, task):
     from pipelines import train_classifier
 
-    rows = [("spam", "WIN a free prize now, text CLAIM to 80082"),
-            ("ham", "see you at lunch tomorrow"),
-            ("spam", "URGENT you have won a cash award call now"),
-            ("ham", "can you pick up milk on the way home"),
-            ("spam", "free entry in our weekly draw txt WIN"),
-            ("ham", "meeting moved to 3pm"),
-            ("spam", "congratulations you are selected for a prize"),
-            ("ham", "ok thanks, talk later")]
-    train = tmp_path / f"train-{task}.tsv"
-    train.write_text("label\ttext\n" + "".join(f"{label}\t{text}\n"
-                                               for label, text in rows))
+    train = write_tsv(tmp_path / f"train-{task}.tsv", SPAM_ROWS)
     head = tmp_path / f"head-{task}"
-    train_classifier.main(["--train", str(train), "--output", str(head),
+    train_classifier.main(["--train", train, "--output", str(head),
                            "--model", tiny_preset, "--folds", "2",
                            "--task", task])
     return head

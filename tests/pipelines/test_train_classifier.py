@@ -4,26 +4,10 @@ import pytest
 
 from embgemma_keras import load_head
 from pipelines import train_classifier
+from tests.helpers import SPAM_ROWS
 from tests.helpers import hostile_lines
 from tests.helpers import write_jsonl
-
-ROWS = [
-    ("spam", "WIN a free prize now, text CLAIM to 80082"),
-    ("ham", "see you at lunch tomorrow"),
-    ("spam", "URGENT you have won a cash award call now"),
-    ("ham", "can you pick up milk on the way home"),
-    ("spam", "free entry in our weekly draw txt WIN"),
-    ("ham", "meeting moved to 3pm"),
-    ("spam", "congratulations you are selected for a prize"),
-    ("ham", "ok thanks, talk later"),
-]
-
-
-def _tsv(path, rows, extra=()):
-    lines = ["label\ttext"] + [f"{label}\t{text}" for label, text in rows]
-    path.write_bytes("\n".join(lines).encode() + b"\n" + b"\n".join(extra))
-    return str(path)
-
+from tests.helpers import write_tsv
 
 def _run(tiny_preset, tmp_path, *args):
     out = tmp_path / "out"
@@ -35,7 +19,7 @@ def _run(tiny_preset, tmp_path, *args):
 def test_trains_a_head_with_metrics_baseline_and_dead_letters(
         tiny_preset, tiny_model, tmp_path):
     bad = [b"\tno label", b"only-one-field", b"ham\t", b"spam\tbad \xff"]
-    train = _tsv(tmp_path / "train.tsv", ROWS, bad)
+    train = write_tsv(tmp_path / "train.tsv", SPAM_ROWS, bad)
     out = _run(tiny_preset, tmp_path, "--train", train, "--eval", train,
                "--baseline", "tfidf")
     metrics = json.loads((out / "metrics.json").read_text())
@@ -43,8 +27,8 @@ def test_trains_a_head_with_metrics_baseline_and_dead_letters(
                 "cv"):
         assert key in metrics
     assert set(metrics["per_label"]) == {"ham", "spam"}
-    assert metrics["train_examples"] == len(ROWS)
-    assert metrics["eval"]["examples"] == len(ROWS)
+    assert metrics["train_examples"] == len(SPAM_ROWS)
+    assert metrics["eval"]["examples"] == len(SPAM_ROWS)
     assert "tfidf" in metrics["baseline"]
     dead = [json.loads(line) for path in out.glob("dead_letters*.jsonl")
             for line in path.read_text().splitlines()]
@@ -58,17 +42,17 @@ def test_trains_a_head_with_metrics_baseline_and_dead_letters(
 
 def test_zero_shot_heads_are_evaluated_on_the_labelled_file(
         tiny_preset, tmp_path):
-    train = _tsv(tmp_path / "train.tsv", ROWS)
+    train = write_tsv(tmp_path / "train.tsv", SPAM_ROWS)
     out = _run(tiny_preset, tmp_path, "--train", train,
                "--zero_shot", "spam=prizes, offers and scams",
                "--zero_shot", "ham=a personal message")
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["examples"] == len(ROWS)
+    assert metrics["examples"] == len(SPAM_ROWS)
     assert load_head(out).kind == "zero_shot"
 
 
 def test_unknown_columns_fail_before_the_job_starts(tiny_preset, tmp_path):
-    train = _tsv(tmp_path / "train.tsv", ROWS)
+    train = write_tsv(tmp_path / "train.tsv", SPAM_ROWS)
     with pytest.raises(ValueError, match=r"no column\(s\) \['category'\]"):
         _run(tiny_preset, tmp_path, "--train", train,
              "--label_column", "category")
@@ -76,7 +60,8 @@ def test_unknown_columns_fail_before_the_job_starts(tiny_preset, tmp_path):
 
 def test_a_single_class_is_refused_before_anything_is_embedded(
         tiny_preset, tmp_path):
-    train = _tsv(tmp_path / "train.tsv", [r for r in ROWS if r[0] == "ham"])
+    train = write_tsv(tmp_path / "train.tsv",
+                      [r for r in SPAM_ROWS if r[0] == "ham"])
     with pytest.raises(ValueError, match="at least two distinct labels"):
         _run(tiny_preset, tmp_path, "--train", train)
     assert not (tmp_path / "out").exists()  # the pipeline never ran
