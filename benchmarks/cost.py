@@ -98,8 +98,13 @@ def main(argv=None):
     for path in paths:
         results = json.loads(path.read_text())
         name = f"{results['model']} {results['dtype']}"
-        for job, per_vcpu, peak, costs in table(
-                results, results.get("mean_line_bytes", 200)):
+        if "state" not in results:
+            print(f"{name:26} (from an older stream_throughput.py; run it "
+                  "again)")
+            continue
+        # A record's vector-free JSON line, as the detector's join holds it.
+        line_bytes = results["state"]["join_bytes_per_record_in_flight"]
+        for job, per_vcpu, peak, costs in table(results, line_bytes):
             cells = " ".join(f"{'-' if c is None else f'{c:.2f}':>14}"
                              for c in costs)
             print(f"{name:26} {job:28} {per_vcpu:10.1f} {peak:7.2f} {cells}")

@@ -190,7 +190,6 @@ def main():
         corpus.write_bytes(b"\n".join(lines) + b"\n")
         small.write_bytes(b"\n".join(lines[:STARTUP_RECORDS]) + b"\n")
         texts = [record["text"] for record in map(_valid, lines) if record]
-        results["mean_line_bytes"] = sum(map(len, lines)) / len(lines)
         model = EmbeddingGemma.from_preset(model_dir, dtype=args.dtype)
         results["state"] = state_bytes(model, [
             r for r in map(_valid, lines[:2000]) if r])

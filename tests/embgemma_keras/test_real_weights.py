@@ -8,7 +8,7 @@ import pytest
 
 from embgemma_keras import EmbeddingGemma
 
-DATA = pathlib.Path(__file__).parent / "data"
+DATA = pathlib.Path(__file__).parents[1] / "data"
 QUERY = "Which planet is known as the Red Planet?"
 DOCUMENTS = [
     "Venus is often called Earth's twin because of its similar size and "

@@ -156,9 +156,10 @@ def test_a_failed_multi_process_run_leaves_no_output_and_a_rerun_is_exact(
                       for path in tmp_path.glob(f"{out}*")
                       for line in path.read_text().splitlines())
 
-    # Worker processes unpickle _FailFirstRun from this module.
+    # Worker processes unpickle _FailFirstRun from tests.transforms.
+    root = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        [os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")]))
+        [root, os.environ.get("PYTHONPATH", "")]))
     multi = dict(direct_num_workers=2, direct_running_mode="multi_processing")
     with pytest.raises(Exception, match="injected fault"):
         run("out", **multi)
