@@ -202,7 +202,7 @@ def main():
                 ("dedup_corpus", None, [])]
         del model
         state = results["state"]
-        print(f"\nstate per original record, held for the horizon: "
+        print("\nstate per original record, held for the horizon: "
               + ", ".join(f"{kind} {n:,.0f} B" for kind, n in
                           state["bucket_bytes_per_original"].items())
               + f"; per record in the verdict join until its verdicts are "

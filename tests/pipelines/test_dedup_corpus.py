@@ -4,14 +4,10 @@ import pytest
 
 from pipelines import dedup_corpus
 from tests.helpers import hostile_lines
+from tests.helpers import read_outputs
 
 BASE = ("the quarterly report shows that revenue grew by twelve percent while "
         "costs stayed flat across all regions")
-
-
-def _read(directory, prefix):
-    return [json.loads(line) for path in sorted(directory.glob(f"{prefix}-*"))
-            for line in path.read_text().splitlines()]
 
 
 def _run(tmp_path, tiny_preset, lines, *args, name="corpus.jsonl"):
@@ -35,8 +31,8 @@ def test_every_record_lands_once_with_its_kind(tmp_path, tiny_preset):
         b"not json", b'{"text": ""}', b'{"text": "bad \xff"}',
     ]
     out = _run(tmp_path, tiny_preset, lines, "--semantic_threshold", "0.9999")
-    unique, dups = _read(out, "unique"), _read(out, "duplicates")
-    dead = _read(out, "dead_letters")
+    unique, dups = read_outputs(out, "unique"), read_outputs(out, "duplicates")
+    dead = read_outputs(out, "dead_letters")
     assert len(unique) + len(dups) + len(dead) == len(lines)
     assert {r["id"] for r in unique} == {"upper", "other"}
     kinds = {r["id"]: (r["kind"], r["duplicate_of"]) for r in dups}
@@ -67,7 +63,7 @@ def test_semantic_stage_groups_close_vectors(tmp_path, tiny_preset,
     out = _run(tmp_path, tiny_preset, lines, "--semantic_threshold",
                str(close - 0.005), "--lexical_threshold", "1.01",
                "--clusters", "1")
-    dups = _read(out, "duplicates")
+    dups = read_outputs(out, "duplicates")
     assert [(r["id"], r["kind"], r["duplicate_of"]) for r in dups] == [
         ("a", "semantic", "b")]
     assert dups[0]["similarity"] == pytest.approx(close, abs=1e-4)
@@ -80,8 +76,8 @@ def test_plain_text_lines_without_the_model(tmp_path):
     out = tmp_path / "out"
     dedup_corpus.main(["--input", str(source), "--output", str(out),
                        "--no_semantic"])
-    assert len(_read(out, "unique")) == 2
-    assert [r["kind"] for r in _read(out, "duplicates")] == ["exact"]
+    assert len(read_outputs(out, "unique")) == 2
+    assert [r["kind"] for r in read_outputs(out, "duplicates")] == ["exact"]
 
 
 @pytest.mark.parametrize("texts,unique", [
@@ -94,8 +90,8 @@ def test_degenerate_corpora(tmp_path, texts, unique):
     out = tmp_path / "out"
     dedup_corpus.main(["--input", str(source), "--output", str(out),
                        "--no_semantic"])
-    assert len(_read(out, "unique")) == unique
-    assert len(_read(out, "duplicates")) == len(texts) - unique
+    assert len(read_outputs(out, "unique")) == unique
+    assert len(read_outputs(out, "duplicates")) == len(texts) - unique
 
 
 def test_a_one_megabyte_text_is_deduplicated_not_dropped(tmp_path,
@@ -107,10 +103,10 @@ def test_a_one_megabyte_text_is_deduplicated_not_dropped(tmp_path,
              json.dumps({"id": "small", "text": "a small note"}).encode()]
     out = _run(tmp_path, tiny_preset, lines, "--semantic_threshold", "1.01")
     # Equal lengths: the smaller id is kept.
-    assert {r["id"] for r in _read(out, "unique")} == {"huge", "small"}
-    assert [(r["id"], r["kind"]) for r in _read(out, "duplicates")] == [
+    assert {r["id"] for r in read_outputs(out, "unique")} == {"huge", "small"}
+    assert [(r["id"], r["kind"]) for r in read_outputs(out, "duplicates")] == [
         ("huge-copy", "exact")]
-    (dead,) = _read(out, "dead_letters")
+    (dead,) = read_outputs(out, "dead_letters")
     assert "over the 1048576-byte limit" in dead["error"]
 
 
@@ -118,8 +114,8 @@ def test_every_hostile_line_is_kept_flagged_or_a_dead_letter(tmp_path,
                                                              tiny_preset):
     lines = hostile_lines()
     out = _run(tmp_path, tiny_preset, [line for _, line, _ in lines])
-    unique, dups = _read(out, "unique"), _read(out, "duplicates")
-    dead = _read(out, "dead_letters")
+    unique, dups = read_outputs(out, "unique"), read_outputs(out, "duplicates")
+    dead = read_outputs(out, "dead_letters")
     # Duplicates are reported by id, so of two records sharing an id for
     # different texts, one is kept and the other is a dead letter.
     accepted = sum(ok for _, _, ok in lines) - 1

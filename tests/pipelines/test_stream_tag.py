@@ -116,10 +116,8 @@ def test_local_form_tags_a_corpus_with_saved_heads(tiny_preset, tiny_model,
                      "--heads", f"topic={tmp_path / 'head'}",
                      "--centroids", str(tmp_path / "centroids"),
                      "--semantic_threshold", "1.01"])
-    tagged = [json.loads(line) for path in out.glob("tagged-*")
-              for line in path.read_text().splitlines()]
-    dead = [json.loads(line) for path in out.glob("dead_letters-*")
-            for line in path.read_text().splitlines()]
+    tagged = read_outputs(out, "tagged")
+    dead = read_outputs(out, "dead_letters")
     assert sorted(r["id"] for r in tagged) == ["a", "b", "c"]
     assert [d["stage"] for d in dead] == ["parse"]
     assert all("topic" in r["labels"] and "id" in r["cluster"]
@@ -156,10 +154,8 @@ def test_every_hostile_line_is_tagged_or_a_dead_letter(tiny_preset,
     stream_tag.main(["--input", str(corpus), "--output", str(out),
                      "--model", tiny_preset,
                      "--heads", f"topic={tmp_path / 'head'}"])
-    tagged = [json.loads(line) for path in out.glob("tagged-*")
-              for line in path.read_text().splitlines()]
-    dead = [json.loads(line) for path in out.glob("dead_letters-*")
-            for line in path.read_text().splitlines()]
+    tagged = read_outputs(out, "tagged")
+    dead = read_outputs(out, "dead_letters")
     accepted = sum(ok for _, _, ok in lines)
     assert len(tagged) == accepted
     assert len(dead) == len(lines) - accepted

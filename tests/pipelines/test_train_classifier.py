@@ -6,6 +6,7 @@ from embgemma_keras import load_head
 from pipelines import train_classifier
 from tests.helpers import SPAM_ROWS
 from tests.helpers import hostile_lines
+from tests.helpers import read_outputs
 from tests.helpers import write_jsonl
 from tests.helpers import write_tsv
 
@@ -30,8 +31,7 @@ def test_trains_a_head_with_metrics_baseline_and_dead_letters(
     assert metrics["train_examples"] == len(SPAM_ROWS)
     assert metrics["eval"]["examples"] == len(SPAM_ROWS)
     assert "tfidf" in metrics["baseline"]
-    dead = [json.loads(line) for path in out.glob("dead_letters*.jsonl")
-            for line in path.read_text().splitlines()]
+    dead = read_outputs(out, "dead_letters")
     # Each bad row is reported once for --train and once for --eval.
     assert len(dead) == 2 * len(bad)
     assert {d["stage"] for d in dead} == {"parse", "label"}
@@ -73,8 +73,7 @@ def test_every_hostile_line_is_trained_on_or_a_dead_letter(tiny_preset,
     train = write_jsonl(tmp_path / "train.jsonl", lines)
     out = _run(tiny_preset, tmp_path, "--train", str(train))
     metrics = json.loads((out / "metrics.json").read_text())
-    dead = [json.loads(line) for path in out.glob("dead_letters*.jsonl")
-            for line in path.read_text().splitlines()]
+    dead = read_outputs(out, "dead_letters")
     accepted = sum(ok for _, _, ok in lines)
     assert metrics["train_examples"] == accepted
     assert len(dead) == len(lines) - accepted
