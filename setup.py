@@ -26,6 +26,8 @@ setup(
         # keras-hub reads Hugging Face checkpoints with it but does not
         # declare it.
         "safetensors>=0.4",
+        # The default model is fetched from the Hugging Face Hub with it.
+        "huggingface-hub>=0.30",
         "sentencepiece>=0.2",
         # datasketch 2.0 changed its hash scheme; signatures from another
         # major version are not comparable.
@@ -35,7 +37,8 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100"],
+        # Pillow reads the browser's screenshot of report.html.
+        "test": ["pytest>=8", "hypothesis>=6.100", "pillow>=10"],
         # Peer for benchmarks only; never a runtime dependency.
         "bench": ["torch==2.13.0", "sentence-transformers>=5.1"],
     },

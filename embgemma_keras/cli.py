@@ -19,15 +19,16 @@ out of the output; the good lines are still written, and the exit status is
 import argparse
 import itertools
 import json
+import os
 import sys
 
 from tqdm import tqdm
 
 from embgemma_keras.config import MAX_RECORD_BYTES
 from embgemma_keras.config import SUPPORTED_DTYPES
+from embgemma_keras.config import VERBOSE_ENV_VAR
 from embgemma_keras.config import EmbedConfig
 from embgemma_keras.config import add_flags
-from embgemma_keras.embedding_gemma import EmbeddingGemma
 from embgemma_keras.presets import MODEL_ENV_VAR
 from embgemma_keras.records import BadRecord
 from embgemma_keras.records import parse_record
@@ -40,15 +41,23 @@ _CHUNK_LINES = 2048
 
 def main(argv=None):
     args = _parser().parse_args(argv)
+    if args.verbose:
+        os.environ[VERBOSE_ENV_VAR] = "1"
+    # TensorFlow is imported here, after --verbose is known.
+    from embgemma_keras.embedding_gemma import EmbeddingGemma
+
     if args.command == "save-preset":
-        return _save_preset(args)
+        return _save_preset(EmbeddingGemma, args)
     model = EmbeddingGemma.from_preset(
         args.model, dtype=args.dtype, max_length=args.max_length
     )
     failed = 0
+    with open(args.input, "rb") as source:
+        total = sum(1 for _ in source)
     with open(args.input, "rb") as source, open(
         args.output, "w", encoding="utf-8"
-    ) as sink, tqdm(unit=" lines", file=sys.stderr, disable=args.quiet) as bar:
+    ) as sink, tqdm(total=total, unit=" lines", file=sys.stderr,
+                    disable=args.quiet) as bar:
         lines = enumerate(source, start=1)
         while chunk := list(itertools.islice(lines, _CHUNK_LINES)):
             failed += _embed_chunk(model, chunk, args, sink)
@@ -59,11 +68,11 @@ def main(argv=None):
     return 1 if failed else 0
 
 
-def _save_preset(args):
-    model = EmbeddingGemma.from_preset(args.model, dtype=args.dtype)
+def _save_preset(model_class, args):
+    model = model_class.from_preset(args.model, dtype=args.dtype)
     model.save_preset(args.output)
     # Loading what was written proves the preset complete before it ships.
-    check = EmbeddingGemma.from_preset(args.output, dtype=args.dtype)
+    check = model_class.from_preset(args.output, dtype=args.dtype)
     if check.identity.fingerprint != model.identity.fingerprint:
         sys.exit(f"{args.output}: the saved weights differ from {args.model}")
     print(f"saved {args.output} ({args.dtype}, weights "
@@ -103,6 +112,9 @@ def _parser():
         prog="python -m embgemma_keras",
         description="EmbeddingGemma on keras-hub.",
     )
+    parser.add_argument("--verbose", action="store_true",
+                        help="Show TensorFlow's start-up logs (CUDA "
+                             "probing, oneDNN notices), hidden by default.")
     commands = parser.add_subparsers(dest="command", required=True)
     embed = commands.add_parser(
         "embed",

@@ -23,6 +23,8 @@ MAX_CONTEXT = 2048
 SUPPORTED_DTYPES = ("float32", "bfloat16")
 MAX_RECORD_BYTES = 1 << 20
 PROMPT_MODES = ("all", "shared")
+# Set (to 1) to see TensorFlow's start-up logs; `--verbose` sets it.
+VERBOSE_ENV_VAR = "EMBGEMMA_VERBOSE"
 
 
 def setting(default, help, *, flag=None, aliases=(), choices=None):

@@ -5,22 +5,19 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import os
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+import numpy as np
 
-import keras_hub  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from embgemma_keras import presets  # noqa: E402
-from embgemma_keras.artifacts import ModelIdentity  # noqa: E402
-from embgemma_keras.batching import pad_batch  # noqa: E402
-from embgemma_keras.batching import plan_batches  # noqa: E402
-from embgemma_keras.config import MATRYOSHKA_DIMS  # noqa: E402
-from embgemma_keras.config import MAX_CONTEXT  # noqa: E402
-from embgemma_keras.tasks import Task  # noqa: E402
-from embgemma_keras.tasks import format_prompts  # noqa: E402
+from embgemma_keras import presets
+from embgemma_keras.artifacts import ModelIdentity
+from embgemma_keras.backend import keras_hub
+from embgemma_keras.backend import tf
+from embgemma_keras.batching import pad_batch
+from embgemma_keras.batching import plan_batches
+from embgemma_keras.config import MATRYOSHKA_DIMS
+from embgemma_keras.config import MAX_CONTEXT
+from embgemma_keras.tasks import Task
+from embgemma_keras.tasks import format_prompts
 
 log = logging.getLogger(__name__)
 

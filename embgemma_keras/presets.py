@@ -28,7 +28,10 @@ import numpy as np
 from embgemma_keras.config import SUPPORTED_DTYPES
 
 MODEL_ENV_VAR = "EMBGEMMA_MODEL"
-HF_HANDLE = "hf://google/embeddinggemma-300m"
+DEFAULT_REPO = "google/embeddinggemma-300m"
+HF_HANDLE = f"hf://{DEFAULT_REPO}"
+# What a Sentence-Transformers snapshot needs here (not the ONNX exports).
+SNAPSHOT_FILES = ["*.json", "*.safetensors", "tokenizer.model", "*.txt"]
 KAGGLE_HANDLE = "kaggle://keras/embeddinggemma/keras/embedding_gemma3_300m"
 REMOTE_SCHEMES = ("hf://", "kaggle://", "gs://", "modelscope://")
 
@@ -40,21 +43,58 @@ class ModelNotFoundError(FileNotFoundError):
 
 
 def resolve_handle(handle: str | os.PathLike | None = None) -> str:
-    """Returns a checked model handle; `None` or blank reads `$EMBGEMMA_MODEL`."""
+    """Returns a checked model handle.
+
+    `None` or blank reads `$EMBGEMMA_MODEL`; when that is unset or blank
+    too, the published model is downloaded once (`default_model`).
+    """
     if handle is None or not str(handle).strip():
-        handle = os.environ.get(MODEL_ENV_VAR, "").strip()
-        if not handle:
-            raise ModelNotFoundError(
-                f"No EmbeddingGemma model given. Pass a handle or set "
-                f"{MODEL_ENV_VAR} to a local Sentence-Transformers directory, "
-                f"a Keras preset directory written by save_preset(), "
-                f"{HF_HANDLE} or {KAGGLE_HANDLE}."
-            )
+        handle = (os.environ.get(MODEL_ENV_VAR, "").strip()
+                  or default_model())
     handle = os.fspath(handle)
     if handle.startswith(REMOTE_SCHEMES) or not _looks_like_path(handle):
         return handle
     _check_local_directory(handle)
     return handle
+
+
+def default_model() -> str:
+    """The published model's snapshot directory in the Hugging Face cache,
+    downloaded the first time (about 1.2 GB).
+
+    Raises `ModelNotFoundError` saying what to do when the hub refuses
+    (licence not accepted, no token) or cannot be reached.
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError
+    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(DEFAULT_REPO, allow_patterns=SNAPSHOT_FILES)
+    except GatedRepoError as e:
+        reason = (
+            f"Hugging Face refused to serve {DEFAULT_REPO}: it is gated "
+            f"({_first_line(e)}).\n"
+            f"  1. Accept its licence at https://huggingface.co/{DEFAULT_REPO}"
+            f"\n  2. Set HF_TOKEN to a read token "
+            f"(https://huggingface.co/settings/tokens) or run "
+            f"`huggingface-cli login`.")
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
+        reason = (f"Could not download {DEFAULT_REPO} from Hugging Face "
+                  f"({_first_line(e)}).\n  Check the network, or that "
+                  f"HF_TOKEN is a valid token.")
+    raise ModelNotFoundError(
+        f"No model given (--model, {MODEL_ENV_VAR}), and the default could "
+        f"not be fetched.\n  {reason}\n  Or give a model you have: --model "
+        f"DIR or {MODEL_ENV_VAR}=DIR (a Sentence-Transformers snapshot or a "
+        f"Keras preset), or {KAGGLE_HANDLE}.")
+
+
+def _first_line(error: Exception) -> str:
+    """The hub's own message when it sent one, else the error's first line."""
+    message = getattr(error, "server_message", None) or str(error).strip()
+    return (message.splitlines() or [type(error).__name__])[0]
 
 
 def check_dtype(dtype: str) -> str:

@@ -21,11 +21,10 @@ from __future__ import annotations
 import io
 import os
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+import numpy as np
+import sentencepiece
 
-import keras_hub  # noqa: E402
-import numpy as np  # noqa: E402
-import sentencepiece  # noqa: E402
+from embgemma_keras.backend import keras_hub
 
 _VOCABULARY_SIZE = 384
 # Text to learn a vocabulary from; what matters is a spread of English

@@ -11,18 +11,24 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import types
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineResult
 
 from embgemma_keras.artifacts import ModelIdentity
 from embgemma_keras.config import EmbedConfig
 from embgemma_keras.config import MinHashConfig
+from embgemma_keras.config import VERBOSE_ENV_VAR
 from embgemma_keras.config import SemanticDedupConfig
 from embgemma_keras.config import add_flags
 from embgemma_keras.config import from_flags
+from embgemma_keras.presets import ModelNotFoundError
+from embgemma_keras.progress import ProgressReporter
 from embgemma_keras.presets import fingerprint_files
 from embgemma_keras.presets import resolve_handle
 from embgemma_keras.schema import TEXT
@@ -41,6 +47,17 @@ class FileOptions(PipelineOptions):
                             help="Output directory, local or gs://.")
         parser.add_argument("--text_column", default=TEXT,
                             help="TSV/CSV column holding the text.")
+
+
+class RunOptions(PipelineOptions):
+    """How much the job says while it runs."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--verbose", action="store_true",
+            help="Beam's INFO logs and TensorFlow's start-up logs (CUDA "
+                 "probing, oneDNN notices), hidden by default.")
 
 
 class ModelOptions(PipelineOptions):
@@ -82,7 +99,8 @@ def embed_config(job) -> EmbedConfig:
 
 
 def run(argv, groups, required, build, description) -> None:
-    """Parses all flags, checks `required`, runs `build(pipeline, job)`.
+    """Parses all flags, checks `required`, runs `build(pipeline, job)`
+    and waits until the job ends.
 
     `groups` are the option classes the job takes (for `--help`); `job`
     holds every flag by name. Flags are not declared required=True: that
@@ -91,16 +109,47 @@ def run(argv, groups, required, build, description) -> None:
     """
     argv = sys.argv[1:] if argv is None else argv
     if "--help" in argv or "-h" in argv:
-        _print_help(groups, description)
+        _print_help([*groups, RunOptions], description)
         return
-    logging.getLogger().setLevel(logging.WARNING)
+    # The DirectRunner runs a bounded job inside `start`: report from here.
+    with ProgressReporter(total_bytes=_input_bytes(argv)):
+        try:
+            result = start(argv, required, build)
+        except ModelNotFoundError as e:
+            # Raised while the job is built, before any worker: the message
+            # says what to do, a traceback would only bury it.
+            sys.exit(f"error: {e}")
+        result.wait_until_finish()
+
+
+def _input_bytes(argv) -> int | None:
+    """The size of the job's input files, or None (a stream, or unknown)."""
+    flags = PipelineOptions(argv).get_all_options()
+    pattern = flags.get("input") or flags.get("train")
+    if not pattern:
+        return None
+    try:
+        found = FileSystems.match([pattern])[0].metadata_list
+    except Exception:  # the job itself reports a bad pattern
+        return None
+    return sum(metadata.size_in_bytes for metadata in found) or None
+
+
+def start(argv, required, build) -> PipelineResult:
+    """As `run`, but returns once the job is started: a stream runs until
+    the returned result is cancelled."""
     options = PipelineOptions(argv)
     job = types.SimpleNamespace(**options.get_all_options())
+    if job.verbose:
+        os.environ[VERBOSE_ENV_VAR] = "1"
+    logging.getLogger().setLevel(logging.INFO if job.verbose
+                                 else logging.WARNING)
     for flag in required:
         if getattr(job, flag) in (None, ""):
             sys.exit(f"--{flag} is required; see --help")
-    with beam.Pipeline(options=options) as pipeline:
-        build(pipeline, job)
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, job)
+    return pipeline.run()
 
 
 def _print_help(groups, description):

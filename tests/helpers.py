@@ -10,6 +10,7 @@
 """
 
 import json
+import pathlib
 
 from apache_beam.metrics.metric import MetricsFilter
 
@@ -111,6 +112,16 @@ def read_outputs(directory, prefix):
     """The JSON records of every `prefix*` file in `directory`."""
     return [json.loads(line) for path in sorted(directory.glob(f"{prefix}*"))
             for line in path.read_text().splitlines()]
+
+
+def dedup_verdicts(out):
+    """What `dedup_corpus` decided in `out`: the unique ids, the
+    duplicates (id, duplicate_of, kind) and the dead letters' errors."""
+    out = pathlib.Path(out)
+    return (sorted(r["id"] for r in read_outputs(out, "unique")),
+            sorted((r["id"], r["duplicate_of"], r["kind"])
+                   for r in read_outputs(out, "duplicates")),
+            sorted(d["error"] for d in read_outputs(out, "dead_letters")))
 
 
 def model_loads(result):

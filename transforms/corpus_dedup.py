@@ -22,6 +22,9 @@ from embgemma_keras.config import DedupConfig
 from embgemma_keras.dedup_report import build_report
 from embgemma_keras.dedup_report import render_html
 from embgemma_keras.minhash import MinHasher
+from embgemma_keras.progress import DUPLICATES
+from embgemma_keras.progress import say
+from embgemma_keras.schema import DEAD_LETTERS
 from embgemma_keras.schema import DUPLICATE_OF
 from embgemma_keras.schema import ID
 from embgemma_keras.schema import KIND
@@ -123,9 +126,9 @@ class DeduplicateFiles(beam.PTransform):
         out = self._output
         write_jsonl(result.unique, FileSystems.join(out, "unique"), "Unique")
         write_jsonl(result.duplicates, FileSystems.join(out, "duplicates"),
-                    "Duplicates")
+                    "Duplicates", count_as=DUPLICATES)
         write_jsonl(dead, FileSystems.join(out, "dead_letters"),
-                    "DeadLetters")
+                    "DeadLetters", count_as=DEAD_LETTERS)
         return self._report(pipeline, read, result, dead)
 
     def _report(self, pipeline, read, result, dead):
@@ -193,5 +196,5 @@ def _write_report(directory, report):
                           ("report.html", render_html(report))):
         with FileSystems.create(FileSystems.join(directory, name)) as f:
             f.write(content.encode("utf-8"))
-    print(json.dumps(report["counts"], indent=2), flush=True)
+    say(json.dumps(report["counts"], indent=2))
     return report

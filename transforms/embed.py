@@ -17,6 +17,8 @@ from apache_beam.ml.inference.base import KeyedModelHandler
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.transforms.window import TimestampedValue
 
+from embgemma_keras.progress import QUEUED_FOR_EMBEDDING
+from embgemma_keras.progress import RECORDS_EMBEDDED
 from embgemma_keras.schema import EMBEDDINGS
 from embgemma_keras.schema import TEXT
 from embgemma_keras.schema import Stage
@@ -24,6 +26,7 @@ from embgemma_keras.schema import Vector
 from embgemma_keras.schema import dead_letter
 from embgemma_keras.tasks import Task
 from transforms.dead_letters import WithDeadLetters
+from transforms.progress import count
 
 # Each stage's own prompt: the model card's recommendation.
 DEFAULT_PROMPTS = {
@@ -86,9 +89,7 @@ class EmbedRecords(beam.PTransform):
     def expand(self, records):
         embedded, failed = (
             records
-            | "KeyByRecord" >> beam.Map(
-                lambda record, ts=beam.DoFn.TimestampParam: ((record, ts),
-                                                             record[TEXT]))
+            | "KeyByRecord" >> beam.Map(_queued)
             | "RunInference" >> RunInference(
                 KeyedModelHandler(self._handler)).with_exception_handling()
         )
@@ -102,6 +103,7 @@ class EmbedRecords(beam.PTransform):
         )
 
     def _attach(self, key, prediction):
+        count(RECORDS_EMBEDDED)
         record, timestamp = key
         vectors = prediction.inference
         record = dict(record)
@@ -109,6 +111,13 @@ class EmbedRecords(beam.PTransform):
             stage: vectors[task.value] for stage, task in self._prompts.items()
         }
         return TimestampedValue(record, timestamp)
+
+
+def _queued(record, timestamp=beam.DoFn.TimestampParam):
+    """`((record, its timestamp), text)`: the key carries the record
+    through RunInference, which re-stamps batches."""
+    count(QUEUED_FOR_EMBEDDING)
+    return (record, timestamp), record[TEXT]
 
 
 def _describe(error):

@@ -30,6 +30,7 @@ from embgemma_keras.schema import TEXT
 from embgemma_keras.schema import to_json_line
 from transforms.dead_letters import WithDeadLetters
 from transforms.parse import ParseRecords
+from transforms.progress import count
 
 ARTIFACT_FILES = (META_FILE, ARRAYS_FILE)
 
@@ -113,9 +114,16 @@ def read_records(pattern: str, parser: RecordParser) -> Iterator[dict]:
                     continue
 
 
-def write_jsonl(pcoll, prefix: str, label: str):
-    """Writes records as `prefix-SSSSS-of-NNNNN.jsonl`."""
-    return (pcoll | f"{label}ToJson" >> beam.Map(to_json_line)
+def write_jsonl(pcoll, prefix: str, label: str,
+                count_as: str | None = None):
+    """Writes records as `prefix-SSSSS-of-NNNNN.jsonl`, counting each
+    under the progress name `count_as` when given."""
+    def json_line(record):
+        if count_as:
+            count(count_as)
+        return to_json_line(record)
+
+    return (pcoll | f"{label}ToJson" >> beam.Map(json_line)
             | f"{label}Write" >> beam.io.WriteToText(
                 prefix, file_name_suffix=".jsonl"))
 

@@ -17,9 +17,11 @@ Metrics, in the `EmbeddingGemma` namespace beside RunInference's own
 from __future__ import annotations
 
 import copy
+import resource
 from collections.abc import Iterable
 
 from apache_beam.metrics import Metrics
+from apache_beam.ml.inference import base as inference_base
 from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.ml.inference.base import PredictionResult
 
@@ -31,6 +33,12 @@ from embgemma_keras.tasks import Task
 from embgemma_keras.tasks import format_prompts
 
 METRICS_NAMESPACE = "EmbeddingGemma"
+
+# Beam 2.77 drops the `resource` module when its optional ModelManager
+# cannot import torch, then warns at each model load that memory "cannot
+# be fetched" and reports none; torch is no dependency of this project.
+if inference_base.resource is None:
+    inference_base.resource = resource
 
 
 class EmbeddingGemmaModelHandler(ModelHandler):

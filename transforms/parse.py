@@ -11,6 +11,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from embgemma_keras.config import MAX_RECORD_BYTES
+from embgemma_keras.progress import BYTES_READ
+from embgemma_keras.progress import LINES_READ
 from embgemma_keras.records import BadRecord
 from embgemma_keras.records import RecordParser
 from embgemma_keras.schema import DEAD_LETTERS
@@ -18,6 +20,7 @@ from embgemma_keras.schema import TEXT
 from embgemma_keras.schema import Stage
 from embgemma_keras.schema import dead_letter
 from transforms.dead_letters import WithDeadLetters
+from transforms.progress import count
 
 
 class _ParseDoFn(beam.DoFn):
@@ -27,6 +30,8 @@ class _ParseDoFn(beam.DoFn):
         self._refused = Metrics.counter("ParseRecords", "dead_letters")
 
     def process(self, raw):
+        count(LINES_READ)
+        count(BYTES_READ, len(raw) + 1)  # and its newline, for file sizes
         try:
             record = self._parser(raw)
         except BadRecord as e:

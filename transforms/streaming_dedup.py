@@ -24,8 +24,11 @@ handful of objects for Beam's state cache to weigh
 (`tests/transforms/test_streaming_dedup.py` checks every value written;
 `transforms.state_cache` makes each weighing cheap).
 
-The original is always the earlier record in event time (ties: smaller
-id), so a record is only ever flagged as a duplicate of one before it.
+The original is always the earlier record in event time, or of two at the
+same time the one seen first, so a record is only ever flagged as a
+duplicate of one before it, and of two near-duplicates at the same time
+(every record of a file) exactly one is flagged, whichever order a runner
+delivers them in.
 Replays: a re-delivered record (same id) is never compared with itself and
 gets the verdict it got the first time (while the horizon's state lasts), so
 Pub/Sub redelivery does not make a record a duplicate of itself. Late
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
@@ -51,6 +55,7 @@ from apache_beam.transforms.userstate import on_timer
 from apache_beam.utils.timestamp import Timestamp
 
 from embgemma_keras.config import StreamDedupConfig
+from embgemma_keras.progress import DUPLICATES
 from embgemma_keras.schema import DUPLICATE_OF
 from embgemma_keras.schema import ID
 from embgemma_keras.schema import KIND
@@ -59,6 +64,7 @@ from embgemma_keras.schema import to_json_line
 from embgemma_keras.schema import without_embeddings
 from embgemma_keras.sketches import Sketcher
 from embgemma_keras.sketches import stream_sketchers
+from transforms.progress import count
 from transforms.state_cache import skip_module_scan
 
 # (record id, sketch, event time in microseconds)
@@ -104,15 +110,15 @@ class _CompareInBucket(beam.DoFn):
     def _best_match(self, kind, record_id, sketch, micros, entries):
         """`(kind, id, similarity)` of the closest original, or None.
 
-        Only an earlier record (event time, then id) within the horizon can
-        be the original, so a replayed record gets the verdict it got first.
+        Only a record seen before, at the same or an earlier event time
+        within the horizon, can be the original, so a replayed record gets
+        the verdict it got first: the entries kept since were compared with
+        it and are not its near-duplicates.
         """
-        order = (micros, record_id)
         earlier = [(other_id, other_sketch) for other_id, other_sketch,
                    other_micros in entries
                    if other_id != record_id
-                   and (other_micros, other_id) < order
-                   and micros - other_micros <= self._horizon]
+                   and 0 <= micros - other_micros <= self._horizon]
         if not earlier:
             return None
         sketcher = self._sketchers[kind]
@@ -201,6 +207,7 @@ class _JoinVerdicts(beam.DoFn):
     def _tagged(record, best):
         if best is None or DUPLICATE_OF in record:
             return record
+        count(DUPLICATES)
         kind, original, score = best
         return {**record, DUPLICATE_OF: original, SIMILARITY: score,
                 KIND: kind}
@@ -245,14 +252,18 @@ class StreamingNearDuplicates(beam.PTransform):
 
         verdicts = (
             records
-            | "Sketch" >> beam.FlatMap(sketch)
+            # Typed keys: Beam then knows their coder is deterministic.
+            | "Sketch" >> beam.FlatMap(sketch).with_output_types(
+                tuple[bytes, Any])
             | "Compare" >> beam.ParDo(_CompareInBucket(
                 sketchers, self._config.horizon_secs,
                 self._config.max_bucket))
             | "AsVerdict" >> beam.MapTuple(
-                lambda record_id, match: (record_id, (None, match))))
+                lambda record_id, match: (record_id, (None, match))
+            ).with_output_types(tuple[str, Any]))
         lines = records | "KeyById" >> beam.Map(lambda r: (r[ID], (
-            to_json_line(without_embeddings(r)).encode("utf-8"), None)))
+            to_json_line(without_embeddings(r)).encode("utf-8"), None))
+        ).with_output_types(tuple[str, Any])
         return ((lines, verdicts) | "Merge" >> beam.Flatten()
                 | "Join" >> beam.ParDo(_JoinVerdicts(
                     bands, [s.kind.value for s in sketchers])))

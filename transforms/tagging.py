@@ -25,6 +25,8 @@ from apache_beam.io.filesystems import FileSystems
 from embgemma_keras.centroids import Centroids
 from embgemma_keras.config import StreamConfig
 from embgemma_keras.config import StreamDedupConfig
+from embgemma_keras.progress import say
+from embgemma_keras.schema import DEAD_LETTERS
 from embgemma_keras.schema import DUPLICATE_OF
 from embgemma_keras.schema import LABELS
 from embgemma_keras.schema import DeadLetter
@@ -133,7 +135,7 @@ def write_tagged(sinks: TaggedSinks, tagged, dead_letters) -> None:
                     "Tagged")
         write_jsonl(dead_letters,
                     FileSystems.join(sinks.output, "dead_letters"),
-                    "DeadLetters")
+                    "DeadLetters", count_as=DEAD_LETTERS)
         _ = (tagged
              | "LabelKeys" >> beam.FlatMap(_label_keys)
              | "CountLabels" >> beam.combiners.Count.PerElement()
@@ -165,5 +167,5 @@ def _label_keys(record):
 
 def _print_counts(counts):
     for key, count in sorted(counts):
-        print(f"{key:32} {count:8d}", flush=True)
+        say(f"{key:32} {count:8d}")
 

@@ -22,6 +22,7 @@ from embgemma_keras.artifacts import ModelIdentity
 from embgemma_keras.config import ClusterConfig
 from embgemma_keras.config import HeadConfig
 from embgemma_keras.heads import check_labels
+from embgemma_keras.progress import say
 from embgemma_keras.schema import DEAD_LETTERS
 from embgemma_keras.schema import EMBEDDINGS
 from embgemma_keras.schema import ID
@@ -137,7 +138,7 @@ class TrainHead(beam.PTransform):
             sides["Prototypes"] = self._prototypes(pipeline)
         write_jsonl(dead | "AllDeadLetters" >> beam.Flatten(),
                     FileSystems.join(self._output, "dead_letters"),
-                    "DeadLetters")
+                    "DeadLetters", count_as=DEAD_LETTERS)
         train = sides.pop("Train")
         return train | "Fit" >> beam.Map(
             _fit_and_write_head, self._output, self._config,
@@ -181,7 +182,7 @@ class FitCentroids(beam.PTransform):
         write_jsonl((read.dead_letters, embedded.dead_letters)
                     | "AllDeadLetters" >> beam.Flatten(),
                     FileSystems.join(self._output, "dead_letters"),
-                    "DeadLetters")
+                    "DeadLetters", count_as=DEAD_LETTERS)
         return (embedded.output
                 | "Vector" >> beam.Map(lambda r: r[EMBEDDINGS][_VECTOR])
                 | "Collect" >> beam.combiners.ToList()
@@ -194,13 +195,12 @@ def _fit_and_write_head(train, output, config, dim, identity, eval=None,
     head, metrics = train_and_evaluate(train, config, dim, identity,
                                        evaluate=eval, prototypes=prototypes)
     save_artifact_to(output, head, metrics)
-    print(metrics_table(metrics), flush=True)
+    say(metrics_table(metrics))
     return metrics
 
 
 def _fit_and_write_centroids(vectors, output, config, identity):
     centroids, metrics = fit_centroids(vectors, config, identity)
     save_artifact_to(output, centroids, metrics)
-    print(json.dumps({k: v for k, v in metrics.items() if k != "sizes"}),
-          flush=True)
+    say(json.dumps({k: v for k, v in metrics.items() if k != "sizes"}))
     return metrics

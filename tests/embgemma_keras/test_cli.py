@@ -1,4 +1,8 @@
 import json
+import os
+import re
+import subprocess
+import sys
 
 from embgemma_keras.cli import main
 from tests.helpers import hostile_lines
@@ -73,3 +77,21 @@ def test_every_hostile_line_is_embedded_or_reported(tiny_preset, tmp_path,
     assert len(written) == sum(ok for _, _, ok in lines)
     assert reported == [number for number, (_, _, ok)
                         in enumerate(lines, start=1) if not ok]
+
+
+def test_the_log_holds_no_tensorflow_start_up_noise(tiny_preset, tmp_path):
+    """A fresh process: TensorFlow prints its CUDA probing and oneDNN
+    notices when first imported; only --verbose shows them."""
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "hello"}\n')
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TF_CPP_MIN_LOG_LEVEL", "EMBGEMMA_VERBOSE")}
+    result = subprocess.run(
+        [sys.executable, "-m", "embgemma_keras", "embed", "--model",
+         tiny_preset, "--input", str(source), "--output",
+         str(tmp_path / "out.jsonl"), "--quiet"],
+        env=env, capture_output=True, text=True, timeout=300, check=True)
+    # absl's log lines start with a level letter and the date: I1128, E0000
+    assert not re.search(r"^[IWEF]\d{4} ", result.stderr, re.MULTILINE), (
+        result.stderr)
+    assert "cuInit" not in result.stderr and "oneDNN" not in result.stderr

@@ -1,5 +1,11 @@
+import http.server
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import pytest
@@ -11,11 +17,64 @@ from embgemma_keras.presets import KAGGLE_HANDLE
 from embgemma_keras.presets import resolve_handle
 
 
-def test_no_handle_and_no_env_var_says_what_to_set(monkeypatch):
-    monkeypatch.delenv("EMBGEMMA_MODEL", raising=False)
-    with pytest.raises(ModelNotFoundError, match="set EMBGEMMA_MODEL") as e:
-        EmbeddingGemma.from_preset()
-    assert HF_HANDLE in str(e.value) and KAGGLE_HANDLE in str(e.value)
+class _GatedHub(http.server.BaseHTTPRequestHandler):
+    """Answers as the Hugging Face Hub does for a gated model without an
+    accepted licence."""
+
+    def do_GET(self):
+        self.send_response(403)
+        self.send_header("X-Error-Code", "GatedRepo")
+        self.send_header("X-Error-Message", "Access to model "
+                         "google/embeddinggemma-300m is restricted.")
+        self.end_headers()
+
+    do_HEAD = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def gated_hub():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _GatedHub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def _closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _default_model_error(hub_url, tmp_path):
+    """resolve_handle() with no handle, no EMBGEMMA_MODEL and an empty
+    Hugging Face cache, against the hub at `hub_url`, in a fresh process
+    (huggingface_hub reads HF_ENDPOINT when imported)."""
+    env = {k: v for k, v in os.environ.items() if k != "EMBGEMMA_MODEL"}
+    env.update(HF_ENDPOINT=hub_url, HF_HOME=str(tmp_path / "hf"),
+               EMBGEMMA_MODEL=" ")
+    result = subprocess.run(
+        [sys.executable, "-c", "from embgemma_keras.presets import "
+         "resolve_handle; resolve_handle('')"],
+        env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    return result.stderr
+
+
+def test_a_refused_default_download_says_what_to_do(gated_hub, tmp_path):
+    error = _default_model_error(gated_hub, tmp_path)
+    assert "ModelNotFoundError" in error
+    assert "Accept its licence at https://huggingface.co/google/" in error
+    assert "HF_TOKEN" in error and "--model" in error
+
+
+def test_an_unreachable_hub_says_what_to_do(tmp_path):
+    error = _default_model_error(f"http://127.0.0.1:{_closed_port()}",
+                                 tmp_path)
+    assert "Could not download google/embeddinggemma-300m" in error
+    assert "--model DIR or EMBGEMMA_MODEL=DIR" in error
 
 
 def test_env_var_is_used_when_no_handle_is_given(monkeypatch, tiny_preset):

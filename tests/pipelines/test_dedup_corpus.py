@@ -1,8 +1,10 @@
 import json
 
 import pytest
+from apache_beam.metrics.metric import MetricsFilter
 
 from pipelines import dedup_corpus
+from pipelines.options import start
 from tests.helpers import hostile_lines
 from tests.helpers import read_outputs
 
@@ -126,3 +128,26 @@ def test_every_hostile_line_is_kept_flagged_or_a_dead_letter(tmp_path,
     assert sum(r.get("id") == "shared" for r in unique + dups) == 1
     report = json.loads((out / "report.json").read_text())
     assert report["counts"]["input"] == len(lines)
+
+
+def test_progress_is_counted_in_beam_metrics(tmp_path, tiny_preset):
+    """The figures a local run prints are Beam counters too (Dataflow)."""
+    lines = [json.dumps({"id": f"r{i}", "text": f"note {i} about lunch"})
+             for i in range(6)]
+    lines += [lines[0].replace('"r0"', '"r0-copy"'), "{not json"]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("\n".join(lines) + "\n")
+    job = start(["--input", str(corpus), "--output", str(tmp_path / "out"),
+                 "--model", tiny_preset], dedup_corpus.REQUIRED,
+                dedup_corpus.build)
+    job.wait_until_finish()
+    counters = {c.key.metric.name: c.committed for c in job.metrics().query(
+        MetricsFilter().with_namespace("progress"))["counters"]}
+    duplicates = read_outputs(tmp_path / "out", "duplicates")
+    assert counters["lines_read"] == 8
+    assert counters["bytes_read"] == corpus.stat().st_size
+    assert counters["dead_letters"] == 1
+    assert counters["duplicates"] == len(duplicates) >= 1
+    # The exact copy is never embedded.
+    assert counters["records_embedded"] == counters[
+        "queued_for_embedding"] <= 6

@@ -1,57 +1,169 @@
-"""Real Beam runners for the runner tests: Prism, built at Beam's version.
+"""Real Beam runners for the runner tests: Prism, Flink, a Pub/Sub server.
 
-Prism is Beam's portable local runner, written in Go. The binary is built
-once from the Go module proxy at the Beam version installed here and cached
-(`$PRISM_BINARY` names one built elsewhere; `.ci/run` builds it first). A
-runner that cannot be set up fails the test under CI=true, with the reason;
-elsewhere it skips with the reason.
+Each is built once and cached by `local_runners` (`.ci/run` builds them
+first; `$PRISM_BINARY`, `$FLINK_JOB_SERVER_JAR` and `$PUBSUB_SERVER_BINARY`
+name ones built elsewhere). A runner that cannot be set up fails the test
+under CI=true, with the reason; elsewhere it skips with the reason.
+
+Every job here runs on the sample corpus plus three bad lines, and its
+outputs are compared with the DirectRunner's on the same input, which runs
+once per session.
 """
 
 import os
 import pathlib
-import shutil
-import subprocess
 
-import apache_beam
 import pytest
 
-CACHE = pathlib.Path(os.environ.get("XDG_CACHE_HOME",
-                                    pathlib.Path.home() / ".cache"))
-PRISM_MODULE = "github.com/apache/beam/sdks/v2/go/cmd/prism"
+from embgemma_keras.heads import ZeroShotHead
+from local_runners import RunnerUnavailable
+from local_runners.flink import FlinkCluster
+from local_runners.flink import flink_flags
+from local_runners.flink import job_server_jar
+from local_runners.prism import prism_binary
+from local_runners.prism import prism_flags
+from local_runners.pubsub import PubSubServer
+from local_runners.sdk_harness import harness_flags
+from pipelines import dedup_corpus
+from pipelines import stream_tag
+from tests.helpers import dedup_verdicts
+from tests.helpers import read_outputs
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
+BAD_LINES = [b"{not json", b'{"text": ""}', b'{"id": "x", "text": 7}']
+FLINK_PARALLELISM = 2
 
 
-def prism_path() -> pathlib.Path:
-    """Where the Prism binary for this Beam version is cached."""
-    return (CACHE / "embgemma-beam" / f"prism-{apache_beam.__version__}"
-            / "prism")
-
-
-def _unavailable(reason):
+def _unavailable(error):
     if os.environ.get("CI"):
-        pytest.fail(f"Prism is unavailable: {reason}")
-    pytest.skip(f"Prism is unavailable: {reason}")
+        pytest.fail(f"runner unavailable: {error}")
+    pytest.skip(f"runner unavailable: {error}")
+
+
+def _set_up(make):
+    try:
+        return make()
+    except RunnerUnavailable as e:
+        _unavailable(e)
 
 
 @pytest.fixture(scope="session")
-def prism_binary():
-    if os.environ.get("PRISM_BINARY"):
-        return os.environ["PRISM_BINARY"]
-    binary = prism_path()
-    if binary.exists():
-        return str(binary)
-    if shutil.which("go") is None:
-        _unavailable("no Go toolchain to build it with (see .ci/run)")
-    result = subprocess.run(
-        ["go", "install", f"{PRISM_MODULE}@v{apache_beam.__version__}"],
-        env={**os.environ, "GOBIN": str(binary.parent)},
-        capture_output=True, text=True, timeout=900)
-    if result.returncode or not binary.exists():
-        _unavailable(f"go install failed: {result.stderr[-2000:]}")
-    return str(binary)
+def on_prism():
+    """Flags that run a job on Prism, SDK harness in this process."""
+    return prism_flags(_set_up(prism_binary))
+
+
+@pytest.fixture(scope="session")
+def on_flink_local():
+    """Flags that run a job on a Flink cluster inside the job server."""
+    return flink_flags("[local]", _set_up(job_server_jar))
+
+
+@pytest.fixture(scope="session")
+def flink_cluster():
+    """A standalone Flink cluster: a JobManager and two TaskManagers."""
+    cluster = FlinkCluster(task_managers=FLINK_PARALLELISM)
+    _set_up(cluster.start)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def on_flink_cluster(flink_cluster):
+    """Flags that run a job on `flink_cluster` with parallelism 2, one SDK
+    harness process per TaskManager."""
+    return [*flink_flags(flink_cluster.master, environment=harness_flags()),
+            "--parallelism", str(FLINK_PARALLELISM)]
 
 
 @pytest.fixture
-def on_prism(prism_binary):
-    """The flags that run a job on Prism, SDK harness in this process."""
-    return ["--runner", "PrismRunner", "--prism_location", prism_binary,
-            "--environment_type", "LOOPBACK"]
+def pubsub_server():
+    """The Pub/Sub server, PUBSUB_EMULATOR_HOST pointing at it."""
+    server = PubSubServer()
+    _set_up(server.__enter__)
+    yield server
+    server.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """The sample corpus (210 records) with three bad lines."""
+    path = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
+    records = (EXAMPLES / "corpus.jsonl").read_bytes().rstrip(b"\n")
+    path.write_bytes(records + b"\n" + b"\n".join(BAD_LINES) + b"\n")
+    return path
+
+
+def lines(path) -> int:
+    return len(pathlib.Path(path).read_bytes().splitlines())
+
+
+def tag_verdicts(out):
+    """What `stream_tag` decided: (id, duplicate_of, spam label) per
+    record, and the dead letters' errors."""
+    return (sorted((r["id"], r.get("duplicate_of"),
+                    r["labels"]["spam"]["label"])
+                   for r in read_outputs(out, "tagged")),
+            sorted(d["error"] for d in read_outputs(out, "dead_letters")))
+
+
+def assert_tags_agree(verdicts, direct, corpus) -> None:
+    """`stream_tag`'s verdicts on a runner agree with the DirectRunner's.
+
+    Every record of a file has the same event time, and of two near-
+    duplicates at the same time the one delivered second is flagged, so
+    which one is flagged may differ between runners; that one is, may not.
+    """
+    (tagged, dead), (direct_tagged, direct_dead) = verdicts, direct
+    assert dead == direct_dead
+    assert len(tagged) + len(dead) == lines(corpus)
+    assert ([(i, label) for i, _, label in tagged]
+            == [(i, label) for i, _, label in direct_tagged])
+    flagged = {i for i, duplicate_of, _ in tagged if duplicate_of}
+    copies = [i for i, _, _ in tagged if i.endswith(("-copy", "-case"))]
+    assert copies
+    for copy in copies:
+        original = copy.rsplit("-", 1)[0]
+        assert copy in flagged or original in flagged, copy
+
+
+@pytest.fixture(scope="session")
+def run_dedup(tiny_preset, corpus, tmp_path_factory):
+    """Runs dedup_corpus on `corpus` with extra flags; its verdicts."""
+    def run(*flags):
+        out = tmp_path_factory.mktemp("dedup")
+        dedup_corpus.main(["--input", str(corpus), "--output", str(out),
+                           "--model", tiny_preset, *flags])
+        return dedup_verdicts(out)
+    return run
+
+
+@pytest.fixture(scope="session")
+def spam_head(tiny_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("head") / "spam"
+    ZeroShotHead.from_descriptions(
+        tiny_model, {"spam": "a prize or an offer", "ham": "a note"},
+        model_identity=tiny_model.identity, min_score=-1.0).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def run_tag(tiny_preset, corpus, spam_head, tmp_path_factory):
+    """Runs stream_tag over `corpus` with extra flags; its verdicts."""
+    def run(*flags):
+        out = tmp_path_factory.mktemp("tag")
+        stream_tag.main(["--input", str(corpus), "--output", str(out),
+                         "--model", tiny_preset,
+                         "--heads", f"spam={spam_head}", *flags])
+        return tag_verdicts(out)
+    return run
+
+
+@pytest.fixture(scope="session")
+def direct_dedup(run_dedup):
+    return run_dedup()
+
+
+@pytest.fixture(scope="session")
+def direct_tags(run_tag):
+    return run_tag()

@@ -35,6 +35,7 @@ def _run(events, transform, tmp_path):
         if time > watermark:
             stream, watermark = stream.advance_watermark_to(time), time
     stream = stream.advance_watermark_to_infinity()
+    tmp_path.mkdir(exist_ok=True)
     sink = tmp_path / "out.jsonl"
     with TestPipeline(options=PipelineOptions(streaming=True)) as p:
         _ = p | stream | transform | beam.ParDo(_Collect(str(sink)))
@@ -189,3 +190,15 @@ def test_streaming_state_holds_plain_values_only(tmp_path, monkeypatch):
     # vector) and a time: never a record.
     sketches = [value[1] for name, value in _STATE_VALUES if name == "seen"]
     assert sorted({len(sketch) for sketch in sketches}) == [64 * 2, 128 * 4]
+
+
+def test_of_two_copies_at_one_time_the_second_delivered_is_flagged(tmp_path):
+    """Every record of a file has the same event time; runners deliver
+    them in any order. Whichever order, exactly one copy is flagged."""
+    for first, second in (("a", "b"), ("b", "a")):
+        out = _run([(0, {"id": first, "text": TEXT}),
+                    (0, {"id": second, "text": TEXT})],
+                   StreamingNearDuplicates(StreamDedupConfig()),
+                   tmp_path / first)
+        tags = sorted((r["id"], r.get("duplicate_of")) for r in out)
+        assert tags == sorted([(first, None), (second, first)])

@@ -1,0 +1,59 @@
+"""Keras on TensorFlow, imported once and without TensorFlow's start-up noise.
+
+```python
+from embgemma_keras.backend import keras_hub, tf
+```
+
+TensorFlow's C++ runtime prints a dozen lines when it is imported and its
+devices are first listed, before its logging can be configured (so
+`TF_CPP_MIN_LOG_LEVEL` does not hide them): CUDA probing errors on a
+machine without a GPU ("failed call to cuInit"), oneDNN and CPU-feature
+notices. On a CPU-only machine they read like failures and are not. They
+are silenced here (the process's stderr points at /dev/null meanwhile),
+and so are TensorFlow's C++ logs after start-up (`TF_CPP_MIN_LOG_LEVEL=3`:
+"oneDNN supports DT_INT32 only on platforms with AVX-512" at the first
+batch), unless the user asked for them: `TF_CPP_MIN_LOG_LEVEL` set, or
+`EMBGEMMA_VERBOSE=1` (what the jobs' and the CLI's `--verbose` set).
+Errors still surface as Python exceptions.
+"""
+
+import contextlib
+import os
+import sys
+
+from embgemma_keras.config import VERBOSE_ENV_VAR
+
+
+def verbose() -> bool:
+    """Whether the user asked for TensorFlow's start-up logs."""
+    return (os.environ.get(VERBOSE_ENV_VAR, "") not in ("", "0")
+            or "TF_CPP_MIN_LOG_LEVEL" in os.environ)
+
+
+@contextlib.contextmanager
+def _stderr_to_devnull():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+if "tensorflow" not in sys.modules and not verbose():
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    with _stderr_to_devnull():
+        import tensorflow
+
+        # Device discovery is where the CUDA probing prints.
+        tensorflow.config.list_physical_devices()
+
+import keras_hub  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+__all__ = ["keras_hub", "tf", "verbose"]

@@ -1,0 +1,36 @@
+"""Jobs on Flink: an embedded cluster, and a standalone cluster of a
+JobManager and two TaskManagers running with parallelism 2, each
+TaskManager with its own SDK harness process (tiny model)."""
+
+import pytest
+
+from tests.runners.conftest import BAD_LINES
+from tests.runners.conftest import FLINK_PARALLELISM
+from tests.runners.conftest import assert_tags_agree
+from tests.runners.conftest import lines
+
+pytestmark = pytest.mark.runners
+
+
+def test_dedup_corpus_on_embedded_flink_matches_the_direct_runner(
+        run_dedup, direct_dedup, on_flink_local):
+    assert run_dedup(*on_flink_local) == direct_dedup
+
+
+def test_dedup_corpus_on_a_flink_cluster_matches_the_direct_runner(
+        run_dedup, direct_dedup, corpus, flink_cluster, on_flink_cluster):
+    unique, duplicates, dead = run_dedup(*on_flink_cluster)
+    assert (unique, duplicates, dead) == direct_dedup
+    assert len(unique) + len(duplicates) + len(dead) == lines(corpus)
+    assert len(dead) == len(BAD_LINES) and duplicates
+    # The job ran on the cluster, its tasks with parallelism 2.
+    job = max(flink_cluster.rest("/jobs/overview")["jobs"],
+              key=lambda j: j["start-time"])
+    assert job["state"] == "FINISHED"
+    vertices = flink_cluster.rest(f"/jobs/{job['jid']}")["vertices"]
+    assert max(v["parallelism"] for v in vertices) == FLINK_PARALLELISM
+
+
+def test_stream_tag_on_a_flink_cluster_agrees_with_the_direct_runner(
+        run_tag, direct_tags, corpus, on_flink_cluster):
+    assert_tags_agree(run_tag(*on_flink_cluster), direct_tags, corpus)

@@ -1,0 +1,114 @@
+"""stream_tag as a stream, from a Pub/Sub server speaking the real gRPC API
+(`local_runners.pubsub`), through Google's client and Beam's Pub/Sub IO.
+
+It runs on the DirectRunner in streaming mode: Python's `ReadFromPubSub`
+is a transform (`beam:transform:pubsub_read:v1`) that only Dataflow and the
+DirectRunner implement; Prism refuses the job ("unsupported feature").
+"""
+
+import json
+import time
+
+import pytest
+from google.cloud import pubsub_v1
+
+from pipelines import stream_tag
+
+pytestmark = pytest.mark.runners
+
+PROJECT = "embgemma-test"
+HORIZON_SECS = 3
+OFFER = "Congratulations, you have won a free cruise! Call 0800 123 now."
+NOTE = "Running late, I will be at the station around seven."
+OTHER = "The committee approved the budget after a long debate on Tuesday."
+
+
+def _publish(publisher, topic, payloads):
+    for payload in payloads:
+        publisher.publish(topic, payload).result()
+
+
+def _record(record_id, text):
+    return json.dumps({"id": record_id, "text": text}).encode()
+
+
+def _pull_until(subscriber, subscriptions, expected, timeout_secs=240):
+    """Messages from each subscription until `expected` in all, acked."""
+    received = {name: [] for name in subscriptions}
+    deadline = time.monotonic() + timeout_secs
+    while (sum(map(len, received.values())) < expected
+           and time.monotonic() < deadline):
+        for name, path in subscriptions.items():
+            response = subscriber.pull(
+                request={"subscription": path, "max_messages": 100},
+                timeout=10)
+            if response.received_messages:
+                received[name] += [json.loads(m.message.data)
+                                   for m in response.received_messages]
+                subscriber.acknowledge(request={
+                    "subscription": path,
+                    "ack_ids": [m.ack_id for m in response.received_messages]})
+        time.sleep(0.5)
+    return received
+
+
+def test_stream_tag_reads_and_writes_a_real_pubsub_api(
+        pubsub_server, tiny_preset, tmp_path):
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    topics = {name: publisher.topic_path(PROJECT, name)
+              for name in ("records", "tagged", "dead_letters")}
+    subscriptions = {name: subscriber.subscription_path(PROJECT, name)
+                     for name in topics}
+    for name in topics:
+        publisher.create_topic(name=topics[name])
+        subscriber.create_subscription(name=subscriptions[name],
+                                       topic=topics[name])
+
+    # A message delivered, nacked, and so redelivered to the job.
+    _publish(publisher, topics["records"], [_record("nacked", OTHER)])
+    first = subscriber.pull(request={"subscription": subscriptions["records"],
+                                     "max_messages": 1}, timeout=10)
+    subscriber.modify_ack_deadline(request={
+        "subscription": subscriptions["records"], "ack_deadline_seconds": 0,
+        "ack_ids": [first.received_messages[0].ack_id]})
+
+    job = stream_tag.start([
+        "--input_subscription", subscriptions["records"],
+        "--output_topic", topics["tagged"],
+        "--dead_letter_topic", topics["dead_letters"],
+        "--model", tiny_preset, "--max_batch_duration_secs", "1",
+        "--horizon_secs", str(HORIZON_SECS),
+        # The tiny model's random vectors make unrelated texts similar:
+        # only identical vectors count as semantic duplicates here.
+        "--semantic_threshold", "1.0"])
+    try:
+        _publish(publisher, topics["records"], [
+            _record("offer", OFFER), _record("note", NOTE),
+            _record("offer-copy", OFFER),
+            _record("note", NOTE),  # Pub/Sub's at-least-once: twice
+            b"{not json", _record("empty", "  ")])
+        # Published (event time) more than the horizon after "offer".
+        time.sleep(HORIZON_SECS + 2)
+        _publish(publisher, topics["records"], [_record("offer-late", OFFER)])
+        received = _pull_until(subscriber, {
+            "tagged": subscriptions["tagged"],
+            "dead_letters": subscriptions["dead_letters"]}, expected=8)
+    finally:
+        job.cancel()
+    assert str(job.state) == "CANCELLED"
+
+    tagged, dead = received["tagged"], received["dead_letters"]
+    # Eight messages delivered (the nacked one once): six records, two bad.
+    assert len(tagged) + len(dead) == 8
+    assert sorted(r["id"] for r in tagged) == [
+        "nacked", "note", "note", "offer", "offer-copy", "offer-late"]
+    verdicts = {(r["id"], r.get("duplicate_of"), r.get("kind"))
+                for r in tagged}
+    assert verdicts == {
+        ("nacked", None, None), ("note", None, None), ("offer", None, None),
+        ("offer-copy", "offer", "lexical"),
+        # Beyond the horizon: not a duplicate of "offer" any more.
+        ("offer-late", None, None)}
+    assert sorted(d["stage"] for d in dead) == ["parse", "parse"]
+    assert all(d["error"] for d in dead)
