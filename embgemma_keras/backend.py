@@ -24,10 +24,18 @@ import sys
 from embgemma_keras.config import VERBOSE_ENV_VAR
 
 
-def verbose() -> bool:
+def _user_wants_logs() -> bool:
     """Whether the user asked for TensorFlow's start-up logs."""
     return (os.environ.get(VERBOSE_ENV_VAR, "") not in ("", "0")
             or "TF_CPP_MIN_LOG_LEVEL" in os.environ)
+
+
+def quiet():
+    """A context in which the process's stderr goes to /dev/null, unless
+    the user asked for logs: for native libraries that print notices
+    (SentencePiece's "precompiled_charsmap is empty" when a tokenizer
+    loads)."""
+    return contextlib.nullcontext() if _LOGS_WANTED else _stderr_to_devnull()
 
 
 @contextlib.contextmanager
@@ -44,8 +52,10 @@ def _stderr_to_devnull():
         os.close(devnull)
 
 
+# Read before this module sets TF_CPP_MIN_LOG_LEVEL itself.
+_LOGS_WANTED = _user_wants_logs()
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-if "tensorflow" not in sys.modules and not verbose():
+if "tensorflow" not in sys.modules and not _LOGS_WANTED:
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     with _stderr_to_devnull():
         import tensorflow
@@ -56,4 +66,4 @@ if "tensorflow" not in sys.modules and not verbose():
 import keras_hub  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-__all__ = ["keras_hub", "tf", "verbose"]
+__all__ = ["keras_hub", "quiet", "tf"]

@@ -11,6 +11,7 @@ import numpy as np
 from embgemma_keras import presets
 from embgemma_keras.artifacts import ModelIdentity
 from embgemma_keras.backend import keras_hub
+from embgemma_keras.backend import quiet
 from embgemma_keras.backend import tf
 from embgemma_keras.batching import pad_batch
 from embgemma_keras.batching import plan_batches
@@ -114,7 +115,9 @@ class EmbeddingGemma:
             backbone = keras_hub.models.Gemma3Backbone.from_preset(
                 handle, dtype=dtype
             )
-            tokenizer = keras_hub.models.Gemma3Tokenizer.from_preset(handle)
+            with quiet():
+                tokenizer = keras_hub.models.Gemma3Tokenizer.from_preset(
+                    handle)
         except (OSError, ValueError, KeyError) as e:
             raise presets.ModelNotFoundError(
                 f"Could not load EmbeddingGemma from {handle!r}: {e}"

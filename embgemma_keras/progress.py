@@ -119,6 +119,7 @@ class ProgressReporter:
         self._bar = None
 
     def __enter__(self) -> "ProgressReporter":
+        self._started = time.time()
         self._thread.start()
         return self
 
@@ -150,6 +151,8 @@ class ProgressReporter:
 
             self._bar = tqdm(total=self._total, unit="B", unit_scale=True,
                              desc="read", file=self._stream)
+            # Drawn at the first report, timed from the job's start.
+            self._bar.start_t = self._started
         if self._bar is not None:
             self._bar.n = now.get(BYTES_READ, 0)
             self._bar.set_postfix_str(line.split(", ", 1)[1])

@@ -94,4 +94,6 @@ def test_the_log_holds_no_tensorflow_start_up_noise(tiny_preset, tmp_path):
     # absl's log lines start with a level letter and the date: I1128, E0000
     assert not re.search(r"^[IWEF]\d{4} ", result.stderr, re.MULTILINE), (
         result.stderr)
+    # SentencePiece's own log format: normalizer.cc(51) LOG(INFO) ...
+    assert "LOG(" not in result.stderr
     assert "cuInit" not in result.stderr and "oneDNN" not in result.stderr
