@@ -36,7 +36,6 @@ record is never a duplicate of itself.
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.options.pipeline_options import StandardOptions
-from apache_beam.runners.runner import PipelineResult
 
 from embgemma_keras.centroids import load_centroids
 from embgemma_keras.config import MinHashConfig
@@ -53,7 +52,6 @@ from pipelines.options import SemanticOptions
 from pipelines.options import checked_model
 from pipelines.options import embed_config
 from pipelines.options import run
-from pipelines.options import start as start_job
 from transforms.files import ReadRecords
 from transforms.files import local_artifact
 from transforms.model_handler import EmbeddingGemmaModelHandler
@@ -167,12 +165,6 @@ OPTIONS = [StreamTagOptions, StreamOptions, StreamDedupOptions,
 
 def main(argv=None):
     run(argv, OPTIONS, REQUIRED, build, __doc__)
-
-
-def start(argv) -> PipelineResult:
-    """Starts the job and returns: a stream runs until `.cancel()`."""
-    return start_job(argv, REQUIRED, build)
-
 
 if __name__ == "__main__":
     main()

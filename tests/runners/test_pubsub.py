@@ -13,6 +13,7 @@ import pytest
 from google.cloud import pubsub_v1
 
 from pipelines import stream_tag
+from pipelines.options import start
 
 pytestmark = pytest.mark.runners
 
@@ -73,7 +74,8 @@ def test_stream_tag_reads_and_writes_a_real_pubsub_api(
         "subscription": subscriptions["records"], "ack_deadline_seconds": 0,
         "ack_ids": [first.received_messages[0].ack_id]})
 
-    job = stream_tag.start([
+    # `start` returns once the stream runs; the test cancels it.
+    job = start([
         "--input_subscription", subscriptions["records"],
         "--output_topic", topics["tagged"],
         "--dead_letter_topic", topics["dead_letters"],
@@ -81,7 +83,8 @@ def test_stream_tag_reads_and_writes_a_real_pubsub_api(
         "--horizon_secs", str(HORIZON_SECS),
         # The tiny model's random vectors make unrelated texts similar:
         # only identical vectors count as semantic duplicates here.
-        "--semantic_threshold", "1.0"])
+        "--semantic_threshold", "1.0"],
+        stream_tag.REQUIRED, stream_tag.build)
     try:
         _publish(publisher, topics["records"], [
             _record("offer", OFFER), _record("note", NOTE),
