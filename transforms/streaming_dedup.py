@@ -9,32 +9,36 @@ without its embeddings (they are sketched on the way in).
 How it works: each record is sketched (`embgemma_keras.sketches`) into one
 bucket key per band of each sketcher; one stateful DoFn per bucket keeps
 the originals it saw (id, sketch, event time of records that matched none
-before them) and compares each newcomer with them; an event-time timer
-drops entries once the watermark is `horizon_secs` past them, and a bucket
-keeps at most `max_bucket` entries, so state and time per record stay
-bounded however hot a bucket runs (a spam wave of copies keeps one entry:
-its original). A second stateful DoFn, keyed by record id, counts the
-verdicts of all bands and emits the record with its best match: lexical
-before semantic, then the highest similarity.
+before them) and compares each newcomer with them once the watermark has
+passed the newcomer's event time, in order of event time, then id; an
+event-time timer drops entries once the watermark is `horizon_secs` past
+them, and a bucket keeps at most `max_bucket` entries, so state and time
+per record stay bounded however hot a bucket runs (a spam wave of copies
+keeps one entry: its original). A second stateful DoFn, keyed by record
+id, counts the verdicts of all bands and emits the record with its best
+match: lexical before semantic, then the highest similarity.
 
 State holds only plain values with fixed coders: bucket entries are
-`(id, sketch bytes, micros)`, the join holds the vector-free record as a
-JSON line, a verdict count and the few matches found: no pickling, and a
-handful of objects for Beam's state cache to weigh
-(`tests/transforms/test_streaming_dedup.py` checks every value written;
-`transforms.state_cache` makes each weighing cheap).
+`(id, sketch bytes, micros)` (and the kind while they wait), the join holds
+the vector-free record as a JSON line, a verdict count and the few matches
+found: no pickling, and a handful of objects for Beam's state cache to
+weigh (`tests/transforms/test_streaming_dedup.py` checks every value
+written; `transforms.state_cache` makes each weighing cheap).
 
-The original is always the earlier record in event time, or of two at the
-same time the one seen first, so a record is only ever flagged as a
-duplicate of one before it, and of two near-duplicates at the same time
-(every record of a file) exactly one is flagged, whichever order a runner
-delivers them in.
+The original is the earlier record in event time, or of two at the same
+time (every record of a file) the one with the smaller id, whichever order
+a runner or Pub/Sub delivers them in, and every bucket agrees on that
+order, so of two near-duplicates exactly one is flagged, the same one on
+every runner. The price is latency: a record leaves once the watermark
+has passed it (on Dataflow, Pub/Sub's watermark trails the oldest unacked
+message by seconds).
 Replays: a re-delivered record (same id) is never compared with itself and
 gets the verdict it got the first time (while the horizon's state lasts), so
 Pub/Sub redelivery does not make a record a duplicate of itself. Late
-records are compared with whatever the buckets still hold: matches whose
-entries already expired are missed, never invented; a record that arrives
-before its (event-time) original is not flagged.
+records (behind the watermark) are compared with whatever the buckets
+still hold: matches whose entries already expired are missed, never
+invented, and a record that arrives after a near-duplicate of it that is
+later in event time has been compared is not flagged, nor is that one.
 """
 
 from __future__ import annotations
@@ -70,13 +74,25 @@ from transforms.state_cache import skip_module_scan
 # (record id, sketch, event time in microseconds)
 ENTRY_CODER = coders.TupleCoder(
     [coders.StrUtf8Coder(), coders.BytesCoder(), coders.VarIntCoder()])
+# (kind, record id, sketch, event time in microseconds)
+PENDING_CODER = coders.TupleCoder([coders.StrUtf8Coder(), coders.StrUtf8Coder(),
+                                   coders.BytesCoder(), coders.VarIntCoder()])
 # (kind, id of the original, similarity)
 MATCH_CODER = coders.TupleCoder(
     [coders.StrUtf8Coder(), coders.StrUtf8Coder(), coders.FloatCoder()])
 
 
 class _CompareInBucket(beam.DoFn):
+    """Compares each record with the originals its bucket holds, in event
+    time order: a newcomer waits (`PENDING`) until the watermark passes its
+    event time, so a copy delivered before its original (Pub/Sub keeps no
+    order) is still the one flagged, and every bucket orders two records
+    the same way (event time, then id)."""
+
     SEEN = BagStateSpec("seen", ENTRY_CODER)
+    PENDING = BagStateSpec("pending", PENDING_CODER)
+    DUE = ReadModifyWriteStateSpec("due", coders.VarIntCoder())
+    IN_ORDER = TimerSpec("in_order", TimeDomain.WATERMARK)
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
 
     def __init__(self, sketchers, horizon_secs, max_bucket):
@@ -90,22 +106,59 @@ class _CompareInBucket(beam.DoFn):
         skip_module_scan()
 
     def process(self, element, timestamp=beam.DoFn.TimestampParam,
-                seen=beam.DoFn.StateParam(SEEN),
-                expiry=beam.DoFn.TimerParam(EXPIRY)):
+                pending=beam.DoFn.StateParam(PENDING),
+                due=beam.DoFn.StateParam(DUE),
+                in_order=beam.DoFn.TimerParam(IN_ORDER)):
         _, (kind, record_id, sketch) = element
+        pending.add((kind, record_id, sketch, timestamp.micros))
+        # One timer per key: it stays at the earliest record waiting.
+        next_due = due.read()
+        if next_due is None or timestamp.micros < next_due:
+            in_order.set(timestamp)
+            due.write(timestamp.micros)
+
+    @on_timer(IN_ORDER)
+    def compare_in_order(self, fired=beam.DoFn.TimestampParam,
+                         pending=beam.DoFn.StateParam(PENDING),
+                         due=beam.DoFn.StateParam(DUE),
+                         seen=beam.DoFn.StateParam(SEEN),
+                         in_order=beam.DoFn.TimerParam(IN_ORDER),
+                         expiry=beam.DoFn.TimerParam(EXPIRY)):
+        """Verdicts for the records at the timer's time, by id; those after
+        it wait for the timer's next firing (its output timestamp is theirs,
+        so each verdict keeps its record's event time)."""
+        waiting = list(pending.read())
+        ready = sorted((entry for entry in waiting if entry[3] <= fired.micros),
+                       key=lambda entry: (entry[3], entry[1]))
+        later = [entry for entry in waiting if entry[3] > fired.micros]
+        pending.clear()
+        for entry in later:
+            pending.add(entry)
+        if later:
+            next_due = min(entry[3] for entry in later)
+            in_order.set(Timestamp(micros=next_due))
+            due.write(next_due)
+        else:
+            due.clear()
         entries = list(seen.read())
+        for kind, record_id, sketch, micros in ready:
+            yield record_id, self._verdict(kind, record_id, sketch, micros,
+                                           entries, seen, expiry)
+
+    def _verdict(self, kind, record_id, sketch, micros, entries, seen,
+                 expiry):
         known = any(other_id == record_id for other_id, _, _ in entries)
-        best = self._best_match(kind, record_id, sketch, timestamp.micros,
-                                entries)
+        best = self._best_match(kind, record_id, sketch, micros, entries)
         # Only originals are remembered: a copy matches its original anyway,
         # so a burst of copies (a spam wave) leaves the bucket at one entry
         # and `duplicate_of` names the original, not another copy.
         if not known and best is None:
             if len(entries) >= self._max_bucket:
                 self._forget_oldest(entries, seen)
-            seen.add((record_id, sketch, timestamp.micros))
-            expiry.set(Timestamp(micros=timestamp.micros + self._horizon))
-        yield record_id, best
+            entries.append((record_id, sketch, micros))
+            seen.add(entries[-1])
+            expiry.set(Timestamp(micros=micros + self._horizon))
+        return best
 
     def _best_match(self, kind, record_id, sketch, micros, entries):
         """`(kind, id, similarity)` of the closest original, or None.
@@ -133,8 +186,9 @@ class _CompareInBucket(beam.DoFn):
         so a hot bucket costs bounded time and memory."""
         entries.sort(key=lambda entry: entry[2])
         drop = len(entries) - self._max_bucket + 1
+        del entries[:drop]
         seen.clear()
-        for kept in entries[drop:]:
+        for kept in entries:
             seen.add(kept)
         self._evicted.inc(drop)
 

@@ -16,24 +16,34 @@ TEXT = ("the quarterly report shows that revenue grew by twelve percent while "
         "costs stayed flat across all regions")
 
 
+EVENT_TIME = "_event_time"  # what _Collect adds: the record's timestamp
+
+
 class _Collect(beam.DoFn):
     def __init__(self, path):
         self._path = path
 
-    def process(self, record):
+    def process(self, record, timestamp=beam.DoFn.TimestampParam):
         with open(self._path, "a") as f:
-            f.write(json.dumps({k: v for k, v in record.items()
-                                if k != "embeddings"}) + "\n")
+            f.write(json.dumps({**{k: v for k, v in record.items()
+                                   if k != "embeddings"},
+                                EVENT_TIME: float(timestamp)}) + "\n")
 
 
-def _run(events, transform, tmp_path):
-    """events: (event_time, record) in arrival order, one bundle each."""
-    stream, watermark = TestStream().advance_watermark_to(0), 0
+def _run(events, transform, tmp_path, in_order=True):
+    """events: (event_time, record) in arrival order, one bundle each.
+
+    in_order: the watermark follows each event; else it stays before them
+    all until every one has arrived (a source such as Pub/Sub, which
+    delivers in any order, with an exact watermark).
+    """
+    stream = TestStream()
+    watermark = None
     for time, record in events:
+        if in_order and (watermark is None or time > watermark):
+            stream, watermark = stream.advance_watermark_to(time), time
         stream = stream.add_elements([TimestampedValue(record, time)])
         stream = stream.advance_processing_time(1)
-        if time > watermark:
-            stream, watermark = stream.advance_watermark_to(time), time
     stream = stream.advance_watermark_to_infinity()
     tmp_path.mkdir(exist_ok=True)
     sink = tmp_path / "out.jsonl"
@@ -160,7 +170,7 @@ def test_streaming_state_holds_plain_values_only(tmp_path, monkeypatch):
     from transforms.streaming_dedup import _CompareInBucket
     from transforms.streaming_dedup import _JoinVerdicts
 
-    for fn, spec_names in ((_CompareInBucket, ["SEEN"]),
+    for fn, spec_names in ((_CompareInBucket, ["SEEN", "PENDING", "DUE"]),
                            (_JoinVerdicts, ["RECORDS", "MATCHES",
                                             "VERDICTS"])):
         for spec_name in spec_names:
@@ -185,20 +195,48 @@ def test_streaming_state_holds_plain_values_only(tmp_path, monkeypatch):
                                                              "b": "a"}
     assert len(out) == 3 and all("embeddings" not in r for r in out)
     written = {name for name, _ in _STATE_VALUES}
-    assert written == {"seen", "records", "matches", "verdicts"}
+    assert written == {"seen", "pending", "due", "records", "matches",
+                       "verdicts"}
     # An entry is an id, a sketch (a MinHash signature, or a float16
     # vector) and a time: never a record.
     sketches = [value[1] for name, value in _STATE_VALUES if name == "seen"]
     assert sorted({len(sketch) for sketch in sketches}) == [64 * 2, 128 * 4]
 
 
-def test_of_two_copies_at_one_time_the_second_delivered_is_flagged(tmp_path):
+def test_of_two_copies_at_one_time_the_larger_id_is_flagged(tmp_path):
     """Every record of a file has the same event time; runners deliver
-    them in any order. Whichever order, exactly one copy is flagged."""
+    them in any order. Whichever order, the same one copy is flagged."""
     for first, second in (("a", "b"), ("b", "a")):
         out = _run([(0, {"id": first, "text": TEXT}),
                     (0, {"id": second, "text": TEXT})],
                    StreamingNearDuplicates(StreamDedupConfig()),
-                   tmp_path / first)
+                   tmp_path / first, in_order=False)
         tags = sorted((r["id"], r.get("duplicate_of")) for r in out)
-        assert tags == sorted([(first, None), (second, first)])
+        assert tags == [("a", None), ("b", "a")]
+
+
+def test_a_copy_delivered_before_its_original_is_flagged(tmp_path):
+    """Pub/Sub delivers in any order: the copy, published later, can come
+    first. Records wait for the watermark and are compared in event time
+    order, so the copy is still the one flagged."""
+    out = _run([(5, {"id": "copy", "text": TEXT}),
+                (3, {"id": "noise", "text": "see you at lunch tomorrow"}),
+                (0, {"id": "original", "text": TEXT})],
+               StreamingNearDuplicates(StreamDedupConfig(horizon_secs=60)),
+               tmp_path, in_order=False)
+    assert sorted((r["id"], r.get("duplicate_of")) for r in out) == [
+        ("copy", "original"), ("noise", None), ("original", None)]
+    # Each record keeps its event time (windowed sinks use it).
+    assert {r["id"]: r[EVENT_TIME] for r in out} == {
+        "copy": 5, "noise": 3, "original": 0}
+
+
+def test_a_late_original_is_not_flagged_as_a_copy_of_its_copy(tmp_path):
+    """An original arriving after the watermark passed its copy's time is
+    late: neither is flagged (missed, never inverted)."""
+    out = _run([(5, {"id": "copy", "text": TEXT}),
+                (0, {"id": "original", "text": TEXT})],
+               StreamingNearDuplicates(StreamDedupConfig(horizon_secs=60)),
+               tmp_path)
+    assert sorted((r["id"], r.get("duplicate_of")) for r in out) == [
+        ("copy", None), ("original", None)]
