@@ -130,6 +130,21 @@ class DedupConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class IndexConfig:
+    """`dedup_corpus`: a dedup index of what earlier runs kept."""
+
+    index: str | None = setting(
+        None, "Dedup index directory (local or gs://): dedup against what "
+              "earlier runs kept, then add what this run keeps as a new "
+              "version (created on first use).")
+    index_read_only: bool = setting(
+        False, "Dedup against --index without adding to it.")
+    run_id: str | None = setting(
+        None, "This run's name in the index (default: its start time and "
+              "a random suffix).")
+
+
+@dataclasses.dataclass(frozen=True)
 class StreamDedupConfig:
     """Near-duplicates in a stream, within a horizon of event time.
 

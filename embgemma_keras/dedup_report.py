@@ -15,7 +15,8 @@ def build_report(counts: dict, duplicates: list, examples: list,
     """Assembles report.json from the job's gathered outputs.
 
     Args:
-        counts: {"input", "unique", "dead_letters", "embedded"}.
+        counts: {"input", "unique", "dead_letters", "embedded",
+            "duplicates_of_index"}; "duplicates_within_run" is derived.
         duplicates: [(kind, similarity, duplicate_of)] for every duplicate.
         examples: [(kind, similarity, duplicate_text, kept_text)].
         settings: the thresholds and parameters used.
@@ -34,6 +35,8 @@ def build_report(counts: dict, duplicates: list, examples: list,
         "counts": {
             **counts,
             "duplicates": sum(by_kind.values()),
+            "duplicates_within_run": sum(by_kind.values())
+            - counts.get("duplicates_of_index", 0),
             "duplicates_by_kind": {k: by_kind.get(k, 0) for k in
                                    ("exact", "lexical", "semantic")},
             "embeddings_avoided": by_kind.get("exact", 0)
@@ -64,7 +67,11 @@ def render_html(report: dict) -> str:
         f"{counts['duplicates']:,} duplicates, {counts['dead_letters']:,} "
         f"dead letters. {counts['embedded']:,} records embedded; "
         f"{counts['embeddings_avoided']:,} embeddings avoided by the exact "
-        "and lexical stages.</p>",
+        "and lexical stages." + (
+            f" {counts['duplicates_of_index']:,} duplicates of records "
+            "earlier runs kept (the index), "
+            f"{counts['duplicates_within_run']:,} within this run."
+            if _has_index(report) else "") + "</p>",
         _table(["kind", "duplicates"],
                [[k, f"{v:,}"] for k, v in
                 counts["duplicates_by_kind"].items()]),
@@ -90,6 +97,10 @@ def render_html(report: dict) -> str:
     parts.append(_table(["setting", "value"],
                         [[k, str(v)] for k, v in settings.items()]))
     return "\n".join(parts)
+
+
+def _has_index(report: dict) -> bool:
+    return "index" in report["settings"]
 
 
 def _table(header, rows):

@@ -21,6 +21,15 @@ from embgemma_keras.schema import TEXT
 
 # Vectors compared at once within a bucket: 2,048 x 2,048 cosines (16 MB).
 _BLOCK = 2048
+# The run of a node of the duplicate graph, `(run, id)`, for this run's
+# records; a dedup index's entries carry the run that kept them, so an id
+# need only be unique within its run.
+THIS_RUN = ""
+
+
+def node(record: dict) -> tuple[str, str]:
+    """A record of this run as a node of the duplicate graph."""
+    return THIS_RUN, record[ID]
 
 
 def representative_order(record: dict) -> tuple:
@@ -72,3 +81,21 @@ def within_bucket_edges(members: list[tuple[str, np.ndarray]],
             i = start + row
             if i < col:
                 yield ids[i], ids[col], float(block[row, col])
+
+
+def edges_between(new: list[tuple[str, np.ndarray]],
+                  old: list[tuple[str, np.ndarray]], threshold: float
+                  ) -> Iterator[tuple[str, str, float]]:
+    """Yields `(new_id, old_id, cosine)` for pairs at or above `threshold`
+    (records of this run against an index's: never old against old)."""
+    if not new or not old:
+        return
+    old_ids = [record_id for record_id, _ in old]
+    old_vectors = np.stack([v for _, v in old]).astype(np.float32)
+    for start in range(0, len(new), _BLOCK):
+        chunk = new[start:start + _BLOCK]
+        block = np.stack([v for _, v in chunk]).astype(np.float32) @ (
+            old_vectors.T)
+        rows, cols = np.nonzero(block >= threshold)
+        for row, col in zip(rows.tolist(), cols.tolist()):
+            yield chunk[row][0], old_ids[col], float(block[row, col])

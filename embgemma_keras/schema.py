@@ -29,6 +29,7 @@ EMBEDDINGS = "embeddings"  # {Vector: float32 array}, dropped before output
 LABELS = "labels"
 CLUSTER = "cluster"
 DUPLICATE_OF = "duplicate_of"
+DUPLICATE_OF_RUN = "duplicate_of_run"  # set when the original is indexed
 SIMILARITY = "similarity"
 KIND = "kind"
 
@@ -83,6 +84,7 @@ class TaggedRecord(Record, total=False):
     labels: dict[str, Label]
     cluster: ClusterAssignment
     duplicate_of: str
+    duplicate_of_run: str  # the run that kept the original (dedup index)
     similarity: float
     kind: str  # a DuplicateKind
 

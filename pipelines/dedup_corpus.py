@@ -19,15 +19,25 @@ to DIR:
 Cheapest first: only records that survive the exact and lexical stages are
 embedded, and `--no_semantic` needs no model (nor TensorFlow). Every input
 record lands in exactly one of unique, duplicates or dead letters.
+
+Against earlier runs: `--index DIR` (local or gs://) also dedups against
+every record earlier runs with that index kept (a duplicate of one gets
+`duplicate_of_run`), then adds the records this run keeps as a new index
+version, made current once every output is written; `--index_read_only`
+leaves the index as it is. An index made with another model, dim or
+MinHash or exact-match setting is refused before the job starts.
 """
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from embgemma_keras.config import DedupConfig
+from embgemma_keras.config import IndexConfig
 from embgemma_keras.config import MinHashConfig
 from embgemma_keras.config import SemanticDedupConfig
 from embgemma_keras.config import add_flags
 from embgemma_keras.config import from_flags
+from embgemma_keras.dedup_index import IndexSettings
+from embgemma_keras.dedup_index import new_run_id
 from pipelines.options import FileOptions
 from pipelines.options import LexicalOptions
 from pipelines.options import ModelOptions
@@ -36,6 +46,7 @@ from pipelines.options import checked_model
 from pipelines.options import embed_config
 from pipelines.options import run
 from transforms.corpus_dedup import DeduplicateFiles
+from transforms.dedup_index import open_index
 from transforms.model_handler import EmbeddingGemmaModelHandler
 
 REQUIRED = ("input", "output")
@@ -48,6 +59,7 @@ class DedupCorpusOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         add_flags(parser, DedupConfig)
         add_flags(parser, SemanticDedupConfig, skip=("threshold",))
+        add_flags(parser, IndexConfig)
 
 
 def build(pipeline, job):
@@ -55,13 +67,22 @@ def build(pipeline, job):
     config = from_flags(DedupConfig, job,
                         lexical=from_flags(MinHashConfig, job),
                         similar=from_flags(SemanticDedupConfig, job))
-    handler = None
+    handler = identity = None
     if config.semantic:
         embed = embed_config(job)
-        handle, _ = checked_model(embed)
+        handle, identity = checked_model(embed)
         handler = EmbeddingGemmaModelHandler.from_config(embed, handle)
-    return pipeline | DeduplicateFiles(job.input, job.output, config,
-                                       handler, job.text_column)
+    indexing = from_flags(IndexConfig, job)
+    index = None
+    if indexing.index:
+        index = open_index(indexing.index, IndexSettings.of(
+            config, identity, handler.dim if handler else None),
+            must_exist=indexing.index_read_only)
+    run_id = None if indexing.index_read_only else (
+        indexing.run_id or new_run_id())
+    return pipeline | DeduplicateFiles(
+        job.input, job.output, config, handler, job.text_column, index,
+        run_id)
 
 
 # The option groups the job takes, its own first.

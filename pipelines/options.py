@@ -27,6 +27,7 @@ from embgemma_keras.config import VERBOSE_ENV_VAR
 from embgemma_keras.config import SemanticDedupConfig
 from embgemma_keras.config import add_flags
 from embgemma_keras.config import from_flags
+from embgemma_keras.dedup_index import IndexMismatchError
 from embgemma_keras.presets import ModelNotFoundError
 from embgemma_keras.progress import ProgressReporter
 from embgemma_keras.presets import fingerprint_files
@@ -115,7 +116,7 @@ def run(argv, groups, required, build, description) -> None:
     with ProgressReporter(total_bytes=_input_bytes(argv)):
         try:
             result = start(argv, required, build)
-        except ModelNotFoundError as e:
+        except (ModelNotFoundError, IndexMismatchError) as e:
             # Raised while the job is built, before any worker: the message
             # says what to do, a traceback would only bury it.
             sys.exit(f"error: {e}")

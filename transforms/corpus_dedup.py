@@ -19,13 +19,16 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from embgemma_keras.config import DedupConfig
+from embgemma_keras.dedup_index import index_entries
 from embgemma_keras.dedup_report import build_report
 from embgemma_keras.dedup_report import render_html
 from embgemma_keras.minhash import MinHasher
 from embgemma_keras.progress import DUPLICATES
 from embgemma_keras.progress import say
+from embgemma_keras.grouping import node
 from embgemma_keras.schema import DEAD_LETTERS
 from embgemma_keras.schema import DUPLICATE_OF
+from embgemma_keras.schema import DUPLICATE_OF_RUN
 from embgemma_keras.schema import ID
 from embgemma_keras.schema import KIND
 from embgemma_keras.schema import SIMILARITY
@@ -38,8 +41,13 @@ from transforms.dedup import UniqueIds
 from transforms.embed import EmbedRecords
 from transforms.files import ReadRecords
 from transforms.files import write_jsonl
+from transforms.dedup_index import CommitIndex
+from transforms.dedup_index import OpenIndex
+from transforms.dedup_index import ReadIndex
 from transforms.model_handler import EmbeddingGemmaModelHandler
+from transforms.semantic_dedup import FitBuckets
 from transforms.semantic_dedup import SemanticDuplicates
+from transforms.semantic_dedup import similarity_vector
 
 EXAMPLES_PER_KIND = 5
 
@@ -51,59 +59,119 @@ class CorpusDuplicates(typing.NamedTuple):
     duplicates: beam.PCollection  # with duplicate_of, similarity, kind
     dead_letters: beam.PCollection
     embedded: beam.PCollection  # one element: how many were embedded
+    # With an index: the `IndexEntry` of every record kept, and the
+    # centroids the semantic stage bucketed with (None without it).
+    index_entries: beam.PCollection | None = None
+    centroids: beam.PCollection | None = None
 
 
 class DeduplicateCorpus(beam.PTransform):
-    """Records -> `CorpusDuplicates`: exact, lexical, then semantic.
+    """Records -> `CorpusDuplicates`: exact, then lexical, then semantic.
 
     Args:
         config: the detectors' settings; `config.semantic` needs `handler`.
         handler: the model handler for the semantic stage.
+        index: a dedup index (`transforms.dedup_index.open_index`) to
+            dedup against too: a record near-duplicating an entry is its
+            duplicate (`duplicate_of_run` says which run kept it), and the
+            semantic stage buckets with the index's centroids.
+        run: this run's id: the records it keeps become `index_entries`
+            under it. None: the run only reads the index.
 
     A `duplicate_of` may name a record that a later stage found to be a
     duplicate itself: follow the chain to the kept record.
     """
 
     def __init__(self, config: DedupConfig = DedupConfig(),
-                 handler: EmbeddingGemmaModelHandler | None = None):
+                 handler: EmbeddingGemmaModelHandler | None = None,
+                 index: OpenIndex | None = None, run: str | None = None):
         super().__init__()
         if config.semantic and handler is None:
             raise ValueError("the semantic stage needs a model handler; "
                              "pass one, or DedupConfig(semantic=False)")
         self._config = config
         self._handler = handler
+        self._index = index
+        self._run = run
 
     def expand(self, records) -> CorpusDuplicates:
-        config = self._config
+        config, index = self._config, self._index
+        against = None
+        if index is not None:
+            against = records.pipeline | "ReadIndex" >> ReadIndex(index)
         ids = records | "UniqueIds" >> UniqueIds()
         exact = ids.output | "Exact" >> ExactDuplicates(
-            casefold=config.case_fold)
-        lexical = exact.unique | "Lexical" >> LexicalDuplicates(config.lexical)
-        unique, duplicates = lexical.unique, [exact.duplicates,
-                                              lexical.duplicates]
+            casefold=config.case_fold, against=against)
+        lexical = exact.unique | "Lexical" >> LexicalDuplicates(
+            config.lexical, against=against)
+        kept, duplicates = lexical.unique, [exact.duplicates,
+                                            lexical.duplicates]
         dead = [ids.dead_letters]
+        centroids = None
         if not config.semantic:
             embedded = records.pipeline | "NoEmbeddings" >> beam.Create([0])
         else:
             embedded = lexical.unique | "Embed" >> EmbedRecords(
                 self._handler, {Vector.SIMILARITY: "sentence_similarity"})
+            centroids = self._centroids(embedded.output)
             semantic = embedded.output | "Semantic" >> SemanticDuplicates(
-                config.similar)
-            unique = semantic.unique | "StripKept" >> beam.Map(
-                without_embeddings)
+                config.similar, centroids, against)
+            kept = semantic.unique
             duplicates.append(semantic.duplicates | "StripDuplicates" >> (
                 beam.Map(without_embeddings)))
             dead.append(embedded.dead_letters)
             embedded = embedded.output | "CountEmbedded" >> (
                 beam.combiners.Count.Globally())
+        entries = None
+        if index is not None and self._run is not None:
+            entries = kept | "IndexEntries" >> _IndexEntries(
+                self._run, config, centroids)
+        if config.semantic:
+            kept = kept | "StripKept" >> beam.Map(without_embeddings)
         return CorpusDuplicates(
-            unique, duplicates | "AllDuplicates" >> beam.Flatten(),
-            dead | "AllDeadLetters" >> beam.Flatten(), embedded)
+            kept, duplicates | "AllDuplicates" >> beam.Flatten(),
+            dead | "AllDeadLetters" >> beam.Flatten(), embedded, entries,
+            centroids)
+
+    def _centroids(self, embedded):
+        """The index's kept centroids, else fitted on this run's records."""
+        kept = self._index.centroids() if self._index is not None else None
+        if kept is not None:
+            return embedded.pipeline | "IndexCentroids" >> beam.Create([kept])
+        return (embedded
+                | "Vectors" >> beam.Map(lambda r: (node(r),
+                                                   similarity_vector(r)))
+                | "FitBuckets" >> FitBuckets(self._config.similar))
+
+
+class _IndexEntries(beam.PTransform):
+    """Kept records -> their `IndexEntry`s, a batch at a time."""
+
+    def __init__(self, run, config: DedupConfig, centroids):
+        super().__init__()
+        self._run, self._config, self._centroids = run, config, centroids
+
+    def expand(self, kept):
+        run, config = self._run, self._config
+        hasher = MinHasher(config.lexical)
+        centroids = (beam.pvalue.AsSingleton(self._centroids)
+                     if self._centroids is not None else None)
+        return (kept
+                | "Batch" >> beam.BatchElements(min_batch_size=64,
+                                                max_batch_size=512)
+                | "Entries" >> beam.FlatMap(
+                    lambda batch, centroids: index_entries(
+                        batch, run, hasher, config.case_fold, centroids),
+                    centroids=centroids))
 
 
 class DeduplicateFiles(beam.PTransform):
     """Reads files, deduplicates, writes `unique-*`, `duplicates-*`,
     `dead_letters-*` and `report.json`/`report.html` to `output`.
+
+    With `index`, dedups against it too and, with `run` (its name in the
+    index), adds the records kept to a new version of it, made current only
+    once every output file is written.
 
     Applied to the pipeline; returns the PCollection of the report.
     """
@@ -111,11 +179,13 @@ class DeduplicateFiles(beam.PTransform):
     def __init__(self, pattern: str, output: str,
                  config: DedupConfig = DedupConfig(),
                  handler: EmbeddingGemmaModelHandler | None = None,
-                 text_column: str = TEXT):
+                 text_column: str = TEXT, index: OpenIndex | None = None,
+                 run: str | None = None):
         super().__init__()
         self._read = ReadRecords(pattern, text_column)
-        self._dedup = DeduplicateCorpus(config, handler)
+        self._dedup = DeduplicateCorpus(config, handler, index, run)
         self._output = output
+        self._index, self._run = index, run
         self._settings = _settings(config, handler)
 
     def expand(self, pipeline):
@@ -124,15 +194,39 @@ class DeduplicateFiles(beam.PTransform):
         dead = ((read.dead_letters, result.dead_letters)
                 | "DeadLetters" >> beam.Flatten())
         out = self._output
-        write_jsonl(result.unique, FileSystems.join(out, "unique"), "Unique")
-        write_jsonl(result.duplicates, FileSystems.join(out, "duplicates"),
-                    "Duplicates", count_as=DUPLICATES)
-        write_jsonl(dead, FileSystems.join(out, "dead_letters"),
-                    "DeadLetters", count_as=DEAD_LETTERS)
-        return self._report(pipeline, read, result, dead)
+        written = [
+            write_jsonl(result.unique, FileSystems.join(out, "unique"),
+                        "Unique"),
+            write_jsonl(result.duplicates, FileSystems.join(out, "duplicates"),
+                        "Duplicates", count_as=DUPLICATES),
+            write_jsonl(dead, FileSystems.join(out, "dead_letters"),
+                        "DeadLetters", count_as=DEAD_LETTERS)]
+        version = self._index_version(pipeline, result, written)
+        return self._report(pipeline, read, result, dead, version)
 
-    def _report(self, pipeline, read, result, dead):
+    def _index_version(self, pipeline, result, written):
+        """The index version the run leaves current (one element), or None.
+
+        The new version is committed only after every output is written,
+        so a run that dies earlier leaves no trace in the index.
+        """
+        index = self._index
+        if index is None:
+            return None
+        if self._run is None:
+            return pipeline | "IndexVersion" >> beam.Create(
+                [index.current.version if index.current else None])
+        outputs = written | "Written" >> beam.Flatten()
+        return (result.index_entries
+                | "CommitIndex" >> CommitIndex(index, self._run,
+                                               result.centroids, outputs)
+                | "Version" >> beam.Map(lambda manifest: manifest.version))
+
+    def _report(self, pipeline, read, result, dead, version):
         out, settings = self._output, self._settings
+        if self._index is not None:
+            settings = {**settings, "index": self._index.directory,
+                        "run": self._run}
         duplicates = result.duplicates
 
         def count(pcoll, label):
@@ -153,24 +247,39 @@ class DeduplicateFiles(beam.PTransform):
                                       ids=beam.pvalue.AsList(wanted))
             | "IdText" >> beam.Map(lambda r: (r[ID], r[TEXT])))
         examples = samples | "Pair" >> beam.Map(
-            lambda r, texts: (r[KIND], r[SIMILARITY], r[TEXT],
-                              texts.get(r[DUPLICATE_OF], "")),
-            texts=beam.pvalue.AsDict(kept_texts))
+            lambda r, texts: (r[KIND], r[SIMILARITY], r[TEXT], _kept_text(
+                r, texts)), texts=beam.pvalue.AsDict(kept_texts))
+        against_index = duplicates | "OfIndex" >> beam.Filter(
+            lambda r: DUPLICATE_OF_RUN in r)
         return (
             pipeline | "One" >> beam.Create([None])
             | "Report" >> beam.Map(
-                lambda _, dups, exs, n_in, n_unique, n_dead, n_embedded:
-                _write_report(out, build_report(
+                lambda _, dups, exs, n_in, n_unique, n_dead, n_embedded,
+                n_index, version: _write_report(out, build_report(
                     {"input": n_in, "unique": n_unique,
-                     "dead_letters": n_dead, "embedded": n_embedded},
-                    dups, exs, settings)),
+                     "dead_letters": n_dead, "embedded": n_embedded,
+                     "duplicates_of_index": n_index},
+                    dups, exs, {**settings, **(
+                        {"index_version": version[0]} if version else {})})),
                 dups=beam.pvalue.AsList(summaries),
                 exs=beam.pvalue.AsList(examples),
                 n_in=count((read.output, read.dead_letters)
                            | "AllIn" >> beam.Flatten(), "CountIn"),
                 n_unique=count(result.unique, "CountUnique"),
                 n_dead=count(dead, "CountDead"),
-                n_embedded=beam.pvalue.AsSingleton(result.embedded)))
+                n_embedded=beam.pvalue.AsSingleton(result.embedded),
+                n_index=count(against_index, "CountOfIndex"),
+                version=beam.pvalue.AsList(
+                    version if version is not None else
+                    pipeline | "NoIndex" >> beam.Create([]))))
+
+
+def _kept_text(duplicate: dict, texts: dict) -> str:
+    """The text of the record a duplicate names (an index keeps no text)."""
+    if DUPLICATE_OF_RUN in duplicate:
+        return (f"(record {duplicate[DUPLICATE_OF]!r} kept by run "
+                f"{duplicate[DUPLICATE_OF_RUN]}, in the index)")
+    return texts.get(duplicate[DUPLICATE_OF], "")
 
 
 def _settings(config: DedupConfig, handler) -> dict:

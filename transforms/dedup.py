@@ -17,6 +17,11 @@ Records keep flowing in parallel; only the id -> group map is broadcast.
 Ids must be unique within a job (`ParseRecords` derives them from content
 when absent); `UniqueIds` turns records that reuse an id for another text
 into dead letters.
+
+Against a dedup index (`against=`, the `IndexEntry`s earlier runs kept):
+index entries join the groups through the same keys (exact keys, band
+keys; never compared with each other), and a group holding one is kept by
+it: its records of this run are all duplicates, with `duplicate_of_run`.
 """
 
 from __future__ import annotations
@@ -28,14 +33,18 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from embgemma_keras.config import MinHashConfig
+from embgemma_keras.dedup_index import IndexEntry
+from embgemma_keras.grouping import THIS_RUN
 from embgemma_keras.grouping import connected_components
 from embgemma_keras.grouping import exact_key
+from embgemma_keras.grouping import node
 from embgemma_keras.grouping import representative_order
 from embgemma_keras.minhash import MinHasher
 from embgemma_keras.minhash import estimated_jaccard
 from embgemma_keras.minhash import normalize
 from embgemma_keras.schema import DEAD_LETTERS
 from embgemma_keras.schema import DUPLICATE_OF
+from embgemma_keras.schema import DUPLICATE_OF_RUN
 from embgemma_keras.schema import ID
 from embgemma_keras.schema import KIND
 from embgemma_keras.schema import SIMILARITY
@@ -56,14 +65,26 @@ class Deduplicated(typing.NamedTuple):
 
 
 def split_group(members, kind: DuplicateKind, similarity):
-    """Yields the kept record, then the others tagged as its duplicates."""
-    members = sorted(members, key=representative_order)
-    keep = members[0]
-    yield keep
-    for record in members[1:]:
+    """Yields the kept record, then the others tagged as its duplicates.
+
+    An `IndexEntry` among `members` (kept by an earlier run: the earliest)
+    keeps the group, and is not yielded: it is not a record of this run.
+    """
+    earlier = sorted((m for m in members if isinstance(m, IndexEntry)),
+                     key=lambda entry: entry.node)
+    records = sorted((m for m in members if not isinstance(m, IndexEntry)),
+                     key=representative_order)
+    if earlier:
+        keep, of = earlier[0], {DUPLICATE_OF: earlier[0].id,
+                                DUPLICATE_OF_RUN: earlier[0].run}
+    else:
+        keep, records = records[0], records[1:]
+        of = {DUPLICATE_OF: keep[ID]}
+        yield keep
+    for record in records:
         yield beam.pvalue.TaggedOutput(DUPLICATES, {
-            **record, DUPLICATE_OF: keep[ID],
-            SIMILARITY: similarity(keep, record), KIND: kind.value})
+            **record, **of, SIMILARITY: similarity(keep, record),
+            KIND: kind.value})
 
 
 class UniqueIds(beam.PTransform):
@@ -100,21 +121,28 @@ class ExactDuplicates(beam.PTransform):
     """Groups records whose normalised texts are identical.
 
     Normalisation (each step configurable): Unicode NFKC, case folding,
-    whitespace runs collapsed to one space and trimmed.
+    whitespace runs collapsed to one space and trimmed. `against`: index
+    entries whose exact keys were made with the same normalisation.
     """
 
     def __init__(self, nfkc: bool = True, casefold: bool = True,
-                 collapse_whitespace: bool = True):
+                 collapse_whitespace: bool = True,
+                 against: beam.PCollection | None = None):
         super().__init__()
         self._normalize = dict(nfkc=nfkc, casefold=casefold,
                                collapse_whitespace=collapse_whitespace)
+        self._against = against
 
     def expand(self, records):
         options = self._normalize
+        keyed = records | "KeyByText" >> beam.Map(
+            lambda r: (exact_key(r[TEXT], **options), r))
+        if self._against is not None:
+            keyed = (keyed, self._against | "KeyIndex" >> beam.Map(
+                lambda entry: (entry.exact_key, entry))
+                     ) | "WithIndex" >> beam.Flatten()
         split = (
-            records
-            | "KeyByText" >> beam.Map(lambda r: (exact_key(r[TEXT], **options),
-                                                 r))
+            keyed
             | "Group" >> beam.GroupByKey()
             | "Split" >> beam.FlatMapTuple(
                 lambda _, members: split_group(members, DuplicateKind.EXACT,
@@ -132,24 +160,32 @@ class LexicalDuplicates(beam.PTransform):
         max_bucket: a bucket with more records than this (boilerplate shared
             by thousands of texts) is compared as a star around its first
             member instead of all pairs, bounding the work at O(n).
+        against: index entries made with the same MinHash settings.
     """
 
     def __init__(self, config: MinHashConfig = MinHashConfig(),
-                 max_bucket: int = 200):
+                 max_bucket: int = 200,
+                 against: beam.PCollection | None = None):
         super().__init__()
         self._hasher = MinHasher(config)
         self._threshold = config.threshold
         self._max_bucket = max_bucket
+        self._against = against
 
     def expand(self, records):
         hasher, threshold = self._hasher, self._threshold
         max_bucket = self._max_bucket
+        keyed = (records
+                 # Signatures and band keys a batch at a time: vectorised.
+                 | "Batch" >> beam.BatchElements(min_batch_size=64,
+                                                 max_batch_size=256)
+                 | "BandKeys" >> beam.FlatMap(_keyed_by_band, hasher))
+        if self._against is not None:
+            keyed = (keyed, self._against | "IndexBandKeys" >> beam.FlatMap(
+                _index_band_keys).with_output_types(typing.Any)
+                     ) | "WithIndex" >> beam.Flatten()
         edges = (
-            records
-            # Signatures and band keys a batch at a time: vectorised MinHash.
-            | "Batch" >> beam.BatchElements(min_batch_size=64,
-                                            max_batch_size=256)
-            | "BandKeys" >> beam.FlatMap(_keyed_by_band, hasher)
+            keyed
             | "Bucket" >> beam.GroupByKey()
             | "Candidates" >> beam.FlatMapTuple(
                 lambda _, members: _candidate_pairs(list(members),
@@ -160,26 +196,42 @@ class LexicalDuplicates(beam.PTransform):
             | "Edge" >> beam.Map(lambda pair: tuple(sorted(
                 (pair[0][0], pair[1][0]))))
             | "DistinctEdges" >> beam.Distinct())
-        return split_by_edges(records, edges, DuplicateKind.LEXICAL,
-                              lambda a, b: estimated_jaccard(
-                                  hasher.signature(normalize(a[TEXT])),
-                                  hasher.signature(normalize(b[TEXT]))))
+
+        def signature(member):
+            if isinstance(member, IndexEntry):
+                return member.signature
+            return hasher.signature(normalize(member[TEXT]))
+
+        return split_by_edges(
+            records, edges, DuplicateKind.LEXICAL,
+            lambda a, b: estimated_jaccard(signature(a), signature(b)),
+            self._against)
 
 
-def split_by_edges(records, edges, kind: DuplicateKind,
-                   similarity) -> Deduplicated:
-    """Groups records along `(id, id)` edges, transitively; keeps one each.
+def split_by_edges(records, edges, kind: DuplicateKind, similarity,
+                   against=None) -> Deduplicated:
+    """Groups records along `(node, node)` edges (`grouping.node`),
+    transitively; keeps one each (an index entry, if the group has one).
 
     Call inside a composite's `expand` (its labels are local to it).
     `similarity(kept, duplicate)` fills each duplicate's `similarity`.
     """
-    groups = (edges | "Edges" >> beam.combiners.ToList()
-              | "Components" >> beam.FlatMap(connected_components))
+    groups = beam.pvalue.AsDict(
+        edges | "Edges" >> beam.combiners.ToList()
+        | "Components" >> beam.FlatMap(connected_components))
+    keyed = records | "KeyByGroup" >> beam.Map(
+        lambda r, group_of: (group_of.get(node(r), node(r)), r),
+        group_of=groups)
+    if against is not None:
+        # A fusion break: the index's other consumers make `groups`, so a
+        # runner fusing this step with them would wait on itself.
+        keyed = (keyed, against | "Apart" >> beam.Reshuffle()
+                 | "IndexInGroups" >> beam.FlatMap(
+            lambda e, group_of: ([(group_of[e.node], e)]
+                                 if e.node in group_of else []),
+            group_of=groups)) | "GroupsWithIndex" >> beam.Flatten()
     split = (
-        records
-        | "KeyByGroup" >> beam.Map(
-            lambda r, group_of: (group_of.get(r[ID], r[ID]), r),
-            group_of=beam.pvalue.AsDict(groups))
+        keyed
         | "Group" >> beam.GroupByKey()
         | "Split" >> beam.FlatMapTuple(
             lambda _, members: split_group(members, kind, similarity))
@@ -188,17 +240,28 @@ def split_by_edges(records, edges, kind: DuplicateKind,
 
 
 def _keyed_by_band(batch, hasher):
-    """`((band, hash), (id, signature))` for every band of every record."""
+    """`((band, hash), (node, signature))` for every band of every record."""
     signatures = hasher.signatures([normalize(r[TEXT]) for r in batch])
     hashes = hasher.band_hashes(signatures).tolist()
     for record, signature, row in zip(batch, signatures, hashes):
         for band, key in enumerate(row):
-            yield (band, key), (record[ID], signature)
+            yield (band, key), (node(record), signature)
+
+
+def _index_band_keys(entry):
+    """`_keyed_by_band` for an index entry, from its stored band hashes."""
+    for band, key in enumerate(entry.bands.tolist()):
+        yield (band, key), (entry.node, entry.signature)
 
 
 def _candidate_pairs(members, max_bucket):
+    """Pairs to verify in one LSH bucket: this run's records with each
+    other and with the index's entries, never two index entries."""
+    new = [m for m in members if m[0][0] == THIS_RUN]
+    old = [m for m in members if m[0][0] != THIS_RUN]
     if len(members) <= max_bucket:
-        return itertools.combinations(members, 2)
+        return itertools.chain(itertools.combinations(new, 2),
+                               itertools.product(new, old))
     Metrics.counter("LexicalDuplicates", "star_buckets").inc()
-    members.sort(key=lambda item: item[0])
-    return ((members[0], other) for other in members[1:])
+    new.sort(key=lambda item: item[0])
+    return ((new[0], other) for other in new[1:] + old) if new else ()

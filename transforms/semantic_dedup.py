@@ -3,7 +3,7 @@
 Records are bucketed by k-means on their sentence-similarity embeddings
 (centroids fitted on a fixed sample, the records whose ids hash lowest, so
 the fit is one worker's work whatever the corpus size, and every run finds
-the same duplicates); within each bucket every pair with cosine >=
+the same duplicates; or a dedup index's kept centroids); within each bucket every pair with cosine >=
 `threshold` is an edge; edges are made transitive with the same connected
 components as the lexical detector, and the same representative rule
 applies. Two paraphrases in different buckets are missed: more clusters is
@@ -13,12 +13,17 @@ faster and misses more.
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 import apache_beam as beam
 import numpy as np
 
 from embgemma_keras.centroids import kmeans
 from embgemma_keras.config import SemanticDedupConfig
+from embgemma_keras.dedup_index import IndexEntry
+from embgemma_keras.grouping import THIS_RUN
+from embgemma_keras.grouping import edges_between
+from embgemma_keras.grouping import node
 from embgemma_keras.grouping import within_bucket_edges
 from embgemma_keras.schema import EMBEDDINGS
 from embgemma_keras.schema import ID
@@ -30,6 +35,34 @@ from transforms.dedup import split_by_edges
 
 def _id_rank(record_id: str) -> bytes:
     return hashlib.sha256(record_id.encode("utf-8")).digest()
+
+
+class FitBuckets(beam.PTransform):
+    """`(node, vector)` pairs -> the k-means centroids (one element).
+
+    Fitted on the records whose ids hash lowest: a sample that is the same
+    on every run, so the buckets, and the duplicates found, are too.
+    """
+
+    def __init__(self, config: SemanticDedupConfig = SemanticDedupConfig()):
+        super().__init__()
+        self._config = config
+
+    def expand(self, keyed):
+        config = self._config
+        return (keyed
+                | "Sample" >> beam.combiners.Top.Of(
+                    config.sample_size, key=lambda item: _id_rank(item[0][1]),
+                    reverse=True)
+                | "Fit" >> beam.Map(lambda sample: kmeans(
+                    [vector for _, vector in sample], config.clusters)[0]))
+
+
+def similarity_vector(member) -> np.ndarray:
+    """A record's sentence-similarity vector, or an index entry's."""
+    if isinstance(member, IndexEntry):
+        return member.vector
+    return np.asarray(member[EMBEDDINGS][Vector.SIMILARITY], np.float32)
 
 
 class SemanticDuplicates(beam.PTransform):
@@ -47,36 +80,53 @@ class SemanticDuplicates(beam.PTransform):
             choice, see `SemanticDedupConfig`), the k-means buckets
             (SemDeDup uses 100-1,000 on large corpora; capped by the
             sample) and the sample they are fitted on.
+        centroids: a one-element PCollection of centroids to bucket with
+            (a dedup index's); fitted with `FitBuckets` when None.
+        against: index entries (their stored buckets and vectors), made
+            with the same model, prompt and dim.
     """
 
-    def __init__(self, config: SemanticDedupConfig = SemanticDedupConfig()):
+    def __init__(self, config: SemanticDedupConfig = SemanticDedupConfig(),
+                 centroids: beam.PCollection | None = None,
+                 against: beam.PCollection | None = None):
         super().__init__()
         self._config = config
+        self._centroids = centroids
+        self._against = against
 
     def expand(self, records) -> Deduplicated:
         config = self._config
-        keyed = records | "Vector" >> beam.Map(lambda r: (
-            r[ID], np.asarray(r[EMBEDDINGS][Vector.SIMILARITY], np.float32)))
-        centroids = (
-            keyed
-            # The records whose ids hash lowest: a sample that is the same on
-            # every run, so the buckets, and the duplicates found, are too.
-            | "Sample" >> beam.combiners.Top.Of(
-                config.sample_size, key=lambda item: _id_rank(item[0]),
-                reverse=True)
-            | "Fit" >> beam.Map(lambda sample: kmeans(
-                [vector for _, vector in sample], config.clusters)[0]))
+        keyed = records | "Vector" >> beam.Map(
+            lambda r: (node(r), similarity_vector(r)))
+        centroids = self._centroids
+        if centroids is None:
+            centroids = keyed | "FitBuckets" >> FitBuckets(config)
+        bucketed = keyed | "Bucket" >> beam.Map(
+            lambda item, c: (int(np.argmax(c @ item[1])), item),
+            c=beam.pvalue.AsSingleton(centroids))
+        if self._against is not None:
+            bucketed = (bucketed, self._against | "IndexBuckets" >> beam.Map(
+                lambda e: (e.bucket, (e.node, e.vector)))
+                        ) | "WithIndex" >> beam.Flatten()
         edges = (
-            keyed
-            | "Bucket" >> beam.Map(
-                lambda item, c: (int(np.argmax(c @ item[1])), item),
-                c=beam.pvalue.AsSingleton(centroids))
+            bucketed
             | "GroupBuckets" >> beam.GroupByKey()
             | "Pairs" >> beam.FlatMapTuple(
-                lambda _, members: within_bucket_edges(list(members),
-                                                       config.threshold)))
+                lambda _, members: _bucket_edges(list(members),
+                                                 config.threshold)))
         return split_by_edges(
-            records, edges | "IdPairs" >> beam.Map(lambda e: (e[0], e[1])),
-            DuplicateKind.SEMANTIC, lambda a, b: float(np.dot(
-                a[EMBEDDINGS][Vector.SIMILARITY],
-                b[EMBEDDINGS][Vector.SIMILARITY])))
+            records, edges, DuplicateKind.SEMANTIC,
+            lambda a, b: float(np.dot(similarity_vector(a),
+                                      similarity_vector(b))),
+            self._against)
+
+
+def _bucket_edges(members, threshold):
+    """`(node, node)` pairs at or above `threshold` in one bucket: this
+    run's records with each other and with the index's entries."""
+    new = [m for m in members if m[0][0] == THIS_RUN]
+    old = [m for m in members if m[0][0] != THIS_RUN]
+    for a, b, _ in itertools.chain(within_bucket_edges(new, threshold)
+                                   if new else (),
+                                   edges_between(new, old, threshold)):
+        yield a, b

@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+
+from embgemma_keras.artifacts import ModelIdentity
+from embgemma_keras.config import DedupConfig
+from embgemma_keras.config import MinHashConfig
+from embgemma_keras.dedup_index import FileSum
+from embgemma_keras.dedup_index import IndexMismatchError
+from embgemma_keras.dedup_index import IndexSettings
+from embgemma_keras.dedup_index import Manifest
+from embgemma_keras.dedup_index import index_entries
+from embgemma_keras.dedup_index import next_manifest
+from embgemma_keras.dedup_index import segment_bytes
+from embgemma_keras.dedup_index import segment_entries
+from embgemma_keras.minhash import MinHasher
+
+RECORDS = [{"id": "a", "text": "The cat sat on the mat."},
+           {"id": "b", "text": "An unrelated line about planets."}]
+
+
+@pytest.mark.parametrize("semantic", [False, True])
+def test_entries_survive_a_parquet_round_trip(semantic):
+    config = DedupConfig(semantic=semantic)
+    dim = 8 if semantic else None
+    settings = IndexSettings.of(config, ModelIdentity("m", "f"), dim)
+    centroids = None
+    records = RECORDS
+    if semantic:
+        rng = np.random.default_rng(0)
+        vectors = rng.normal(size=(2, dim)).astype(np.float32)
+        records = [{**r, "embeddings": {"similarity": v}}
+                   for r, v in zip(RECORDS, vectors)]
+        centroids = np.eye(2, dim, dtype=np.float32)
+    entries = index_entries(records, "run1", MinHasher(config.lexical),
+                            config.case_fold, centroids)
+    back = list(segment_entries(segment_bytes(entries, settings)))
+    assert len(back) == 2
+    for entry, read in zip(entries, back):
+        assert (read.id, read.run, read.exact_key, read.bucket) == (
+            entry.id, entry.run, entry.exact_key, entry.bucket)
+        np.testing.assert_array_equal(read.bands, entry.bands)
+        np.testing.assert_array_equal(read.signature, entry.signature)
+        if semantic:
+            np.testing.assert_array_equal(read.vector, entry.vector)
+        else:
+            assert read.vector is None and read.bucket == -1
+
+
+def test_versions_chain_and_keep_the_first_centroids():
+    settings = IndexSettings.of(DedupConfig(semantic=False))
+    first = next_manifest(None, settings, "r1", 2,
+                          [FileSum.of("segments/r1/x.parquet", b"12", 2)],
+                          FileSum.of("centroids/r1.npz", b"c"))
+    second = next_manifest(first, settings, "r2", 1,
+                           [FileSum.of("segments/r2/y.parquet", b"3", 1)],
+                           FileSum.of("centroids/r2.npz", b"d"))
+    assert first.version == "v000001-r1" and first.parent is None
+    assert second.version == "v000002-r2" and second.parent == first.version
+    assert second.entries == 3 and second.centroids == first.centroids
+    assert Manifest.from_json(second.to_json(), "m") == second
+
+
+def test_a_file_that_does_not_match_its_checksum_is_refused():
+    stored = FileSum.of("segments/r1/x.parquet", b"content")
+    assert stored.check(b"content", "ix") == b"content"
+    with pytest.raises(IndexMismatchError, match="does not match"):
+        stored.check(b"c0ntent", "ix")
+
+
+def test_another_format_version_is_refused():
+    manifest = next_manifest(None, IndexSettings.of(DedupConfig()), "r", 0,
+                             [], None)
+    text = manifest.to_json().replace('"format_version": 1',
+                                      '"format_version": 2')
+    with pytest.raises(IndexMismatchError, match="format"):
+        Manifest.from_json(text, "m")
+
+
+def test_settings_mismatches_name_each_difference():
+    ours = IndexSettings.of(DedupConfig(lexical=MinHashConfig(
+        shingles="word:3")), ModelIdentity("m", "new"), 256)
+    theirs = IndexSettings.of(DedupConfig(), ModelIdentity("m", "old"), 768)
+    assert ours.mismatches(theirs) == [
+        "shingles: the index has 'char:5', this run 'word:3'",
+        "model: the index has 'old', this run 'new'",
+        "dim: the index has 768, this run 256"]
+    assert ours.mismatches(ours) == []

@@ -1,0 +1,244 @@
+"""dedup_corpus --index: dedup against what earlier runs kept."""
+
+import collections
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from embgemma_keras.dedup_index import CURRENT
+from embgemma_keras.dedup_index import Manifest
+from pipelines import dedup_corpus
+from tests.helpers import read_outputs
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CORPUS = ROOT / "examples" / "corpus.jsonl"
+
+
+def _parts(tmp_path, lines, n=3):
+    """`lines` cut into `n` consecutive files."""
+    size = -(-len(lines) // n)
+    paths = []
+    for i in range(n):
+        path = tmp_path / f"part{i}.jsonl"
+        path.write_bytes(b"".join(lines[i * size:(i + 1) * size]))
+        paths.append(path)
+    return paths
+
+
+def _dedup(source, out, *flags):
+    dedup_corpus.main(["--input", str(source), "--output", str(out), *flags])
+    return out
+
+
+def _groups(*outs):
+    """Records grouped by the record their `duplicate_of` chain ends at,
+    and the number of duplicates of each kind."""
+    original, ids = {}, set()
+    for out in outs:
+        ids |= {r["id"] for r in read_outputs(out, "unique")}
+        for r in read_outputs(out, "duplicates"):
+            ids.add(r["id"])
+            original[r["id"]] = (r["duplicate_of"], r["kind"])
+
+    def root(record_id):
+        while record_id in original:
+            record_id = original[record_id][0]
+        return record_id
+
+    groups = collections.defaultdict(set)
+    for record_id in ids:
+        groups[root(record_id)].add(record_id)
+    kinds = collections.Counter(kind for _, kind in original.values())
+    return {frozenset(group) for group in groups.values()}, kinds
+
+
+def _manifest(index) -> Manifest:
+    version = (index / CURRENT).read_text()
+    path = index / "versions" / f"{version}.json"
+    return Manifest.from_json(path.read_text(), str(path))
+
+
+def test_three_parts_one_after_another_match_one_run_over_their_union(
+        tmp_path):
+    lines = CORPUS.read_bytes().splitlines(keepends=True)
+    index = tmp_path / "index"
+    outs = [_dedup(part, tmp_path / f"out{i}", "--no_semantic",
+                   "--index", str(index), "--run_id", f"run{i}")
+            for i, part in enumerate(_parts(tmp_path, lines))]
+    union = _dedup(CORPUS, tmp_path / "union", "--no_semantic")
+
+    groups, kinds = _groups(*outs)
+    assert (groups, kinds) == _groups(union)
+    assert kinds["exact"] and kinds["lexical"]
+    # Every record lands once; duplicates of earlier parts name their run.
+    assert sum(len(read_outputs(out, kind)) for out in outs
+               for kind in ("unique", "duplicates")) == len(lines)
+    earlier = [r for r in read_outputs(outs[2], "duplicates")
+               if "duplicate_of_run" in r]
+    assert earlier
+    kept_by = {r["id"]: f"run{i}" for i, out in enumerate(outs)
+               for r in read_outputs(out, "unique")}
+    for record in earlier:
+        assert kept_by[record["duplicate_of"]] == record["duplicate_of_run"]
+    report = json.loads((outs[2] / "report.json").read_text())["counts"]
+    assert report["duplicates_of_index"] == len(earlier)
+    assert (report["duplicates_within_run"]
+            == report["duplicates"] - len(earlier))
+    assert (f"{len(earlier)} duplicates of records earlier runs kept"
+            in (outs[2] / "report.html").read_text())
+    # The index holds exactly the records kept, each from its run.
+    manifest = _manifest(index)
+    assert manifest.entries == len(kept_by)
+    assert [run.run for run in manifest.runs] == ["run0", "run1", "run2"]
+
+
+def test_semantic_duplicates_of_the_index_use_its_kept_centroids(
+        tmp_path, tiny_preset, tiny_model):
+    texts = {"a": "hello world", "b": "hello world!",
+             "c": "a very different text here"}
+    vectors = dict(zip(texts, tiny_model.encode(list(texts.values()),
+                                                task="sentence_similarity")))
+    close = float(vectors["a"] @ vectors["b"])
+    flags = ["--model", tiny_preset, "--semantic_threshold",
+             str(close - 0.005), "--lexical_threshold", "1.01",
+             "--clusters", "1"]
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_text(json.dumps({"id": "a", "text": texts["a"]}) + "\n")
+    second.write_text("".join(json.dumps({"id": i, "text": texts[i]}) + "\n"
+                              for i in ("b", "c")))
+    index = tmp_path / "index"
+    _dedup(first, tmp_path / "out1", *flags, "--index", str(index),
+           "--run_id", "first")
+    centroids = _manifest(index).centroids
+    out = _dedup(second, tmp_path / "out2", *flags, "--index", str(index),
+                 "--run_id", "second")
+
+    dups = read_outputs(out, "duplicates")
+    assert [(r["id"], r["kind"], r["duplicate_of"], r["duplicate_of_run"])
+            for r in dups] == [("b", "semantic", "a", "first")]
+    assert dups[0]["similarity"] == pytest.approx(close, abs=1e-4)
+    assert _manifest(index).centroids == centroids  # kept, not re-fitted
+    assert _manifest(index).entries == 2  # "a" and "c"
+    union = tmp_path / "union.jsonl"
+    union.write_text(first.read_text() + second.read_text())
+    assert _groups(_dedup(union, tmp_path / "union", *flags)) == _groups(
+        tmp_path / "out1", out)
+
+
+def test_a_killed_run_leaves_the_index_at_its_last_version(tmp_path):
+    first, second, _ = _parts(
+        tmp_path, CORPUS.read_bytes().splitlines(keepends=True))
+    index = tmp_path / "index"
+    _dedup(first, tmp_path / "out1", "--no_semantic", "--index", str(index))
+    before = (index / CURRENT).read_text()
+
+    out = tmp_path / "out2"
+    job = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.dedup_corpus", "--input",
+         str(second), "--output", str(out), "--no_semantic",
+         "--index", str(index)], cwd=ROOT, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Killed while its outputs are being written: the index version is
+    # committed only after them.
+    deadline = time.monotonic() + 120
+    while not any(out.glob("*")) and job.poll() is None:
+        assert time.monotonic() < deadline, "the run never wrote"
+        time.sleep(0.01)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    assert job.returncode == -signal.SIGKILL
+    assert (index / CURRENT).read_text() == before
+
+    _dedup(second, tmp_path / "out2-again", "--no_semantic",
+           "--index", str(index))
+    manifest = _manifest(index)
+    assert manifest.parent == before and len(manifest.runs) == 2
+
+
+def test_a_run_failing_after_its_segments_leaves_them_unread(
+        tmp_path, monkeypatch):
+    first, second, _ = _parts(
+        tmp_path, CORPUS.read_bytes().splitlines(keepends=True))
+    index = tmp_path / "index"
+    _dedup(first, tmp_path / "out1", "--no_semantic", "--index", str(index))
+    before = _manifest(index)
+
+    import transforms.dedup_index
+
+    def die(*args, **kwargs):
+        raise RuntimeError("killed before the manifest")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(transforms.dedup_index, "next_manifest", die)
+        with pytest.raises(Exception, match="killed before the manifest"):
+            _dedup(second, tmp_path / "out2", "--no_semantic",
+                   "--index", str(index))
+    written = sum(1 for _ in (index / "segments").rglob("*.parquet"))
+    assert written > len(before.segments)  # the failed run's, orphaned
+    assert _manifest(index) == before
+
+    out = _dedup(second, tmp_path / "out3", "--no_semantic", "--index",
+                 str(index))
+    after = _manifest(index)
+    assert after.parent == before.version
+    assert after.entries == before.entries + len(read_outputs(out, "unique"))
+
+
+def test_read_only_dedups_without_adding(tmp_path):
+    first, second, _ = _parts(
+        tmp_path, CORPUS.read_bytes().splitlines(keepends=True))
+    index = tmp_path / "index"
+    _dedup(first, tmp_path / "out1", "--no_semantic", "--index", str(index))
+    before = (index / CURRENT).read_text()
+    out = _dedup(second, tmp_path / "out2", "--no_semantic", "--index",
+                 str(index), "--index_read_only")
+    assert any("duplicate_of_run" in r
+               for r in read_outputs(out, "duplicates"))
+    assert (index / CURRENT).read_text() == before
+    assert len(list((index / "versions").iterdir())) == 1
+
+
+@pytest.mark.parametrize("flags, reason", [
+    (["--no_semantic", "--bands", "32", "--rows", "4"],
+     "bands: the index has 16, this run 32"),
+    (["--no_semantic", "--no_case_fold"],
+     "case_fold: the index has True, this run False"),
+    (["--model", "TINY"], "semantic: the index has False, this run True"),
+])
+def test_an_index_made_with_other_settings_is_refused(tmp_path, tiny_preset,
+                                                      flags, reason):
+    first, second, _ = _parts(
+        tmp_path, CORPUS.read_bytes().splitlines(keepends=True))
+    index = tmp_path / "index"
+    _dedup(first, tmp_path / "out1", "--no_semantic", "--index", str(index))
+    flags = [tiny_preset if flag == "TINY" else flag for flag in flags]
+    with pytest.raises(SystemExit) as refused:
+        _dedup(second, tmp_path / "out2", *flags, "--index", str(index))
+    assert reason in str(refused.value)
+    assert not (tmp_path / "out2").exists()  # refused before the job ran
+
+
+def test_a_missing_index_is_refused_read_only(tmp_path):
+    with pytest.raises(SystemExit, match="no index at"):
+        _dedup(CORPUS, tmp_path / "out", "--no_semantic",
+               "--index", str(tmp_path / "nowhere"), "--index_read_only")
+
+
+def test_a_corrupted_segment_fails_the_run_with_the_reason(tmp_path):
+    first, second, _ = _parts(
+        tmp_path, CORPUS.read_bytes().splitlines(keepends=True))
+    index = tmp_path / "index"
+    _dedup(first, tmp_path / "out1", "--no_semantic", "--index", str(index))
+    segment = next((index / "segments").rglob("*.parquet"))
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    with pytest.raises(SystemExit, match="does not match its checksum"):
+        _dedup(second, tmp_path / "out2", "--no_semantic",
+               "--index", str(index))
