@@ -58,6 +58,16 @@ def _groups(*outs):
     return {frozenset(group) for group in groups.values()}, kinds
 
 
+def _first_part_indexed(tmp_path):
+    """The sample corpus's first third deduplicated into a new index;
+    returns the second third and the index."""
+    first, second, _ = _parts(
+        tmp_path, CORPUS.read_bytes().splitlines(keepends=True))
+    index = tmp_path / "index"
+    _dedup(first, tmp_path / "out1", "--no_semantic", "--index", str(index))
+    return second, index
+
+
 def _manifest(index) -> Manifest:
     version = (index / CURRENT).read_text()
     path = index / "versions" / f"{version}.json"
@@ -132,10 +142,7 @@ def test_semantic_duplicates_of_the_index_use_its_kept_centroids(
 
 
 def test_a_killed_run_leaves_the_index_at_its_last_version(tmp_path):
-    first, second, _ = _parts(
-        tmp_path, CORPUS.read_bytes().splitlines(keepends=True))
-    index = tmp_path / "index"
-    _dedup(first, tmp_path / "out1", "--no_semantic", "--index", str(index))
+    second, index = _first_part_indexed(tmp_path)
     before = (index / CURRENT).read_text()
 
     out = tmp_path / "out2"
@@ -163,10 +170,7 @@ def test_a_killed_run_leaves_the_index_at_its_last_version(tmp_path):
 
 def test_a_run_failing_after_its_segments_leaves_them_unread(
         tmp_path, monkeypatch):
-    first, second, _ = _parts(
-        tmp_path, CORPUS.read_bytes().splitlines(keepends=True))
-    index = tmp_path / "index"
-    _dedup(first, tmp_path / "out1", "--no_semantic", "--index", str(index))
+    second, index = _first_part_indexed(tmp_path)
     before = _manifest(index)
 
     import transforms.dedup_index
@@ -191,10 +195,7 @@ def test_a_run_failing_after_its_segments_leaves_them_unread(
 
 
 def test_read_only_dedups_without_adding(tmp_path):
-    first, second, _ = _parts(
-        tmp_path, CORPUS.read_bytes().splitlines(keepends=True))
-    index = tmp_path / "index"
-    _dedup(first, tmp_path / "out1", "--no_semantic", "--index", str(index))
+    second, index = _first_part_indexed(tmp_path)
     before = (index / CURRENT).read_text()
     out = _dedup(second, tmp_path / "out2", "--no_semantic", "--index",
                  str(index), "--index_read_only")
@@ -213,10 +214,7 @@ def test_read_only_dedups_without_adding(tmp_path):
 ])
 def test_an_index_made_with_other_settings_is_refused(tmp_path, tiny_preset,
                                                       flags, reason):
-    first, second, _ = _parts(
-        tmp_path, CORPUS.read_bytes().splitlines(keepends=True))
-    index = tmp_path / "index"
-    _dedup(first, tmp_path / "out1", "--no_semantic", "--index", str(index))
+    second, index = _first_part_indexed(tmp_path)
     flags = [tiny_preset if flag == "TINY" else flag for flag in flags]
     with pytest.raises(SystemExit) as refused:
         _dedup(second, tmp_path / "out2", *flags, "--index", str(index))
@@ -231,10 +229,7 @@ def test_a_missing_index_is_refused_read_only(tmp_path):
 
 
 def test_a_corrupted_segment_fails_the_run_with_the_reason(tmp_path):
-    first, second, _ = _parts(
-        tmp_path, CORPUS.read_bytes().splitlines(keepends=True))
-    index = tmp_path / "index"
-    _dedup(first, tmp_path / "out1", "--no_semantic", "--index", str(index))
+    second, index = _first_part_indexed(tmp_path)
     segment = next((index / "segments").rglob("*.parquet"))
     data = bytearray(segment.read_bytes())
     data[len(data) // 2] ^= 0xFF
