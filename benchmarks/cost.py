@@ -22,6 +22,7 @@ worker type fits when its memory holds the measured peak RSS plus
 workers too). GPU workers were not measured and are marked so.
 """
 
+import argparse
 import json
 import pathlib
 import sys
@@ -86,8 +87,12 @@ def table(results, line_bytes):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    paths = [pathlib.Path(p) for p in argv] or sorted(
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("results", nargs="*", type=pathlib.Path,
+                        help="throughput-*.json files from "
+                             "stream_throughput.py (default: all in "
+                             "benchmarks/results)")
+    paths = parser.parse_args(argv).results or sorted(
         (pathlib.Path(__file__).parent / "results").glob("throughput-*.json"))
     if not paths:
         sys.exit("no measurements: run benchmarks/stream_throughput.py first")
@@ -108,7 +113,7 @@ def main(argv=None):
             cells = " ".join(f"{'-' if c is None else f'{c:.2f}':>14}"
                              for c in costs)
             print(f"{name:26} {job:28} {per_vcpu:10.1f} {peak:7.2f} {cells}")
-    print(f"{'GPU workers':26} {'(not measured: no GPU here)':28}")
+    print(f"{'GPU workers':26} {'(not measured: no GPU run of the jobs)':28}")
 
 
 if __name__ == "__main__":
