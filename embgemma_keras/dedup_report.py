@@ -15,8 +15,9 @@ def build_report(counts: dict, duplicates: list, examples: list,
     """Assembles report.json from the job's gathered outputs.
 
     Args:
-        counts: {"input", "unique", "dead_letters", "embedded",
-            "duplicates_of_index"}; "duplicates_within_run" is derived.
+        counts: {"input", "unique", "dead_letters", "embedded"}, and
+            "duplicates_of_index" when a dedup index was used (then
+            "duplicates_within_run" is derived).
         duplicates: [(kind, similarity, duplicate_of)] for every duplicate.
         examples: [(kind, similarity, duplicate_text, kept_text)].
         settings: the thresholds and parameters used.
@@ -31,12 +32,14 @@ def build_report(counts: dict, duplicates: list, examples: list,
         edges = np.linspace(min(low, 1.0) - 1e-9, 1.0 + 1e-9, _BINS + 1)
         histograms[kind] = {"edges": edges.round(4).tolist(),
                             "counts": np.histogram(values, edges)[0].tolist()}
+    within_run = ({"duplicates_within_run": sum(by_kind.values())
+                   - counts["duplicates_of_index"]}
+                  if "duplicates_of_index" in counts else {})
     return {
         "counts": {
             **counts,
             "duplicates": sum(by_kind.values()),
-            "duplicates_within_run": sum(by_kind.values())
-            - counts.get("duplicates_of_index", 0),
+            **within_run,
             "duplicates_by_kind": {k: by_kind.get(k, 0) for k in
                                    ("exact", "lexical", "semantic")},
             "embeddings_avoided": by_kind.get("exact", 0)

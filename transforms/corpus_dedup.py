@@ -224,7 +224,8 @@ class DeduplicateFiles(beam.PTransform):
 
     def _report(self, pipeline, read, result, dead, version):
         out, settings = self._output, self._settings
-        if self._index is not None:
+        with_index = self._index is not None
+        if with_index:
             settings = {**settings, "index": self._index.directory,
                         "run": self._run}
         duplicates = result.duplicates
@@ -258,7 +259,8 @@ class DeduplicateFiles(beam.PTransform):
                 n_index, version: _write_report(out, build_report(
                     {"input": n_in, "unique": n_unique,
                      "dead_letters": n_dead, "embedded": n_embedded,
-                     "duplicates_of_index": n_index},
+                     **({"duplicates_of_index": n_index} if with_index
+                        else {})},
                     dups, exs, {**settings, **(
                         {"index_version": version[0]} if version else {})})),
                 dups=beam.pvalue.AsList(summaries),

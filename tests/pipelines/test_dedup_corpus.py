@@ -45,6 +45,9 @@ def test_every_record_lands_once_with_its_kind(tmp_path, tiny_preset):
     assert report["counts"]["input"] == len(lines)
     assert report["counts"]["embeddings_avoided"] == 4
     assert report["counts"]["embedded"] == 2
+    # Counts against a dedup index only appear when there is one.
+    assert not {"duplicates_of_index", "duplicates_within_run"} & set(
+        report["counts"])
     assert report["group_sizes"] == {"5": 1}
     page = (out / "report.html").read_text()
     assert "<svg" in page and "threshold" in page
