@@ -1,13 +1,17 @@
-"""dedup_corpus against a dedup index of 10,000 and 100,000 records.
+"""dedup_corpus and stream_tag against a dedup index of 10,000 and 100,000
+records.
 
     python -m benchmarks.dedup_index [--model DIR] [--sizes 10000,100000]
 
 For each size N: builds an index from the first N texts (one
-`dedup_corpus --index` run), then dedups a batch of 2,000 records (1,500
-texts not in the index and 500 copies of indexed ones) once against the
-index and once on its own, and prints one table: the index's bytes per
-entry (Parquet segments, centroids, manifest), the build time, and the
-batch's time and duplicates with and without the index.
+`dedup_corpus --index` run), then runs a batch of 2,000 records (1,500
+texts not in the index and 500 copies of indexed ones) through
+`dedup_corpus` and through `stream_tag`, each once against the index and
+once on its own, and prints two tables: the index's bytes per entry
+(Parquet segments, centroids, manifest), the build time, and the batch's
+time and duplicates with and without the index; for the stream, also the
+bytes of state each index entry takes (it lives in the buckets' keyed
+state, spread over the workers, not in any one worker's memory).
 
 Texts are the real ones of ../shared/data (SMS Spam, SST-2, both MRPC
 sentences: about 72,000); past those, a text is two of them joined, so
@@ -36,6 +40,7 @@ from benchmarks.data import DATA_DIR  # noqa: E402
 from benchmarks.data import column_texts  # noqa: E402
 from embgemma_keras.tiny import make_tiny_preset  # noqa: E402
 from pipelines import dedup_corpus  # noqa: E402
+from pipelines import stream_tag  # noqa: E402
 
 SOURCES = [("sms_spam_train.tsv", ["text"]), ("sst2_train.tsv", ["text"]),
            ("mrpc_train.tsv", ["text_a", "text_b"])]
@@ -94,12 +99,48 @@ def measure(size: int, model: str, semantic: list[str],
         [*flags, "--index", str(index), "--index_read_only"])
     alone_secs, alone_counts = timed_run(source, work / f"alone{size}",
                                          flags)
+    stream_with = timed_stream(source, work / f"stream-with{size}",
+                               [*flags, "--index", str(index)])
+    stream_alone = timed_stream(source, work / f"stream-alone{size}", flags)
     return {"size": size, "entries": entries,
             "bytes_per_entry": sum(p.stat().st_size for p in files) / entries,
             "build_secs": build_secs, "with_secs": with_secs,
             "with_dups": with_counts["duplicates"],
             "of_index": with_counts["duplicates_of_index"],
-            "alone_secs": alone_secs, "alone_dups": alone_counts["duplicates"]}
+            "alone_secs": alone_secs, "alone_dups": alone_counts["duplicates"],
+            "state_per_entry": stream_state_per_entry(index),
+            "stream_with": stream_with, "stream_alone": stream_alone}
+
+
+def timed_stream(source, out, flags):
+    """stream_tag over `source`: (seconds, duplicates, of the index)."""
+    start = time.perf_counter()
+    stream_tag.main(["--input", str(source), "--output", str(out), *flags])
+    seconds = time.perf_counter() - start
+    tagged = [json.loads(line) for path in out.glob("tagged*")
+              for line in path.read_text().splitlines()]
+    return (seconds, sum("duplicate_of" in r for r in tagged),
+            sum("duplicate_of_run" in r for r in tagged))
+
+
+def stream_state_per_entry(index: pathlib.Path) -> float:
+    """Bytes of bucket state an index entry takes in stream_tag: one
+    (run, id, sketch) per band of each sketcher, through the job's coder."""
+    from embgemma_keras.config import StreamDedupConfig
+    from embgemma_keras.dedup_index import segment_entries
+    from embgemma_keras.sketches import stream_sketchers
+    from transforms.streaming_dedup import INDEXED_CODER
+
+    segment = next(index.rglob("*.parquet"))
+    entries = list(segment_entries(segment.read_bytes()))[:1000]
+    dim = len(entries[0].vector) if entries[0].vector is not None else None
+    total = 0
+    for entry in entries:
+        for sketcher in stream_sketchers(StreamDedupConfig(), dim):
+            sketch, keys = sketcher.sketch_entry(entry) or (b"", [])
+            total += len(keys) * len(INDEXED_CODER.encode(
+                (entry.run, entry.id, sketch)))
+    return total / len(entries)
 
 
 def main(argv=None):
@@ -124,6 +165,16 @@ def main(argv=None):
               f"| {r['build_secs']:.1f} | {r['with_secs']:.1f} "
               f"| {r['with_dups']} ({r['of_index']}) | {r['alone_secs']:.1f} "
               f"| {r['alone_dups']} |")
+    print("\nstream_tag over the same batch (DirectRunner, this machine)")
+    print("| index entries | state bytes/entry | with index s "
+          "| duplicates (of index) | alone s | duplicates |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        (with_secs, with_dups, of_index), (alone_secs, alone_dups, _) = (
+            r["stream_with"], r["stream_alone"])
+        print(f"| {r['entries']:,} | {r['state_per_entry']:,.0f} "
+              f"| {with_secs:.1f} | {with_dups} ({of_index}) "
+              f"| {alone_secs:.1f} | {alone_dups} |")
 
 
 if __name__ == "__main__":

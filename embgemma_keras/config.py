@@ -131,12 +131,13 @@ class DedupConfig:
 
 @dataclasses.dataclass(frozen=True)
 class IndexConfig:
-    """`dedup_corpus`: a dedup index of what earlier runs kept."""
+    """A dedup index of what earlier `dedup_corpus` runs kept (`stream_tag`
+    takes `index` alone: it reads the index and never adds to it)."""
 
     index: str | None = setting(
-        None, "Dedup index directory (local or gs://): dedup against what "
-              "earlier runs kept, then add what this run keeps as a new "
-              "version (created on first use).")
+        None, "Dedup index directory (local or gs://): flag duplicates of "
+              "what earlier dedup_corpus runs kept; dedup_corpus then adds "
+              "what it keeps as a new version (created on first use).")
     index_read_only: bool = setting(
         False, "Dedup against --index without adding to it.")
     run_id: str | None = setting(

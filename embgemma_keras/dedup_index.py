@@ -39,6 +39,7 @@ import numpy as np
 
 from embgemma_keras.artifacts import ModelIdentity
 from embgemma_keras.config import DedupConfig
+from embgemma_keras.config import MinHashConfig
 from embgemma_keras.grouping import exact_key
 from embgemma_keras.minhash import normalize
 from embgemma_keras.schema import EMBEDDINGS
@@ -93,12 +94,32 @@ class IndexSettings:
 
     def mismatches(self, index: "IndexSettings") -> list[str]:
         """Why entries made with `index` cannot be compared with this run's."""
-        return [f"{name}: the index has {theirs!r}, this run {ours!r}"
-                for name, ours, theirs in (
-                    (field.name, getattr(self, field.name),
-                     getattr(index, field.name))
-                    for field in dataclasses.fields(self))
-                if ours != theirs]
+        return _differences(index, {field.name: getattr(self, field.name)
+                                    for field in dataclasses.fields(self)},
+                            "this run")
+
+
+def stream_mismatches(index: IndexSettings, lexical: MinHashConfig,
+                      identity: ModelIdentity | None,
+                      dim: int | None) -> list[str]:
+    """Why a stream cannot look its records up in an index made with `index`.
+
+    Its MinHash signatures must be computed alike (it re-bands the kept
+    signatures, so its bands and rows may differ), and where the index
+    kept vectors, its similarity vectors must come from the same model,
+    dim and prompt.
+    """
+    ours = {"shingles": lexical.shingles, "num_perm": lexical.num_perm,
+            "minhash_seed": lexical.seed}
+    if index.semantic:
+        ours.update(model=identity.fingerprint if identity else None,
+                    dim=dim, task=SEMANTIC_TASK.value)
+    return _differences(index, ours, "this job")
+
+
+def _differences(index: IndexSettings, ours: dict, who: str) -> list[str]:
+    return [f"{name}: the index has {getattr(index, name)!r}, {who} {value!r}"
+            for name, value in ours.items() if getattr(index, name) != value]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -109,6 +109,7 @@ class TaggedRow(typing.TypedDict):
     cluster_id: typing.Optional[int]
     cluster_distance: typing.Optional[float]
     duplicate_of: typing.Optional[str]
+    duplicate_of_run: typing.Optional[str]
     similarity: typing.Optional[float]
     kind: typing.Optional[str]
     record: Json
@@ -134,6 +135,7 @@ def bigquery_row(record: TaggedRecord) -> TaggedRow:
         labels=json.dumps(record.get(LABELS, {}), ensure_ascii=False),
         cluster_id=cluster.get("id"), cluster_distance=cluster.get("distance"),
         duplicate_of=record.get(DUPLICATE_OF),
+        duplicate_of_run=record.get(DUPLICATE_OF_RUN),
         similarity=record.get(SIMILARITY), kind=record.get(KIND),
         record=to_json_line(record))
 

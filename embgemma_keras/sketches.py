@@ -23,6 +23,7 @@ import numpy as np
 
 from embgemma_keras.config import MinHashConfig
 from embgemma_keras.config import StreamDedupConfig
+from embgemma_keras.dedup_index import IndexEntry
 from embgemma_keras.minhash import MinHasher
 from embgemma_keras.minhash import normalize
 from embgemma_keras.schema import EMBEDDINGS
@@ -40,6 +41,11 @@ class Sketcher(typing.Protocol):
 
     def sketch(self, record: dict) -> tuple[bytes, list[bytes]]:
         """The record's sketch and its bucket key in each band."""
+
+    def sketch_entry(self, entry: IndexEntry
+                     ) -> tuple[bytes, list[bytes]] | None:
+        """The same for a record a `dedup_corpus` run kept in its index,
+        from what the index holds; None if it holds nothing for this kind."""
 
     def similarities(self, sketch: bytes, others: list[bytes]) -> np.ndarray:
         """Similarity of `sketch` to each of `others`, comparable with
@@ -63,7 +69,13 @@ class LexicalSketch:
         self.threshold = config.threshold
 
     def sketch(self, record: dict) -> tuple[bytes, list[bytes]]:
-        signature = self.hasher.signature(normalize(record[TEXT]))
+        return self._of(self.hasher.signature(normalize(record[TEXT])))
+
+    def sketch_entry(self, entry: IndexEntry) -> tuple[bytes, list[bytes]]:
+        # The index keeps the signature; this sketcher's bands may differ.
+        return self._of(np.asarray(entry.signature, np.uint32))
+
+    def _of(self, signature: np.ndarray) -> tuple[bytes, list[bytes]]:
         hashes = self.hasher.band_hashes([signature])[0]
         return signature.tobytes(), _bucket_keys(
             self.kind, (h.tobytes() for h in hashes))
@@ -110,7 +122,14 @@ class SemanticSketch:
                    config.semantic_threshold)
 
     def sketch(self, record: dict) -> tuple[bytes, list[bytes]]:
-        vector = np.asarray(record[EMBEDDINGS][Vector.SIMILARITY], np.float32)
+        return self._of(record[EMBEDDINGS][Vector.SIMILARITY])
+
+    def sketch_entry(self, entry: IndexEntry
+                     ) -> tuple[bytes, list[bytes]] | None:
+        return None if entry.vector is None else self._of(entry.vector)
+
+    def _of(self, vector) -> tuple[bytes, list[bytes]]:
+        vector = np.asarray(vector, np.float32)
         signs = (vector @ self.planes > 0).reshape(self.bands, self.bits)
         return vector.astype(np.float16).tobytes(), _bucket_keys(
             self.kind, (np.packbits(row).tobytes() for row in signs))

@@ -39,6 +39,7 @@ from embgemma_keras.config import from_flags
 from embgemma_keras.dedup_index import IndexSettings
 from embgemma_keras.dedup_index import new_run_id
 from pipelines.options import FileOptions
+from pipelines.options import IndexOptions
 from pipelines.options import LexicalOptions
 from pipelines.options import ModelOptions
 from pipelines.options import SemanticOptions
@@ -59,7 +60,7 @@ class DedupCorpusOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         add_flags(parser, DedupConfig)
         add_flags(parser, SemanticDedupConfig, skip=("threshold",))
-        add_flags(parser, IndexConfig)
+        add_flags(parser, IndexConfig, skip=("index",))
 
 
 def build(pipeline, job):
@@ -86,7 +87,7 @@ def build(pipeline, job):
 
 
 # The option groups the job takes, its own first.
-OPTIONS = [DedupCorpusOptions, FileOptions, LexicalOptions,
+OPTIONS = [DedupCorpusOptions, IndexOptions, FileOptions, LexicalOptions,
            SemanticOptions, ModelOptions]
 
 

@@ -22,6 +22,7 @@ from apache_beam.runners.runner import PipelineResult
 
 from embgemma_keras.artifacts import ModelIdentity
 from embgemma_keras.config import EmbedConfig
+from embgemma_keras.config import IndexConfig
 from embgemma_keras.config import MinHashConfig
 from embgemma_keras.config import VERBOSE_ENV_VAR
 from embgemma_keras.config import SemanticDedupConfig
@@ -33,6 +34,7 @@ from embgemma_keras.progress import ProgressReporter
 from embgemma_keras.presets import fingerprint_files
 from embgemma_keras.presets import resolve_handle
 from embgemma_keras.schema import TEXT
+from transforms.state_cache import without_local_cache
 
 
 class FileOptions(PipelineOptions):
@@ -75,6 +77,14 @@ class LexicalOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         add_flags(parser, MinHashConfig)
+
+
+class IndexOptions(PipelineOptions):
+    """The dedup index to dedup against (`IndexConfig.index`)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        add_flags(parser, IndexConfig, skip=("index_read_only", "run_id"))
 
 
 class SemanticOptions(PipelineOptions):
@@ -148,6 +158,7 @@ def start(argv, required, build) -> PipelineResult:
     for flag in required:
         if getattr(job, flag) in (None, ""):
             sys.exit(f"--{flag} is required; see --help")
+    without_local_cache()
     pipeline = beam.Pipeline(options=options)
     build(pipeline, job)
     return pipeline.run()

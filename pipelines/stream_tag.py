@@ -31,6 +31,11 @@ prompt (`train_classifier --task sentence_similarity`, `fit_clusters
 starts, as are their model and dim. Record ids come from the record (or a
 hash of its content), so Pub/Sub redelivery keeps them and a redelivered
 record is never a duplicate of itself.
+
+`--index DIR` (a dedup index `dedup_corpus --index` made) also flags
+records that near-duplicate anything its runs kept, however old, naming
+the run in `duplicate_of_run`; the job only reads the index, and refuses
+one whose MinHash settings, model, dim or prompt differ from its own.
 """
 
 import apache_beam as beam
@@ -46,12 +51,15 @@ from embgemma_keras.config import from_flags
 from embgemma_keras.heads import load_head
 from embgemma_keras.schema import Vector
 from pipelines.options import FileOptions
+from pipelines.options import IndexOptions
 from pipelines.options import LexicalOptions
 from pipelines.options import ModelOptions
 from pipelines.options import SemanticOptions
 from pipelines.options import checked_model
 from pipelines.options import embed_config
 from pipelines.options import run
+from transforms.dedup_index import ReadIndex
+from transforms.dedup_index import open_index_for_stream
 from transforms.files import ReadRecords
 from transforms.files import local_artifact
 from transforms.model_handler import EmbeddingGemmaModelHandler
@@ -147,8 +155,13 @@ def build(pipeline, job):
     dedup = from_flags(StreamDedupConfig, job,
                        lexical=from_flags(MinHashConfig, job),
                        semantic_threshold=job.semantic_threshold)
+    against = None
+    if job.index:
+        index = open_index_for_stream(job.index, dedup.lexical, identity,
+                                      embed.dim)
+        against = pipeline | "ReadIndex" >> ReadIndex(index)
     tagged = parsed.output | "Tag" >> TagRecords(
-        handler, heads, centroids, dedup, stream.prompts)
+        handler, heads, centroids, dedup, stream.prompts, against)
     dead = ((parsed.dead_letters, tagged.dead_letters)
             | "AllDeadLetters" >> beam.Flatten())
     write_tagged(TaggedSinks(
@@ -160,7 +173,8 @@ def build(pipeline, job):
 
 # The option groups the job takes, its own first.
 OPTIONS = [StreamTagOptions, StreamOptions, StreamDedupOptions,
-           FileOptions, LexicalOptions, SemanticOptions, ModelOptions]
+           IndexOptions, FileOptions, LexicalOptions, SemanticOptions,
+           ModelOptions]
 
 
 def main(argv=None):

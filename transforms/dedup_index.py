@@ -19,6 +19,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
+from embgemma_keras.artifacts import ModelIdentity
+from embgemma_keras.config import MinHashConfig
 from embgemma_keras.dedup_index import CENTROIDS
 from embgemma_keras.dedup_index import CURRENT
 from embgemma_keras.dedup_index import SEGMENTS
@@ -33,6 +35,7 @@ from embgemma_keras.dedup_index import centroids_from
 from embgemma_keras.dedup_index import next_manifest
 from embgemma_keras.dedup_index import segment_bytes
 from embgemma_keras.dedup_index import segment_entries
+from embgemma_keras.dedup_index import stream_mismatches
 from embgemma_keras.progress import say
 
 # Entries a segment file holds at most (one file per bundle or so many).
@@ -64,22 +67,47 @@ def open_index(directory: str, settings: IndexSettings,
                must_exist: bool = False) -> OpenIndex:
     """Reads CURRENT and its manifest; refuses an index made with other
     settings, with the reasons, before any record is read."""
-    current = current_version(directory)
-    if current is None:
+    manifest = _current_manifest(directory)
+    if manifest is None:
         if must_exist:
             raise IndexMismatchError(f"no index at {directory} (no {CURRENT} "
                                      "file); run once without "
                                      "--index_read_only to create it")
         return OpenIndex(directory, settings, None)
+    _refuse(directory, settings.mismatches(manifest.settings))
+    return OpenIndex(directory, settings, manifest)
+
+
+def open_index_for_stream(directory: str, lexical: MinHashConfig,
+                          identity: ModelIdentity | None,
+                          dim: int | None) -> OpenIndex:
+    """The index a stream looks its records up in (read only); refuses a
+    missing one, or one whose entries the stream's sketches cannot match
+    (`stream_mismatches`), with the reasons, before the job starts."""
+    manifest = _current_manifest(directory)
+    if manifest is None:
+        raise IndexMismatchError(f"no index at {directory} (no {CURRENT} "
+                                 "file); make it with dedup_corpus --index")
+    _refuse(directory, stream_mismatches(manifest.settings, lexical,
+                                         identity, dim))
+    return OpenIndex(directory, manifest.settings, manifest)
+
+
+def _current_manifest(directory: str) -> Manifest | None:
+    current = current_version(directory)
+    if current is None:
+        return None
     where = FileSystems.join(directory, VERSIONS, f"{current}.json")
-    manifest = Manifest.from_json(_read(where).decode("utf-8"), where)
-    reasons = settings.mismatches(manifest.settings)
+    return Manifest.from_json(_read(where).decode("utf-8"), where)
+
+
+def _refuse(directory: str, reasons: list[str]) -> None:
     if reasons:
         raise IndexMismatchError(
             f"the index at {directory} was made with other settings, so its "
-            "entries cannot be compared with this run's: " + "; ".join(
-                reasons) + ". Use another --index, or the index's settings.")
-    return OpenIndex(directory, settings, manifest)
+            "entries cannot be compared with this job's records: "
+            + "; ".join(reasons) + ". Use another --index, or the index's "
+            "settings.")
 
 
 def current_version(directory: str) -> str | None:

@@ -15,8 +15,10 @@ event-time timer drops entries once the watermark is `horizon_secs` past
 them, and a bucket keeps at most `max_bucket` entries, so state and time
 per record stay bounded however hot a bucket runs (a spam wave of copies
 keeps one entry: its original). A second stateful DoFn, keyed by record
-id, counts the verdicts of all bands and emits the record with its best
-match: lexical before semantic, then the highest similarity.
+id, counts the verdicts of all bands (the compare stage sends it one
+message per record and bundle: how many bands judged it, and the best
+match) and emits the record with its best match: lexical before semantic,
+then the highest similarity.
 
 State holds only plain values with fixed coders: bucket entries are
 `(id, sketch bytes, micros)` (and the kind while they wait), the join holds
@@ -43,6 +45,7 @@ later in event time has been compared is not flagged, nor is that one.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -57,10 +60,13 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.transforms.userstate import TimerSpec
 from apache_beam.transforms.userstate import on_timer
 from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from embgemma_keras.config import StreamDedupConfig
 from embgemma_keras.progress import DUPLICATES
+from embgemma_keras.grouping import THIS_RUN
 from embgemma_keras.schema import DUPLICATE_OF
+from embgemma_keras.schema import DUPLICATE_OF_RUN
 from embgemma_keras.schema import ID
 from embgemma_keras.schema import KIND
 from embgemma_keras.schema import SIMILARITY
@@ -77,9 +83,29 @@ ENTRY_CODER = coders.TupleCoder(
 # (kind, record id, sketch, event time in microseconds)
 PENDING_CODER = coders.TupleCoder([coders.StrUtf8Coder(), coders.StrUtf8Coder(),
                                    coders.BytesCoder(), coders.VarIntCoder()])
-# (kind, id of the original, similarity)
-MATCH_CODER = coders.TupleCoder(
-    [coders.StrUtf8Coder(), coders.StrUtf8Coder(), coders.FloatCoder()])
+# (records waiting, verdicts received) in the verdict join
+COUNTS_CODER = coders.TupleCoder([coders.VarIntCoder(), coders.VarIntCoder()])
+# (run that kept it, record id, sketch): an entry of a dedup index
+INDEXED_CODER = coders.TupleCoder(
+    [coders.StrUtf8Coder(), coders.StrUtf8Coder(), coders.BytesCoder()])
+# (kind, id of the original, similarity, the run that kept it or THIS_RUN)
+MATCH_CODER = coders.TupleCoder([coders.StrUtf8Coder(), coders.StrUtf8Coder(),
+                                 coders.FloatCoder(), coders.StrUtf8Coder()])
+
+
+def _rank(sketchers: Sequence[Sketcher]) -> dict[str, int]:
+    """Which kind of match names the original first: the sketchers' order
+    (lexical before semantic)."""
+    return {sketcher.kind.value: rank
+            for rank, sketcher in enumerate(sketchers)}
+
+
+def _best(rank: dict[str, int], one, other):
+    """The better of two matches (`(kind, id, similarity, run)` or None):
+    the kind ranked first, then the higher similarity."""
+    if one is None or other is None:
+        return other if one is None else one
+    return min(one, other, key=lambda m: (rank[m[0]], -m[2]))
 
 
 class _CompareInBucket(beam.DoFn):
@@ -90,13 +116,16 @@ class _CompareInBucket(beam.DoFn):
     the same way (event time, then id)."""
 
     SEEN = BagStateSpec("seen", ENTRY_CODER)
+    INDEXED = BagStateSpec("indexed", INDEXED_CODER)
     PENDING = BagStateSpec("pending", PENDING_CODER)
     DUE = ReadModifyWriteStateSpec("due", coders.VarIntCoder())
     IN_ORDER = TimerSpec("in_order", TimeDomain.WATERMARK)
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
 
-    def __init__(self, sketchers, horizon_secs, max_bucket):
+    def __init__(self, sketchers, horizon_secs, max_bucket, with_index):
         self._sketchers = {s.kind.value: s for s in sketchers}
+        self._rank = _rank(sketchers)
+        self._with_index = with_index  # else INDEXED is empty: not read
         self._horizon = int(horizon_secs * 1_000_000)  # microseconds
         self._max_bucket = max_bucket
         self._evicted = Metrics.counter("StreamingNearDuplicates",
@@ -105,11 +134,30 @@ class _CompareInBucket(beam.DoFn):
     def setup(self):
         skip_module_scan()
 
+    def start_bundle(self):
+        # (record id, window, event time) -> (bands judged, best match): the
+        # bundle's verdicts go to the join as one message per record, not
+        # one per band.
+        self._verdicts = {}
+
+    def finish_bundle(self):
+        for (record_id, window, micros), verdict in self._verdicts.items():
+            yield WindowedValue((record_id, (None, verdict)),
+                                Timestamp(micros=micros), [window])
+        self._verdicts = {}
+
     def process(self, element, timestamp=beam.DoFn.TimestampParam,
                 pending=beam.DoFn.StateParam(PENDING),
                 due=beam.DoFn.StateParam(DUE),
+                indexed=beam.DoFn.StateParam(INDEXED),
                 in_order=beam.DoFn.TimerParam(IN_ORDER)):
-        _, (kind, record_id, sketch) = element
+        _, (kind, record_id, sketch, run) = element
+        if run != THIS_RUN:
+            # An index entry: kept for good, never compared itself. Its
+            # timestamp is the earliest, so it is in before any newcomer's
+            # timer can fire.
+            indexed.add((run, record_id, sketch))
+            return
         pending.add((kind, record_id, sketch, timestamp.micros))
         # One timer per key: it stays at the earliest record waiting.
         next_due = due.read()
@@ -119,14 +167,16 @@ class _CompareInBucket(beam.DoFn):
 
     @on_timer(IN_ORDER)
     def compare_in_order(self, fired=beam.DoFn.TimestampParam,
+                         window=beam.DoFn.WindowParam,
                          pending=beam.DoFn.StateParam(PENDING),
                          due=beam.DoFn.StateParam(DUE),
                          seen=beam.DoFn.StateParam(SEEN),
+                         indexed=beam.DoFn.StateParam(INDEXED),
                          in_order=beam.DoFn.TimerParam(IN_ORDER),
                          expiry=beam.DoFn.TimerParam(EXPIRY)):
         """Verdicts for the records at the timer's time, by id; those after
-        it wait for the timer's next firing (its output timestamp is theirs,
-        so each verdict keeps its record's event time)."""
+        it wait for the timer's next firing (the timer is always at the
+        earliest waiting, so each verdict keeps its record's event time)."""
         waiting = list(pending.read())
         ready = sorted((entry for entry in waiting if entry[3] <= fired.micros),
                        key=lambda entry: (entry[3], entry[1]))
@@ -141,14 +191,20 @@ class _CompareInBucket(beam.DoFn):
         else:
             due.clear()
         entries = list(seen.read())
+        kept = list(indexed.read()) if self._with_index else []
         for kind, record_id, sketch, micros in ready:
-            yield record_id, self._verdict(kind, record_id, sketch, micros,
-                                           entries, seen, expiry)
+            match = self._verdict(kind, record_id, sketch, micros, entries,
+                                  kept, seen, expiry)
+            judged, best = self._verdicts.get((record_id, window, micros),
+                                              (0, None))
+            self._verdicts[record_id, window, micros] = (
+                judged + 1, _best(self._rank, best, match))
 
-    def _verdict(self, kind, record_id, sketch, micros, entries, seen,
+    def _verdict(self, kind, record_id, sketch, micros, entries, kept, seen,
                  expiry):
         known = any(other_id == record_id for other_id, _, _ in entries)
-        best = self._best_match(kind, record_id, sketch, micros, entries)
+        best = self._best_match(kind, record_id, sketch, micros, entries,
+                                kept)
         # Only originals are remembered: a copy matches its original anyway,
         # so a burst of copies (a spam wave) leaves the bucket at one entry
         # and `duplicate_of` names the original, not another copy.
@@ -160,26 +216,28 @@ class _CompareInBucket(beam.DoFn):
             expiry.set(Timestamp(micros=micros + self._horizon))
         return best
 
-    def _best_match(self, kind, record_id, sketch, micros, entries):
-        """`(kind, id, similarity)` of the closest original, or None.
+    def _best_match(self, kind, record_id, sketch, micros, entries, kept):
+        """`(kind, id, similarity, run)` of the closest original, or None.
 
         Only a record seen before, at the same or an earlier event time
         within the horizon, can be the original, so a replayed record gets
         the verdict it got first: the entries kept since were compared with
-        it and are not its near-duplicates.
+        it and are not its near-duplicates. Any index entry can be, even
+        one with the record's id (the same record sent again).
         """
-        earlier = [(other_id, other_sketch) for other_id, other_sketch,
-                   other_micros in entries
+        earlier = [(THIS_RUN, other_id, other_sketch)
+                   for other_id, other_sketch, other_micros in entries
                    if other_id != record_id
-                   and 0 <= micros - other_micros <= self._horizon]
+                   and 0 <= micros - other_micros <= self._horizon] + kept
         if not earlier:
             return None
         sketcher = self._sketchers[kind]
-        scores = sketcher.similarities(sketch, [s for _, s in earlier])
+        scores = sketcher.similarities(sketch, [s for _, _, s in earlier])
         best = int(np.argmax(scores))
         if scores[best] < sketcher.threshold:
             return None
-        return kind, earlier[best][0], float(scores[best])
+        run, original, _ = earlier[best]
+        return kind, original, float(scores[best]), run
 
     def _forget_oldest(self, entries, seen):
         """A bucket of distinct records sharing a band: forget the oldest,
@@ -209,62 +267,68 @@ class _CompareInBucket(beam.DoFn):
 class _JoinVerdicts(beam.DoFn):
     """Emits each delivery of a record once all its band verdicts are in.
 
-    A redelivered record (same id) can be in flight at the same time as its
-    first delivery, so records wait in a bag and leave one per `bands`
-    verdicts received; any delivery's verdicts fit the other (the original
-    is always the earlier record).
+    Verdicts come as `(bands judged, best match)`, one message per record
+    from each bundle of the compare stage that judged it. A redelivered
+    record (same id) can be in flight at the same time as its first
+    delivery, so records wait in a bag and leave one per `bands` verdicts
+    received; any delivery's verdicts fit the other (the original is always
+    the earlier record).
     """
 
     RECORDS = BagStateSpec("records", coders.BytesCoder())
     MATCHES = BagStateSpec("matches", MATCH_CODER)
-    VERDICTS = ReadModifyWriteStateSpec("verdicts", coders.VarIntCoder())
+    # (deliveries waiting in RECORDS, verdicts received): one read and one
+    # write per message; the bags are read only when a record can leave.
+    COUNTS = ReadModifyWriteStateSpec("counts", COUNTS_CODER)
 
-    def __init__(self, bands: int, kinds: Sequence[str]):
+    def __init__(self, bands: int, rank: dict[str, int]):
         self._bands = bands
-        self._rank = {kind: rank for rank, kind in enumerate(kinds)}
+        self._rank = rank
 
     def setup(self):
         skip_module_scan()
 
     def process(self, element, records=beam.DoFn.StateParam(RECORDS),
                 matches=beam.DoFn.StateParam(MATCHES),
-                verdicts=beam.DoFn.StateParam(VERDICTS)):
-        _, (line, match) = element
-        received = verdicts.read() or 0
+                counts=beam.DoFn.StateParam(COUNTS)):
+        _, (line, verdict) = element
+        waiting, received = counts.read() or (0, 0)
         if line is not None:
             records.add(line)
+            waiting += 1
         else:
-            received += 1
-            verdicts.write(received)
+            judged, match = verdict
+            received += judged
             if match is not None:
                 matches.add(match)
-        waiting = list(records.read())
-        if not waiting or received < self._bands:
-            return
-        best = min(matches.read(), default=None,
-                   key=lambda m: (self._rank[m[0]], -m[2]))
-        while waiting and received >= self._bands:
-            line, waiting = waiting[0], waiting[1:]
-            received -= self._bands
-            yield self._tagged(json.loads(line), best)
-        records.clear()
-        for line in waiting:
-            records.add(line)
-        if received:
-            verdicts.write(received)
+        leaving = min(waiting, received // self._bands)
+        if leaving:
+            best = functools.reduce(functools.partial(_best, self._rank),
+                                    matches.read(), None)
+            lines = list(records.read())
+            for line in lines[:leaving]:
+                yield self._tagged(json.loads(line), best)
+            records.clear()
+            for line in lines[leaving:]:
+                records.add(line)
+            waiting -= leaving
+            received -= leaving * self._bands
+        if waiting or received:
+            counts.write((waiting, received))
         else:
-            verdicts.clear()
-            if not waiting:
-                matches.clear()
+            counts.clear()
+            matches.clear()
 
     @staticmethod
     def _tagged(record, best):
         if best is None or DUPLICATE_OF in record:
             return record
         count(DUPLICATES)
-        kind, original, score = best
-        return {**record, DUPLICATE_OF: original, SIMILARITY: score,
-                KIND: kind}
+        kind, original, score, run = best
+        tags = {DUPLICATE_OF: original, SIMILARITY: score, KIND: kind}
+        if run != THIS_RUN:
+            tags[DUPLICATE_OF_RUN] = run
+        return {**record, **tags}
 
 
 class StreamingNearDuplicates(beam.PTransform):
@@ -281,18 +345,28 @@ class StreamingNearDuplicates(beam.PTransform):
         dim: the size of the records' similarity embeddings; `None` for
             lexical duplicates only (records need no embeddings then).
         sketchers: instead of those `config` makes (for other similarities).
+        against: a PCollection of `IndexEntry` (`ReadIndex`): records
+            that near-duplicate one of them are flagged too, whatever its
+            age, with `duplicate_of_run` naming the run that kept it.
 
     A record already carrying `duplicate_of` keeps it. Records leave
     without their embeddings. Evictions from full buckets are counted in
     the `StreamingNearDuplicates/bucket_evictions` metric.
+
+    The index is not held whole by any worker: each entry goes, like an
+    original, into the state of its buckets (one per band of each
+    sketcher), which the runner spreads over its workers by key; a record
+    reads the buckets it falls in, as it does for the horizon.
     """
 
     def __init__(self, config: StreamDedupConfig = StreamDedupConfig(),
                  dim: int | None = None,
-                 sketchers: Sequence[Sketcher] | None = None):
+                 sketchers: Sequence[Sketcher] | None = None,
+                 against=None):
         super().__init__()
         self._config = config
         self._sketchers = list(sketchers or stream_sketchers(config, dim))
+        self._against = against
 
     def expand(self, records):
         sketchers = self._sketchers
@@ -302,22 +376,31 @@ class StreamingNearDuplicates(beam.PTransform):
             for sketcher in sketchers:
                 sketch, keys = sketcher.sketch(record)
                 for key in keys:
-                    yield key, (sketcher.kind.value, record[ID], sketch)
+                    yield key, (sketcher.kind.value, record[ID], sketch,
+                                THIS_RUN)
 
+        def sketch_entry(entry):
+            for sketcher in sketchers:
+                sketched = sketcher.sketch_entry(entry)
+                for key in sketched[1] if sketched else ():
+                    yield key, (sketcher.kind.value, entry.id, sketched[0],
+                                entry.run)
+
+        # Typed keys: Beam then knows their coder is deterministic.
+        sketched = records | "Sketch" >> beam.FlatMap(
+            sketch).with_output_types(tuple[bytes, Any])
+        if self._against is not None:
+            sketched = (sketched, self._against | "SketchIndex" >> (
+                beam.FlatMap(sketch_entry).with_output_types(
+                    tuple[bytes, Any]))) | "WithIndex" >> beam.Flatten()
         verdicts = (
-            records
-            # Typed keys: Beam then knows their coder is deterministic.
-            | "Sketch" >> beam.FlatMap(sketch).with_output_types(
-                tuple[bytes, Any])
+            sketched
             | "Compare" >> beam.ParDo(_CompareInBucket(
                 sketchers, self._config.horizon_secs,
-                self._config.max_bucket))
-            | "AsVerdict" >> beam.MapTuple(
-                lambda record_id, match: (record_id, (None, match))
+                self._config.max_bucket, self._against is not None)
             ).with_output_types(tuple[str, Any]))
         lines = records | "KeyById" >> beam.Map(lambda r: (r[ID], (
             to_json_line(without_embeddings(r)).encode("utf-8"), None))
         ).with_output_types(tuple[str, Any])
         return ((lines, verdicts) | "Merge" >> beam.Flatten()
-                | "Join" >> beam.ParDo(_JoinVerdicts(
-                    bands, [s.kind.value for s in sketchers])))
+                | "Join" >> beam.ParDo(_JoinVerdicts(bands, _rank(sketchers))))

@@ -66,14 +66,18 @@ class TagRecords(beam.PTransform):
             sentence-similarity vector read by every stage). Heads and
             centroids must have been made with the matching prompt
             (`expected_task`); a job checks that before it starts.
+        against: `IndexEntry`s of a dedup index (`ReadIndex`), to flag
+            duplicates of beyond the horizon; see `StreamingNearDuplicates`.
     """
 
     def __init__(self, handler: EmbeddingGemmaModelHandler,
                  heads: Mapping[str, object] | None = None,
                  centroids: Centroids | None = None,
                  dedup: StreamDedupConfig = StreamDedupConfig(),
-                 prompts: str = StreamConfig.prompts):
+                 prompts: str = StreamConfig.prompts,
+                 against=None):
         super().__init__()
+        self._against = against
         self._handler = handler
         self._heads = dict(heads or {})
         self._centroids = centroids
@@ -98,7 +102,7 @@ class TagRecords(beam.PTransform):
             records = clustered.output
             dead.append(clustered.dead_letters)
         tagged = records | "NearDups" >> StreamingNearDuplicates(
-            self._dedup, dim=self._handler.dim)
+            self._dedup, dim=self._handler.dim, against=self._against)
         return WithDeadLetters(
             tagged, dead | "AllDeadLetters" >> beam.Flatten())
 

@@ -12,7 +12,10 @@ from embgemma_keras.dedup_index import index_entries
 from embgemma_keras.dedup_index import next_manifest
 from embgemma_keras.dedup_index import segment_bytes
 from embgemma_keras.dedup_index import segment_entries
+from embgemma_keras.dedup_index import stream_mismatches
 from embgemma_keras.minhash import MinHasher
+from embgemma_keras.sketches import LexicalSketch
+from embgemma_keras.sketches import SemanticSketch
 
 RECORDS = [{"id": "a", "text": "The cat sat on the mat."},
            {"id": "b", "text": "An unrelated line about planets."}]
@@ -85,3 +88,28 @@ def test_settings_mismatches_name_each_difference():
         "model: the index has 'old', this run 'new'",
         "dim: the index has 768, this run 256"]
     assert ours.mismatches(ours) == []
+
+
+def test_a_stream_matches_an_index_by_signature_whatever_its_bands():
+    """The stream re-bands the kept signatures: only how signatures and
+    vectors are made must agree."""
+    config = DedupConfig(lexical=MinHashConfig(bands=32, rows=4))
+    identity = ModelIdentity("m", "weights")
+    index = IndexSettings.of(config, identity, 768)
+    assert stream_mismatches(index, MinHashConfig(), identity, 768) == []
+    assert stream_mismatches(
+        index, MinHashConfig(shingles="word:3", seed=2),
+        ModelIdentity("m", "other"), 256) == [
+        "shingles: the index has 'char:5', this job 'word:3'",
+        "minhash_seed: the index has 1, this job 2",
+        "model: the index has 'weights', this job 'other'",
+        "dim: the index has 768, this job 256"]
+    lexical_only = IndexSettings.of(DedupConfig(semantic=False))
+    assert stream_mismatches(lexical_only, MinHashConfig(), None, 768) == []
+
+    stream = LexicalSketch(MinHashConfig())
+    entries = index_entries(RECORDS, "run1", MinHasher(config.lexical),
+                            case_fold=True, centroids=None)
+    for record, entry in zip(RECORDS, entries):
+        assert stream.sketch_entry(entry) == stream.sketch(record)
+    assert SemanticSketch(768).sketch_entry(entries[0]) is None

@@ -14,8 +14,8 @@ from embgemma_keras.schema import to_json_line
 def test_the_bigquery_schemas_follow_the_typed_dicts():
     assert bigquery_schema(TaggedRow) == (
         "id:STRING,text:STRING,labels:JSON,cluster_id:INTEGER,"
-        "cluster_distance:FLOAT,duplicate_of:STRING,similarity:FLOAT,"
-        "kind:STRING,record:JSON")
+        "cluster_distance:FLOAT,duplicate_of:STRING,duplicate_of_run:STRING,"
+        "similarity:FLOAT,kind:STRING,record:JSON")
     assert bigquery_schema(DeadLetter) == (
         "stage:STRING,error:STRING,raw:STRING,raw_encoding:STRING")
 
@@ -24,11 +24,13 @@ def test_a_tagged_record_becomes_a_row_with_every_column():
     record = {"id": "r1", "text": "hello", "lang": "en",
               "labels": {"spam": {"label": "ham", "score": 0.9}},
               "cluster": {"id": 3, "distance": 0.25},
-              "duplicate_of": "r0", "similarity": 0.8, "kind": "lexical"}
+              "duplicate_of": "r0", "duplicate_of_run": "run1",
+              "similarity": 0.8, "kind": "lexical"}
     row = bigquery_row(record)
     assert set(row) == set(TaggedRow.__annotations__)
     assert json.loads(row["labels"]) == record["labels"]
     assert (row["cluster_id"], row["cluster_distance"]) == (3, 0.25)
+    assert (row["duplicate_of"], row["duplicate_of_run"]) == ("r0", "run1")
     assert json.loads(row["record"]) == record
     plain = bigquery_row({"id": "r2", "text": "hi"})
     assert plain["cluster_id"] is None and plain["duplicate_of"] is None

@@ -1,4 +1,4 @@
-"""dedup_corpus --index: dedup against what earlier runs kept."""
+"""--index: dedup_corpus and stream_tag against what earlier runs kept."""
 
 import collections
 import json
@@ -14,6 +14,7 @@ import pytest
 from embgemma_keras.dedup_index import CURRENT
 from embgemma_keras.dedup_index import Manifest
 from pipelines import dedup_corpus
+from pipelines import stream_tag
 from tests.helpers import read_outputs
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -237,3 +238,68 @@ def test_a_corrupted_segment_fails_the_run_with_the_reason(tmp_path):
     with pytest.raises(SystemExit, match="does not match its checksum"):
         _dedup(second, tmp_path / "out2", "--no_semantic",
                "--index", str(index))
+
+
+def _stream_tag(source, out, model, *flags):
+    # Semantic matches off: the tiny model's vectors are noise.
+    stream_tag.main(["--input", str(source), "--output", str(out),
+                     "--model", model, "--semantic_threshold", "1.01",
+                     *flags])
+    return out
+
+
+def test_stream_tag_flags_what_the_index_kept_beyond_its_horizon(
+        tmp_path, tiny_preset):
+    """The index holds vectors (made with the same tiny model), so the
+    stream loads both its lexical and semantic entries."""
+    first, second, _ = _parts(
+        tmp_path, CORPUS.read_bytes().splitlines(keepends=True))
+    index = tmp_path / "index"
+    _dedup(first, tmp_path / "out1", "--model", tiny_preset,
+           "--semantic_threshold", "0.9999", "--index", str(index),
+           "--run_id", "run0")
+    kept = read_outputs(tmp_path / "out1", "unique")[:5]
+    resent = [{"id": f"again-{r['id']}", "text": r["text"]} for r in kept]
+    resent.append({"id": "shouted", "text": kept[0]["text"].upper()})
+    stream = tmp_path / "stream.jsonl"
+    stream.write_bytes(second.read_bytes() + b"{broken\n" + "".join(
+        json.dumps(r) + "\n" for r in resent).encode())
+    out = _stream_tag(stream, tmp_path / "tagged", tiny_preset,
+                      "--index", str(index), "--horizon_secs", "1")
+
+    tagged = {r["id"]: r for r in read_outputs(out, "tagged")}
+    dead = read_outputs(out, "dead_letters")
+    assert len(tagged) + len(dead) == len(
+        stream.read_bytes().splitlines())  # every record leaves once
+    for record in kept:
+        copy = tagged[f"again-{record['id']}"]
+        assert (copy["duplicate_of"], copy["duplicate_of_run"],
+                copy["kind"], copy["similarity"]) == (
+            record["id"], "run0", "lexical", 1.0)
+    assert tagged["shouted"]["duplicate_of"] == kept[0]["id"]
+    # The index only names what its runs kept.
+    kept_ids = {r["id"] for r in read_outputs(tmp_path / "out1", "unique")}
+    assert {r["duplicate_of"] for r in tagged.values()
+            if r.get("duplicate_of_run")} <= kept_ids
+    assert _manifest(index).version.startswith("v000001")  # only read
+
+
+@pytest.mark.parametrize("flags, reason", [
+    (["--num_perm", "64", "--bands", "16", "--rows", "4"],
+     "num_perm: the index has 128, this job 64"),
+    (["--shingles", "word:3"], "shingles: the index has 'char:5'"),
+])
+def test_stream_tag_refuses_an_index_it_cannot_match(tmp_path, tiny_preset,
+                                                    flags, reason):
+    second, index = _first_part_indexed(tmp_path)
+    with pytest.raises(SystemExit) as refused:
+        _stream_tag(second, tmp_path / "tagged", tiny_preset,
+                    "--index", str(index), *flags)
+    assert reason in str(refused.value)
+    assert not (tmp_path / "tagged").exists()
+
+
+def test_stream_tag_refuses_a_missing_index(tmp_path, tiny_preset):
+    with pytest.raises(SystemExit, match="make it with dedup_corpus"):
+        _stream_tag(CORPUS, tmp_path / "tagged", tiny_preset,
+                    "--index", str(tmp_path / "nowhere"))

@@ -7,7 +7,9 @@ import pytest
 
 from embgemma_keras import load_centroids
 from embgemma_keras import load_head
+from pipelines import dedup_corpus
 from pipelines import fit_clusters
+from pipelines import stream_tag
 from pipelines import train_classifier
 from tests.helpers import SPAM_ROWS
 from tests.helpers import read_outputs
@@ -15,6 +17,7 @@ from tests.helpers import write_tsv
 from tests.runners.conftest import BAD_LINES
 from tests.runners.conftest import assert_tags_agree
 from tests.runners.conftest import lines
+from tests.runners.conftest import tag_verdicts
 
 pytestmark = pytest.mark.runners
 
@@ -56,3 +59,35 @@ def test_train_classifier_and_fit_clusters_on_prism(
     # The TSV's header names "label" and "text": every row is a record.
     assert metrics["records"] == len(SPAM_ROWS) + 1
     assert load_centroids(clusters_dir).centroids.shape == (2, 768)
+
+
+def test_stream_tag_against_a_dedup_index_on_prism(
+        tiny_preset, spam_head, corpus, tmp_path, on_prism):
+    """Index entries and records meet in the same keyed state on Prism:
+    the same verdicts as on the DirectRunner, and every record the index
+    kept is found there (the corpus holds them again, same ids)."""
+    archive = tmp_path / "archive.jsonl"
+    archive.write_bytes(b"".join(
+        corpus.read_bytes().splitlines(keepends=True)[:60]))
+    dedup_corpus.main(["--input", str(archive), "--output",
+                       str(tmp_path / "archive-out"), "--model", tiny_preset,
+                       "--index", str(tmp_path / "index"),
+                       "--run_id", "archive"])
+    kept = {r["id"] for r in read_outputs(tmp_path / "archive-out",
+                                          "unique")}
+
+    def run(*flags):
+        out = tmp_path / f"tagged{len(flags)}"
+        stream_tag.main(["--input", str(corpus), "--output", str(out),
+                         "--model", tiny_preset, "--heads",
+                         f"spam={spam_head}", "--index",
+                         str(tmp_path / "index"), *flags])
+        return tag_verdicts(out), {
+            r["id"]: (r.get("duplicate_of"), r.get("duplicate_of_run"))
+            for r in read_outputs(out, "tagged")}
+
+    (direct, direct_runs), (prism, prism_runs) = run(), run(*on_prism)
+    assert (prism, prism_runs) == (direct, direct_runs)
+    tagged, dead = prism
+    assert len(tagged) + len(dead) == lines(corpus)
+    assert kept and all(prism_runs[i] == (i, "archive") for i in kept)

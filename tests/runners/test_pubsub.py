@@ -12,6 +12,7 @@ import time
 import pytest
 from google.cloud import pubsub_v1
 
+from pipelines import dedup_corpus
 from pipelines import stream_tag
 from pipelines.options import start
 
@@ -53,10 +54,8 @@ def _pull_until(subscriber, subscriptions, expected, timeout_secs=240):
     return received
 
 
-def test_stream_tag_reads_and_writes_a_real_pubsub_api(
-        pubsub_server, tiny_preset, tmp_path):
-    publisher = pubsub_v1.PublisherClient()
-    subscriber = pubsub_v1.SubscriberClient()
+def _topics(publisher, subscriber):
+    """The job's three topics, each with a subscription: (topics, subs)."""
     topics = {name: publisher.topic_path(PROJECT, name)
               for name in ("records", "tagged", "dead_letters")}
     subscriptions = {name: subscriber.subscription_path(PROJECT, name)
@@ -65,6 +64,14 @@ def test_stream_tag_reads_and_writes_a_real_pubsub_api(
         publisher.create_topic(name=topics[name])
         subscriber.create_subscription(name=subscriptions[name],
                                        topic=topics[name])
+    return topics, subscriptions
+
+
+def test_stream_tag_reads_and_writes_a_real_pubsub_api(
+        pubsub_server, tiny_preset, tmp_path):
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    topics, subscriptions = _topics(publisher, subscriber)
 
     # A message delivered, nacked, and so redelivered to the job.
     _publish(publisher, topics["records"], [_record("nacked", OTHER)])
@@ -115,3 +122,41 @@ def test_stream_tag_reads_and_writes_a_real_pubsub_api(
         ("offer-late", None, None)}
     assert sorted(d["stage"] for d in dead) == ["parse", "parse"]
     assert all(d["error"] for d in dead)
+
+
+def test_a_stream_flags_copies_of_what_a_dedup_index_kept(
+        pubsub_server, tiny_preset, tmp_path):
+    """The index is read at the job's start while messages already flow:
+    none is compared before every entry is in its buckets."""
+    archive = tmp_path / "archive.jsonl"
+    archive.write_bytes(_record("kept-offer", OFFER) + b"\n"
+                        + _record("kept-note", NOTE) + b"\n")
+    index = tmp_path / "index"
+    dedup_corpus.main(["--input", str(archive), "--output",
+                       str(tmp_path / "archive-out"), "--model", tiny_preset,
+                       "--semantic_threshold", "1.0", "--index", str(index),
+                       "--run_id", "archive"])
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    topics, subscriptions = _topics(publisher, subscriber)
+    # Published before the job starts: the first pull brings them at once.
+    _publish(publisher, topics["records"], [
+        _record("offer", OFFER), _record("other", OTHER)])
+    job = start([
+        "--input_subscription", subscriptions["records"],
+        "--output_topic", topics["tagged"],
+        "--dead_letter_topic", topics["dead_letters"],
+        "--model", tiny_preset, "--max_batch_duration_secs", "1",
+        "--semantic_threshold", "1.0", "--index", str(index)],
+        stream_tag.REQUIRED, stream_tag.build)
+    try:
+        _publish(publisher, topics["records"], [_record("note", NOTE)])
+        received = _pull_until(subscriber, {
+            "tagged": subscriptions["tagged"]}, expected=3)
+    finally:
+        job.cancel()
+    verdicts = {(r["id"], r.get("duplicate_of"), r.get("duplicate_of_run"))
+                for r in received["tagged"]}
+    assert verdicts == {("offer", "kept-offer", "archive"),
+                        ("note", "kept-note", "archive"),
+                        ("other", None, None)}

@@ -39,8 +39,25 @@ def test_the_stateful_dofns_turn_the_scan_off_in_their_worker():
     code = ("import objsize\n"
             "from transforms.streaming_dedup import _JoinVerdicts\n"
             "assert objsize.default_settings.exclude_modules_globals\n"
-            "_JoinVerdicts(1, ['lexical']).setup()\n"
+            "_JoinVerdicts(1, {'lexical': 0}).setup()\n"
             "print(objsize.default_settings.exclude_modules_globals)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True,
                             text=True, timeout=120, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_jobs_run_the_local_worker_without_a_state_cache(monkeypatch,
+                                                         tmp_path):
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+    from pipelines import dedup_corpus
+
+    monkeypatch.setattr(worker_handlers, "STATE_CACHE_SIZE_MB", 100)
+    sizes = []
+    cache = worker_handlers.StateCache
+    monkeypatch.setattr(worker_handlers, "StateCache",
+                        lambda size: sizes.append(size) or cache(size))
+    dedup_corpus.main(["--input", "examples/corpus.jsonl", "--output",
+                       str(tmp_path / "out"), "--no_semantic"])
+    assert sizes and set(sizes) == {0}
+    assert not cache(sizes[0]).is_cache_enabled()

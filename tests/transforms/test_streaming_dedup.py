@@ -7,7 +7,11 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 
+from embgemma_keras.config import MinHashConfig
 from embgemma_keras.config import StreamDedupConfig
+from embgemma_keras.dedup_index import IndexEntry
+from embgemma_keras.minhash import MinHasher
+from embgemma_keras.minhash import normalize
 from embgemma_keras.schema import DuplicateKind
 from embgemma_keras.sketches import SemanticSketch
 from transforms.streaming_dedup import StreamingNearDuplicates
@@ -30,12 +34,14 @@ class _Collect(beam.DoFn):
                                 EVENT_TIME: float(timestamp)}) + "\n")
 
 
-def _run(events, transform, tmp_path, in_order=True):
+def _run(events, transform, tmp_path, in_order=True, index=None):
     """events: (event_time, record) in arrival order, one bundle each.
 
     in_order: the watermark follows each event; else it stays before them
     all until every one has arrived (a source such as Pub/Sub, which
     delivers in any order, with an exact watermark).
+    index: `IndexEntry`s; `transform` is then a function of their
+    PCollection.
     """
     stream = TestStream()
     watermark = None
@@ -48,6 +54,8 @@ def _run(events, transform, tmp_path, in_order=True):
     tmp_path.mkdir(exist_ok=True)
     sink = tmp_path / "out.jsonl"
     with TestPipeline(options=PipelineOptions(streaming=True)) as p:
+        if index is not None:
+            transform = transform(p | "Index" >> beam.Create(index))
         _ = p | stream | transform | beam.ParDo(_Collect(str(sink)))
     return [json.loads(line) for line in sink.read_text().splitlines()]
 
@@ -170,9 +178,10 @@ def test_streaming_state_holds_plain_values_only(tmp_path, monkeypatch):
     from transforms.streaming_dedup import _CompareInBucket
     from transforms.streaming_dedup import _JoinVerdicts
 
-    for fn, spec_names in ((_CompareInBucket, ["SEEN", "PENDING", "DUE"]),
+    for fn, spec_names in ((_CompareInBucket, ["SEEN", "PENDING", "DUE",
+                                               "INDEXED"]),
                            (_JoinVerdicts, ["RECORDS", "MATCHES",
-                                            "VERDICTS"])):
+                                            "COUNTS"])):
         for spec_name in spec_names:
             spec = getattr(fn, spec_name)
             monkeypatch.setattr(spec, "coder", _PlainOnly(spec.name,
@@ -188,15 +197,16 @@ def test_streaming_state_holds_plain_values_only(tmp_path, monkeypatch):
                                "classification": vector}}
 
     events = [(0, record("a", TEXT)), (5, record("b", TEXT + "!")),
-              (9, record("a", TEXT))]
-    out = _run(events, StreamingNearDuplicates(
-        StreamDedupConfig(horizon_secs=60), dim=64), tmp_path)
-    assert {r["id"]: r.get("duplicate_of") for r in out} == {"a": None,
-                                                             "b": "a"}
-    assert len(out) == 3 and all("embeddings" not in r for r in out)
+              (9, record("a", TEXT)), (9, record("c", "an indexed text"))]
+    out = _run(events, lambda against: StreamingNearDuplicates(
+        StreamDedupConfig(horizon_secs=60), dim=64, against=against),
+        tmp_path, index=[_entry("kept", "run1", "an indexed text", -vector)])
+    assert {r["id"]: r.get("duplicate_of") for r in out} == {
+        "a": None, "b": "a", "c": "kept"}
+    assert len(out) == 4 and all("embeddings" not in r for r in out)
     written = {name for name, _ in _STATE_VALUES}
-    assert written == {"seen", "pending", "due", "records", "matches",
-                       "verdicts"}
+    assert written == {"seen", "pending", "due", "indexed", "records",
+                       "matches", "counts"}
     # An entry is an id, a sketch (a MinHash signature, or a float16
     # vector) and a time: never a record.
     sketches = [value[1] for name, value in _STATE_VALUES if name == "seen"]
@@ -240,3 +250,52 @@ def test_a_late_original_is_not_flagged_as_a_copy_of_its_copy(tmp_path):
                tmp_path)
     assert sorted((r["id"], r.get("duplicate_of")) for r in out) == [
         ("copy", None), ("original", None)]
+
+
+def _entry(record_id, run, text, vector=None):
+    """An `IndexEntry` as `dedup_corpus` keeps it (default MinHash)."""
+    signature = MinHasher(MinHashConfig()).signature(normalize(text))
+    return IndexEntry(record_id, run, b"", np.zeros(16, np.uint64),
+                      signature, 0 if vector is not None else -1, vector)
+
+
+def test_records_that_copy_an_indexed_record_name_it_and_its_run(tmp_path):
+    """An index entry is matched however old; it is never flagged or
+    emitted itself; a record sent again with an indexed record's id is its
+    duplicate (an earlier run kept it), unlike a redelivery in the
+    stream."""
+    index = [_entry("kept", "run1", TEXT),
+             _entry("other", "run2", "see you at lunch tomorrow")]
+    events = [(0, {"id": "noise", "text": "the train leaves at nine"}),
+              (5000, {"id": "typo", "text": TEXT.replace("twelve", "twelv")}),
+              (5001, {"id": "kept", "text": TEXT}),
+              (5002, {"id": "noise-copy", "text": "the train leaves at nine"}),
+              ]
+    for in_order in (True, False):
+        out = _run(events, lambda against: StreamingNearDuplicates(
+            StreamDedupConfig(horizon_secs=60), against=against),
+            tmp_path / str(in_order), in_order, index=index)
+        tags = sorted((r["id"], r.get("duplicate_of"),
+                       r.get("duplicate_of_run")) for r in out)
+        # noise-copy is past the 60 s horizon of noise, which no index has.
+        assert tags == [("kept", "kept", "run1"), ("noise", None, None),
+                        ("noise-copy", None, None),
+                        ("typo", "kept", "run1")]
+
+
+def test_a_semantic_match_in_the_index_is_flagged(tmp_path):
+    rng = np.random.default_rng(0)
+    base, far = rng.normal(size=(2, 64)).astype(np.float32)
+    near = base + 0.02 * rng.normal(size=64).astype(np.float32)
+    unit = [v / np.linalg.norm(v) for v in (base, near, far)]
+    events = [(0, {"id": "near", "text": "a",
+                   "embeddings": {"similarity": unit[1]}}),
+              (1, {"id": "far", "text": "b",
+                   "embeddings": {"similarity": unit[2]}})]
+    out = _run(events, lambda against: StreamingNearDuplicates(
+        sketchers=[SemanticSketch(64, threshold=0.95)], against=against),
+        tmp_path, index=[_entry("base", "run1", "z", unit[0])])
+    tags = {r["id"]: (r.get("duplicate_of"), r.get("duplicate_of_run"),
+                      r.get("kind")) for r in out}
+    assert tags == {"near": ("base", "run1", "semantic"),
+                    "far": (None, None, None)}
