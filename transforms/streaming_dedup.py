@@ -34,6 +34,10 @@ order, so of two near-duplicates exactly one is flagged, the same one on
 every runner. The price is latency: a record leaves once the watermark
 has passed it (on Dataflow, Pub/Sub's watermark trails the oldest unacked
 message by seconds).
+Against a dedup index (`against=`, `stream_tag --index`): the entries
+`dedup_corpus` kept join the buckets' state for good, so a record is also
+flagged as a near-duplicate of any of them (`duplicate_of_run` names the
+run that kept it).
 Replays: a re-delivered record (same id) is never compared with itself and
 gets the verdict it got the first time (while the horizon's state lasts), so
 Pub/Sub redelivery does not make a record a duplicate of itself. Late
