@@ -134,9 +134,10 @@ def stream_state_per_entry(index: pathlib.Path) -> float:
     segment = next(index.rglob("*.parquet"))
     entries = list(segment_entries(segment.read_bytes()))[:1000]
     dim = len(entries[0].vector) if entries[0].vector is not None else None
+    sketchers = stream_sketchers(StreamDedupConfig(), dim)
     total = 0
     for entry in entries:
-        for sketcher in stream_sketchers(StreamDedupConfig(), dim):
+        for sketcher in sketchers:
             sketch, keys = sketcher.sketch_entry(entry) or (b"", [])
             total += len(keys) * len(INDEXED_CODER.encode(
                 (entry.run, entry.id, sketch)))
