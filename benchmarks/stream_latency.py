@@ -142,7 +142,7 @@ def run_graph(texts, ticks, handler, heads, centroids, prompts="all"):
     stream = stream.advance_watermark_to_infinity()
     with tempfile.TemporaryDirectory() as tmp:
         clock, results = os.path.join(tmp, "clock"), os.path.join(tmp, "out")
-        with beam.Pipeline(options=PipelineOptions(streaming=True)) as p:
+        with beam.Pipeline(options=PipelineOptions([], streaming=True)) as p:
             parsed = (p | stream | "Arrive" >> beam.ParDo(_Arrive(clock))
                       | ParseRecords())
             tagged = parsed.output | TagRecords(handler, heads, centroids,

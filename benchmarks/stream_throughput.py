@@ -16,6 +16,12 @@ copies and 1 % bad lines, `benchmarks/load_run.py`), then in one run:
   real weights 0.8 x encode texts/s / 3 (`all`) or / 1 (`shared`);
 - raw `EmbeddingGemma.encode` of the same texts with one prompt, in
   this process: the floor for what embedding costs;
+- the near-duplicate detector alone on 2,000 of them with their vectors,
+  on the bounded path `stream_tag` takes over files and on a stream's
+  path (keyed state and timers), in ms per record; "stream est." adds the
+  difference to each `stream_tag` job: its records/s on a stream (the
+  local runner runs no unbounded source), which `benchmarks/cost.py`
+  prices for Dataflow streaming;
 - with --latency, p50/p95 from arrival to tagged output at 4 records/s for
   60 s (`benchmarks/stream_latency.py`), in both prompt modes.
 
@@ -93,7 +99,37 @@ def job_rate(module, corpus, small, extra, tmp, records):
             peak)
 
 
-def state_bytes(model, records, dim=768):
+def detector_costs(records, vectors, dim):
+    """ms per record of `StreamingNearDuplicates` alone on the local runner,
+    over `records` with their similarity vectors: on a bounded input (the
+    path `stream_tag` takes over files: one group per bucket) and on the
+    same input marked unbounded (a stream's path: keyed state and
+    timers), each less its run on 20 records."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from embgemma_keras.config import StreamDedupConfig
+    from transforms.state_cache import without_local_cache
+    from transforms.streaming_dedup import StreamingNearDuplicates
+
+    without_local_cache()
+    items = [{**r, "embeddings": {"similarity": v}}
+             for r, v in zip(records, vectors)]
+
+    def seconds(items, bounded):
+        start = time.perf_counter()
+        with beam.Pipeline("FnApiRunner", options=PipelineOptions([])) as p:
+            records = p | beam.Create(items, reshuffle=False)
+            records.is_bounded = bounded
+            _ = records | StreamingNearDuplicates(StreamDedupConfig(), dim)
+        return time.perf_counter() - start
+
+    return {path: 1000 * (seconds(items, bounded) - seconds(
+        items[:STARTUP_RECORDS], bounded)) / (len(items) - STARTUP_RECORDS)
+        for path, bounded in (("bounded", True), ("stream", False))}
+
+
+def state_bytes(records, vectors):
     """Bytes the streaming detector keeps per record, through its coders.
 
     An original (a record that matched nothing) leaves one bucket entry per
@@ -107,11 +143,9 @@ def state_bytes(model, records, dim=768):
     from embgemma_keras.sketches import stream_sketchers
     from transforms.streaming_dedup import ENTRY_CODER
 
-    vectors = model.encode([r["text"] for r in records],
-                           task="sentence_similarity")
     micros = Timestamp.now().micros
     held = {}
-    for sketcher in stream_sketchers(StreamDedupConfig(), dim):
+    for sketcher in stream_sketchers(StreamDedupConfig(), vectors.shape[1]):
         sizes = []
         for record, vector in zip(records, vectors):
             sketch, keys = sketcher.sketch(
@@ -191,8 +225,12 @@ def main():
         small.write_bytes(b"\n".join(lines[:STARTUP_RECORDS]) + b"\n")
         texts = [record["text"] for record in map(_valid, lines) if record]
         model = EmbeddingGemma.from_preset(model_dir, dtype=args.dtype)
-        results["state"] = state_bytes(model, [
-            r for r in map(_valid, lines[:2000]) if r])
+        sample = [r for r in map(_valid, lines[:2000]) if r]
+        vectors = model.encode([r["text"] for r in sample],
+                               task="sentence_similarity")
+        results["state"] = state_bytes(sample, vectors)
+        results["detector_ms_per_record"] = detector_costs(
+            sample, vectors, vectors.shape[1])
         encode = encode_rate(model, texts, "sentence_similarity")
         results["encode_texts_per_s"] = encode
         common = ["--model", str(model_dir), "--dtype", args.dtype]
@@ -209,21 +247,32 @@ def main():
               f"in: {state['join_bytes_per_record_in_flight']:,.0f} B")
         print(f"\n{len(lines)} records ({args.records}), model "
               f"{results['model']} {args.dtype}, {os.cpu_count()} CPUs; raw "
-              f"encode: {encode:.1f} texts/s\n", flush=True)
+              f"encode: {encode:.1f} texts/s", flush=True)
+        detector = results["detector_ms_per_record"]
+        extra_ms = detector["stream"] - detector["bounded"]
+        print(f"near-duplicate detector alone, {len(sample)} records: "
+              f"{detector['bounded']:.2f} ms/record over a bounded input, "
+              f"{detector['stream']:.2f} on a stream's path (state and "
+              f"timers)\n", flush=True)
         print(f"{'job':28} {'rec/s':>7} {'after start':>11} {'target':>7} "
-              f"{'peak GB':>8}", flush=True)
+              f"{'peak GB':>8} {'stream est.':>11}", flush=True)
         for module, prompts, extra in runs:
             rate, steady, peak = job_rate(module, corpus, small,
                                           common + extra, tmp, len(lines))
             label = module + (f" --prompts {prompts}" if prompts else "")
             target = _target(prompts, encode, real=bool(args.model))
-            results["jobs"][label] = {"records_per_s": rate,
-                                      "records_per_s_after_startup": steady,
-                                      "peak_rss_gb": peak,
-                                      "target_records_per_s": target}
+            # A stream's records cost the detector's extra ms on top.
+            stream = (1 / (1 / steady + extra_ms / 1000)
+                      if module == "stream_tag" else None)
+            results["jobs"][label] = {
+                "records_per_s": rate, "records_per_s_after_startup": steady,
+                "peak_rss_gb": peak, "target_records_per_s": target,
+                "stream_records_per_s_estimate": stream}
             print(f"{label:28} {rate:7.1f} {steady:11.1f} "
                   f"{'' if target is None else f'{target:7.1f}':>7} "
-                  f"{peak:8.2f}", flush=True)
+                  f"{peak:8.2f} "
+                  f"{'' if stream is None else f'{stream:11.1f}':>11}",
+                  flush=True)
         if args.latency:
             print(f"\n{'latency at 4 rec/s':28} {'rec/s':>7} {'p50 s':>7} "
                   f"{'p95 s':>7}", flush=True)

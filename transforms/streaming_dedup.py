@@ -7,18 +7,26 @@ record seen within `horizon_secs` of event time, adding `duplicate_of`,
 without its embeddings (they are sketched on the way in).
 
 How it works: each record is sketched (`embgemma_keras.sketches`) into one
-bucket key per band of each sketcher; one stateful DoFn per bucket keeps
-the originals it saw (id, sketch, event time of records that matched none
-before them) and compares each newcomer with them once the watermark has
-passed the newcomer's event time, in order of event time, then id; an
-event-time timer drops entries once the watermark is `horizon_secs` past
-them, and a bucket keeps at most `max_bucket` entries, so state and time
-per record stay bounded however hot a bucket runs (a spam wave of copies
-keeps one entry: its original). A second stateful DoFn, keyed by record
-id, counts the verdicts of all bands (the compare stage sends it one
-message per record and bundle: how many bands judged it, and the best
-match) and emits the record with its best match: lexical before semantic,
-then the highest similarity.
+bucket key per band of each sketcher; each bucket holds the originals it
+saw (id, sketch, event time of records that matched none before them) and
+judges each newcomer against them once the watermark has passed the
+newcomer's event time, in order of event time, then id
+(`embgemma_keras.stream_buckets.BucketJudge`). A bucket keeps at most
+`max_bucket` originals and forgets them all once its newest is
+`horizon_secs` old, so state and time per record stay bounded however hot
+a bucket runs (a spam wave of copies keeps one entry: its original). A
+stateful DoFn keyed by record id counts the verdicts of all bands (one
+message per record and bundle of the compare stage: how many bands judged
+it, and the best match) and emits the record with its best match: lexical
+before semantic, then the highest similarity.
+
+In a stream the buckets are keyed state: a newcomer waits in its bucket's
+state for an event-time timer at its time, and another timer clears the
+bucket. A bounded input (files) has all its records before the watermark
+moves, so a `GroupByKey` hands each bucket its records (of a window) at
+once and they are judged together, with no state or timers: the same
+verdicts for about a fifth of the cost on the local runner
+(`benchmarks/stream_throughput.py`).
 
 State holds only plain values with fixed coders: bucket entries are
 `(id, sketch bytes, micros)` (and the kind while they wait), the join holds
@@ -55,7 +63,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import apache_beam as beam
-import numpy as np
 from apache_beam import coders
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
@@ -78,6 +85,10 @@ from embgemma_keras.schema import to_json_line
 from embgemma_keras.schema import without_embeddings
 from embgemma_keras.sketches import Sketcher
 from embgemma_keras.sketches import stream_sketchers
+from embgemma_keras.stream_buckets import BucketJudge
+from embgemma_keras.stream_buckets import Judgement
+from embgemma_keras.stream_buckets import better_match
+from embgemma_keras.stream_buckets import match_rank
 from transforms.progress import count
 from transforms.state_cache import skip_module_scan
 
@@ -97,27 +108,49 @@ MATCH_CODER = coders.TupleCoder([coders.StrUtf8Coder(), coders.StrUtf8Coder(),
                                  coders.FloatCoder(), coders.StrUtf8Coder()])
 
 
-def _rank(sketchers: Sequence[Sketcher]) -> dict[str, int]:
-    """Which kind of match names the original first: the sketchers' order
-    (lexical before semantic)."""
-    return {sketcher.kind.value: rank
-            for rank, sketcher in enumerate(sketchers)}
+class _BucketVerdicts(beam.DoFn):
+    """Judges records in their buckets (`BucketJudge`) and sends the verdict
+    join one message per record and bundle: (bands judged, best match),
+    not one per band."""
+
+    def __init__(self, sketchers, horizon_secs, max_bucket):
+        self._judge = BucketJudge(sketchers, horizon_secs, max_bucket)
+        self._rank = match_rank(sketchers)
+        self._evicted = Metrics.counter("StreamingNearDuplicates",
+                                        "bucket_evictions")
+
+    def setup(self):
+        skip_module_scan()
+
+    def start_bundle(self):
+        # (record id, window, event time) -> (bands judged, best match)
+        self._verdicts = {}
+
+    def finish_bundle(self):
+        for (record_id, window, micros), verdict in self._verdicts.items():
+            yield WindowedValue((record_id, (None, verdict)),
+                                Timestamp(micros=micros), [window])
+        self._verdicts = {}
+
+    def _judged(self, newcomers, held, indexed, window) -> Judgement:
+        judged = self._judge(newcomers, held, indexed)
+        for record_id, micros, match in judged.verdicts:
+            judged_bands, best = self._verdicts.get(
+                (record_id, window, micros), (0, None))
+            self._verdicts[record_id, window, micros] = (
+                judged_bands + 1, better_match(self._rank, best, match))
+        if judged.evicted:
+            self._evicted.inc(judged.evicted)
+        return judged
 
 
-def _best(rank: dict[str, int], one, other):
-    """The better of two matches (`(kind, id, similarity, run)` or None):
-    the kind ranked first, then the higher similarity."""
-    if one is None or other is None:
-        return other if one is None else one
-    return min(one, other, key=lambda m: (rank[m[0]], -m[2]))
-
-
-class _CompareInBucket(beam.DoFn):
-    """Compares each record with the originals its bucket holds, in event
-    time order: a newcomer waits (`PENDING`) until the watermark passes its
-    event time, so a copy delivered before its original (Pub/Sub keeps no
-    order) is still the one flagged, and every bucket orders two records
-    the same way (event time, then id)."""
+class _CompareInBucket(_BucketVerdicts):
+    """A stream's buckets: each newcomer waits (`PENDING`) until the
+    watermark passes its event time, so a copy delivered before its
+    original (Pub/Sub keeps no order) is still the one flagged, and every
+    bucket orders two records the same way (event time, then id). An
+    event-time timer forgets a bucket's originals once the watermark is
+    the horizon past the newest."""
 
     SEEN = BagStateSpec("seen", ENTRY_CODER)
     INDEXED = BagStateSpec("indexed", INDEXED_CODER)
@@ -127,47 +160,27 @@ class _CompareInBucket(beam.DoFn):
     EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
 
     def __init__(self, sketchers, horizon_secs, max_bucket, with_index):
-        self._sketchers = {s.kind.value: s for s in sketchers}
-        self._rank = _rank(sketchers)
+        super().__init__(sketchers, horizon_secs, max_bucket)
         self._with_index = with_index  # else INDEXED is empty: not read
         self._horizon = int(horizon_secs * 1_000_000)  # microseconds
-        self._max_bucket = max_bucket
-        self._evicted = Metrics.counter("StreamingNearDuplicates",
-                                        "bucket_evictions")
 
-    def setup(self):
-        skip_module_scan()
-
-    def start_bundle(self):
-        # (record id, window, event time) -> (bands judged, best match): the
-        # bundle's verdicts go to the join as one message per record, not
-        # one per band.
-        self._verdicts = {}
-
-    def finish_bundle(self):
-        for (record_id, window, micros), verdict in self._verdicts.items():
-            yield WindowedValue((record_id, (None, verdict)),
-                                Timestamp(micros=micros), [window])
-        self._verdicts = {}
-
-    def process(self, element, timestamp=beam.DoFn.TimestampParam,
-                pending=beam.DoFn.StateParam(PENDING),
+    def process(self, element, pending=beam.DoFn.StateParam(PENDING),
                 due=beam.DoFn.StateParam(DUE),
                 indexed=beam.DoFn.StateParam(INDEXED),
                 in_order=beam.DoFn.TimerParam(IN_ORDER)):
-        _, (kind, record_id, sketch, run) = element
+        _, (kind, record_id, sketch, run, micros) = element
         if run != THIS_RUN:
             # An index entry: kept for good, never compared itself. Its
             # timestamp is the earliest, so it is in before any newcomer's
             # timer can fire.
             indexed.add((run, record_id, sketch))
             return
-        pending.add((kind, record_id, sketch, timestamp.micros))
+        pending.add((kind, record_id, sketch, micros))
         # One timer per key: it stays at the earliest record waiting.
         next_due = due.read()
-        if next_due is None or timestamp.micros < next_due:
-            in_order.set(timestamp)
-            due.write(timestamp.micros)
+        if next_due is None or micros < next_due:
+            in_order.set(Timestamp(micros=micros))
+            due.write(micros)
 
     @on_timer(IN_ORDER)
     def compare_in_order(self, fired=beam.DoFn.TimestampParam,
@@ -178,12 +191,11 @@ class _CompareInBucket(beam.DoFn):
                          indexed=beam.DoFn.StateParam(INDEXED),
                          in_order=beam.DoFn.TimerParam(IN_ORDER),
                          expiry=beam.DoFn.TimerParam(EXPIRY)):
-        """Verdicts for the records at the timer's time, by id; those after
-        it wait for the timer's next firing (the timer is always at the
+        """Verdicts for the records at the timer's time; those after it
+        wait for the timer's next firing (the timer is always at the
         earliest waiting, so each verdict keeps its record's event time)."""
         waiting = list(pending.read())
-        ready = sorted((entry for entry in waiting if entry[3] <= fired.micros),
-                       key=lambda entry: (entry[3], entry[1]))
+        ready = [entry for entry in waiting if entry[3] <= fired.micros]
         later = [entry for entry in waiting if entry[3] > fired.micros]
         pending.clear()
         for entry in later:
@@ -194,78 +206,39 @@ class _CompareInBucket(beam.DoFn):
             due.write(next_due)
         else:
             due.clear()
-        entries = list(seen.read())
-        kept = list(indexed.read()) if self._with_index else []
-        for kind, record_id, sketch, micros in ready:
-            match = self._verdict(kind, record_id, sketch, micros, entries,
-                                  kept, seen, expiry)
-            judged, best = self._verdicts.get((record_id, window, micros),
-                                              (0, None))
-            self._verdicts[record_id, window, micros] = (
-                judged + 1, _best(self._rank, best, match))
-
-    def _verdict(self, kind, record_id, sketch, micros, entries, kept, seen,
-                 expiry):
-        known = any(other_id == record_id for other_id, _, _ in entries)
-        best = self._best_match(kind, record_id, sketch, micros, entries,
-                                kept)
-        # Only originals are remembered: a copy matches its original anyway,
-        # so a burst of copies (a spam wave) leaves the bucket at one entry
-        # and `duplicate_of` names the original, not another copy.
-        if not known and best is None:
-            if len(entries) >= self._max_bucket:
-                self._forget_oldest(entries, seen)
-            entries.append((record_id, sketch, micros))
-            seen.add(entries[-1])
-            expiry.set(Timestamp(micros=micros + self._horizon))
-        return best
-
-    def _best_match(self, kind, record_id, sketch, micros, entries, kept):
-        """`(kind, id, similarity, run)` of the closest original, or None.
-
-        Only a record seen before, at the same or an earlier event time
-        within the horizon, can be the original, so a replayed record gets
-        the verdict it got first: the entries kept since were compared with
-        it and are not its near-duplicates. Any index entry can be, even
-        one with the record's id (the same record sent again).
-        """
-        earlier = [(THIS_RUN, other_id, other_sketch)
-                   for other_id, other_sketch, other_micros in entries
-                   if other_id != record_id
-                   and 0 <= micros - other_micros <= self._horizon] + kept
-        if not earlier:
-            return None
-        sketcher = self._sketchers[kind]
-        scores = sketcher.similarities(sketch, [s for _, _, s in earlier])
-        best = int(np.argmax(scores))
-        if scores[best] < sketcher.threshold:
-            return None
-        run, original, _ = earlier[best]
-        return kind, original, float(scores[best]), run
-
-    def _forget_oldest(self, entries, seen):
-        """A bucket of distinct records sharing a band: forget the oldest,
-        so a hot bucket costs bounded time and memory."""
-        entries.sort(key=lambda entry: entry[2])
-        drop = len(entries) - self._max_bucket + 1
-        del entries[:drop]
-        seen.clear()
-        for kept in entries:
-            seen.add(kept)
-        self._evicted.inc(drop)
+        judged = self._judged(
+            ready, list(seen.read()),
+            list(indexed.read()) if self._with_index else [], window)
+        if judged.rewritten:
+            seen.clear()
+        for entry in judged.held if judged.rewritten else judged.added:
+            seen.add(entry)
+        if judged.added:
+            expiry.set(Timestamp(micros=max(
+                entry[2] for entry in judged.held) + self._horizon))
 
     @on_timer(EXPIRY)
-    def expire(self, fired=beam.DoFn.TimestampParam,
-               seen=beam.DoFn.StateParam(SEEN),
-               expiry=beam.DoFn.TimerParam(EXPIRY)):
-        keep = [entry for entry in seen.read()
-                if entry[2] + self._horizon > fired.micros]
+    def expire(self, seen=beam.DoFn.StateParam(SEEN)):
+        # The timer is at the newest original's time plus the horizon.
         seen.clear()
-        for entry in keep:
-            seen.add(entry)
-        if keep:
-            expiry.set(Timestamp(
-                micros=min(entry[2] for entry in keep) + self._horizon))
+
+
+class _CompareGrouped(_BucketVerdicts):
+    """A bounded input's buckets: all of a bucket's records (and index
+    entries) come as one group, so the watermark has passed them all and
+    they are judged at once, with no state or timers; the verdicts are
+    those of `_CompareInBucket`."""
+
+    def process(self, element, window=beam.DoFn.WindowParam):
+        _, values = element
+        newcomers, indexed = [], []
+        for kind, record_id, sketch, run, micros in values:
+            if run == THIS_RUN:
+                newcomers.append((kind, record_id, sketch, micros))
+            else:
+                indexed.append((run, record_id, sketch))
+        self._judged(newcomers, [], indexed, window)
+        return ()
 
 
 class _JoinVerdicts(beam.DoFn):
@@ -307,8 +280,9 @@ class _JoinVerdicts(beam.DoFn):
                 matches.add(match)
         leaving = min(waiting, received // self._bands)
         if leaving:
-            best = functools.reduce(functools.partial(_best, self._rank),
-                                    matches.read(), None)
+            best = functools.reduce(
+                functools.partial(better_match, self._rank), matches.read(),
+                None)
             lines = list(records.read())
             for line in lines[:leaving]:
                 yield self._tagged(json.loads(line), best)
@@ -358,9 +332,11 @@ class StreamingNearDuplicates(beam.PTransform):
     the `StreamingNearDuplicates/bucket_evictions` metric.
 
     The index is not held whole by any worker: each entry goes, like an
-    original, into the state of its buckets (one per band of each
-    sketcher), which the runner spreads over its workers by key; a record
-    reads the buckets it falls in, as it does for the horizon.
+    original, to its buckets (one per band of each sketcher), which the
+    runner spreads over its workers by key; a record reads the buckets it
+    falls in, as it does for the horizon. On a stream the buckets are
+    keyed state ordered by timers; on a bounded input, one `GroupByKey`
+    (see the module docstring).
     """
 
     def __init__(self, config: StreamDedupConfig = StreamDedupConfig(),
@@ -376,19 +352,19 @@ class StreamingNearDuplicates(beam.PTransform):
         sketchers = self._sketchers
         bands = sum(s.bands for s in sketchers)
 
-        def sketch(record):
+        def sketch(record, timestamp=beam.DoFn.TimestampParam):
             for sketcher in sketchers:
                 sketch, keys = sketcher.sketch(record)
                 for key in keys:
                     yield key, (sketcher.kind.value, record[ID], sketch,
-                                THIS_RUN)
+                                THIS_RUN, timestamp.micros)
 
         def sketch_entry(entry):
             for sketcher in sketchers:
                 sketched = sketcher.sketch_entry(entry)
                 for key in sketched[1] if sketched else ():
                     yield key, (sketcher.kind.value, entry.id, sketched[0],
-                                entry.run)
+                                entry.run, 0)
 
         # Typed keys: Beam then knows their coder is deterministic.
         sketched = records | "Sketch" >> beam.FlatMap(
@@ -397,14 +373,23 @@ class StreamingNearDuplicates(beam.PTransform):
             sketched = (sketched, self._against | "SketchIndex" >> (
                 beam.FlatMap(sketch_entry).with_output_types(
                     tuple[bytes, Any]))) | "WithIndex" >> beam.Flatten()
-        verdicts = (
-            sketched
-            | "Compare" >> beam.ParDo(_CompareInBucket(
-                sketchers, self._config.horizon_secs,
-                self._config.max_bucket, self._against is not None)
-            ).with_output_types(tuple[str, Any]))
+        config = self._config
+        if sketched.is_bounded:
+            # All the input is there before the watermark moves: one
+            # group per bucket gives the stream's verdicts without its
+            # state and timers.
+            compare = _CompareGrouped(sketchers, config.horizon_secs,
+                                      config.max_bucket)
+            sketched = sketched | "GroupBuckets" >> beam.GroupByKey()
+        else:
+            compare = _CompareInBucket(sketchers, config.horizon_secs,
+                                       config.max_bucket,
+                                       self._against is not None)
+        verdicts = sketched | "Compare" >> beam.ParDo(
+            compare).with_output_types(tuple[str, Any])
         lines = records | "KeyById" >> beam.Map(lambda r: (r[ID], (
             to_json_line(without_embeddings(r)).encode("utf-8"), None))
         ).with_output_types(tuple[str, Any])
         return ((lines, verdicts) | "Merge" >> beam.Flatten()
-                | "Join" >> beam.ParDo(_JoinVerdicts(bands, _rank(sketchers))))
+                | "Join" >> beam.ParDo(_JoinVerdicts(
+                    bands, match_rank(sketchers))))

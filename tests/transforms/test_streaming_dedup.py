@@ -2,6 +2,7 @@ import json
 
 import apache_beam as beam
 import numpy as np
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
@@ -34,7 +35,8 @@ class _Collect(beam.DoFn):
                                 EVENT_TIME: float(timestamp)}) + "\n")
 
 
-def _run(events, transform, tmp_path, in_order=True, index=None):
+def _run(events, transform, tmp_path, in_order=True, index=None,
+         bounded=False):
     """events: (event_time, record) in arrival order, one bundle each.
 
     in_order: the watermark follows each event; else it stays before them
@@ -42,7 +44,10 @@ def _run(events, transform, tmp_path, in_order=True, index=None):
     delivers in any order, with an exact watermark).
     index: `IndexEntry`s; `transform` is then a function of their
     PCollection.
+    bounded: the events as a batch job's input (files), not a stream.
     """
+    if bounded:
+        return _run_bounded(events, transform, tmp_path, index)
     stream = TestStream()
     watermark = None
     for time, record in events:
@@ -60,7 +65,27 @@ def _run(events, transform, tmp_path, in_order=True, index=None):
     return [json.loads(line) for line in sink.read_text().splitlines()]
 
 
-def test_duplicates_within_the_horizon_only(tmp_path):
+def _run_bounded(events, transform, tmp_path, index):
+    tmp_path.mkdir(exist_ok=True)
+    sink = tmp_path / "out.jsonl"
+    with TestPipeline() as p:
+        if index is not None:
+            transform = transform(p | "Index" >> beam.Create(index))
+        records = (p | beam.Create(events)
+                   | beam.MapTuple(lambda t, r: TimestampedValue(r, t)))
+        assert records.is_bounded
+        _ = records | transform | beam.ParDo(_Collect(str(sink)))
+    return [json.loads(line) for line in sink.read_text().splitlines()]
+
+
+# The verdicts are the same over a stream (state and timers) and over a
+# bounded input (one group per bucket).
+both_inputs = pytest.mark.parametrize("bounded", [False, True],
+                                      ids=["stream", "bounded"])
+
+
+@both_inputs
+def test_duplicates_within_the_horizon_only(tmp_path, bounded):
     events = [
         (0, {"id": "first", "text": TEXT}),
         (60, {"id": "typo", "text": TEXT.replace("twelve", "twelv")}),
@@ -69,7 +94,7 @@ def test_duplicates_within_the_horizon_only(tmp_path):
         (5000, {"id": "far_copy", "text": TEXT}),  # past the 1 h horizon
     ]
     out = _run(events, StreamingNearDuplicates(
-        StreamDedupConfig(horizon_secs=3600)), tmp_path)
+        StreamDedupConfig(horizon_secs=3600)), tmp_path, bounded=bounded)
     assert len(out) == len(events)  # every delivery comes out, once each
     tags = sorted((r["id"], r.get("duplicate_of"), r.get("kind"))
                   for r in out)
@@ -82,7 +107,8 @@ def test_duplicates_within_the_horizon_only(tmp_path):
     assert 0.7 <= typo["similarity"] < 1
 
 
-def test_semantic_sketch_flags_close_vectors(tmp_path):
+@both_inputs
+def test_semantic_sketch_flags_close_vectors(tmp_path, bounded):
     rng = np.random.default_rng(0)
     base = rng.normal(size=64).astype(np.float32)
     base /= np.linalg.norm(base)
@@ -99,19 +125,21 @@ def test_semantic_sketch_flags_close_vectors(tmp_path):
               (9, record("c", far))]
     out = _run(events, StreamingNearDuplicates(
         StreamDedupConfig(horizon_secs=60),
-        sketchers=[SemanticSketch(64, threshold=0.95)]), tmp_path)
+        sketchers=[SemanticSketch(64, threshold=0.95)]), tmp_path,
+        bounded=bounded)
     tags = {r["id"]: r.get("duplicate_of") for r in out}
     assert tags == {"a": None, "b": "a", "c": None}
     assert next(r for r in out if r["id"] == "b")["kind"] == "semantic"
 
 
-def test_a_wave_of_copies_points_at_the_original(tmp_path):
+@both_inputs
+def test_a_wave_of_copies_points_at_the_original(tmp_path, bounded):
     # Only originals are remembered, so each copy (and a near copy of a
     # copy) names the first record, and the buckets hold one entry.
     events = [(t, {"id": f"copy{t}", "text": TEXT}) for t in range(1, 30)]
     events[5] = (6, {"id": "typo", "text": TEXT.replace("twelve", "twelv")})
     out = _run([(0, {"id": "original", "text": TEXT})] + events,
-               StreamingNearDuplicates(), tmp_path)
+               StreamingNearDuplicates(), tmp_path, bounded=bounded)
     assert len(out) == 30
     assert {r.get("duplicate_of") for r in out if r["id"] != "original"} == {
         "original"}
@@ -130,12 +158,14 @@ class _OneBucket:
         return np.array([float(sketch == other) for other in others])
 
 
-def test_a_full_bucket_forgets_its_oldest_original(tmp_path):
+@both_inputs
+def test_a_full_bucket_forgets_its_oldest_original(tmp_path, bounded):
     events = [(t, {"id": f"r{t}", "text": f"text {t}"}) for t in range(4)]
     events += [(10, {"id": "copy_of_r0", "text": "text 0"}),
                (11, {"id": "copy_of_r3", "text": "text 3"})]
     out = _run(events, StreamingNearDuplicates(
-        StreamDedupConfig(max_bucket=2), sketchers=[_OneBucket()]), tmp_path)
+        StreamDedupConfig(max_bucket=2), sketchers=[_OneBucket()]), tmp_path,
+        bounded=bounded)
     tags = {r["id"]: r.get("duplicate_of") for r in out}
     assert len(out) == len(events)
     assert tags["copy_of_r3"] == "r3"
@@ -213,19 +243,21 @@ def test_streaming_state_holds_plain_values_only(tmp_path, monkeypatch):
     assert sorted({len(sketch) for sketch in sketches}) == [64 * 2, 128 * 4]
 
 
-def test_of_two_copies_at_one_time_the_larger_id_is_flagged(tmp_path):
+@both_inputs
+def test_of_two_copies_at_one_time_the_larger_id_is_flagged(tmp_path, bounded):
     """Every record of a file has the same event time; runners deliver
     them in any order. Whichever order, the same one copy is flagged."""
     for first, second in (("a", "b"), ("b", "a")):
         out = _run([(0, {"id": first, "text": TEXT}),
                     (0, {"id": second, "text": TEXT})],
                    StreamingNearDuplicates(StreamDedupConfig()),
-                   tmp_path / first, in_order=False)
+                   tmp_path / first, in_order=False, bounded=bounded)
         tags = sorted((r["id"], r.get("duplicate_of")) for r in out)
         assert tags == [("a", None), ("b", "a")]
 
 
-def test_a_copy_delivered_before_its_original_is_flagged(tmp_path):
+@both_inputs
+def test_a_copy_delivered_before_its_original_is_flagged(tmp_path, bounded):
     """Pub/Sub delivers in any order: the copy, published later, can come
     first. Records wait for the watermark and are compared in event time
     order, so the copy is still the one flagged."""
@@ -233,7 +265,7 @@ def test_a_copy_delivered_before_its_original_is_flagged(tmp_path):
                 (3, {"id": "noise", "text": "see you at lunch tomorrow"}),
                 (0, {"id": "original", "text": TEXT})],
                StreamingNearDuplicates(StreamDedupConfig(horizon_secs=60)),
-               tmp_path, in_order=False)
+               tmp_path, in_order=False, bounded=bounded)
     assert sorted((r["id"], r.get("duplicate_of")) for r in out) == [
         ("copy", "original"), ("noise", None), ("original", None)]
     # Each record keeps its event time (windowed sinks use it).
@@ -259,7 +291,9 @@ def _entry(record_id, run, text, vector=None):
                       signature, 0 if vector is not None else -1, vector)
 
 
-def test_records_that_copy_an_indexed_record_name_it_and_its_run(tmp_path):
+@both_inputs
+def test_records_that_copy_an_indexed_record_name_it_and_its_run(
+        tmp_path, bounded):
     """An index entry is matched however old; it is never flagged or
     emitted itself; a record sent again with an indexed record's id is its
     duplicate (an earlier run kept it), unlike a redelivery in the
@@ -274,7 +308,7 @@ def test_records_that_copy_an_indexed_record_name_it_and_its_run(tmp_path):
     for in_order in (True, False):
         out = _run(events, lambda against: StreamingNearDuplicates(
             StreamDedupConfig(horizon_secs=60), against=against),
-            tmp_path / str(in_order), in_order, index=index)
+            tmp_path / str(in_order), in_order, index=index, bounded=bounded)
         tags = sorted((r["id"], r.get("duplicate_of"),
                        r.get("duplicate_of_run")) for r in out)
         # noise-copy is past the 60 s horizon of noise, which no index has.
@@ -283,7 +317,8 @@ def test_records_that_copy_an_indexed_record_name_it_and_its_run(tmp_path):
                         ("typo", "kept", "run1")]
 
 
-def test_a_semantic_match_in_the_index_is_flagged(tmp_path):
+@both_inputs
+def test_a_semantic_match_in_the_index_is_flagged(tmp_path, bounded):
     rng = np.random.default_rng(0)
     base, far = rng.normal(size=(2, 64)).astype(np.float32)
     near = base + 0.02 * rng.normal(size=64).astype(np.float32)
@@ -294,7 +329,8 @@ def test_a_semantic_match_in_the_index_is_flagged(tmp_path):
                    "embeddings": {"similarity": unit[2]}})]
     out = _run(events, lambda against: StreamingNearDuplicates(
         sketchers=[SemanticSketch(64, threshold=0.95)], against=against),
-        tmp_path, index=[_entry("base", "run1", "z", unit[0])])
+        tmp_path, index=[_entry("base", "run1", "z", unit[0])],
+        bounded=bounded)
     tags = {r["id"]: (r.get("duplicate_of"), r.get("duplicate_of_run"),
                       r.get("kind")) for r in out}
     assert tags == {"near": ("base", "run1", "semantic"),

@@ -1,0 +1,70 @@
+import numpy as np
+
+from embgemma_keras.schema import DuplicateKind
+from embgemma_keras.stream_buckets import BucketJudge
+
+SECOND = 1_000_000  # microseconds
+
+
+class _EqualTexts:
+    """Sketches are the texts; equal texts are duplicates."""
+
+    kind, bands, threshold = DuplicateKind.EXACT, 1, 1.0
+
+    @staticmethod
+    def similarities(sketch, others):
+        return np.array([float(sketch == other) for other in others])
+
+
+def _newcomer(record_id, text, secs):
+    return ("exact", record_id, text.encode(), secs * SECOND)
+
+
+def _matches(judged):
+    return {record_id: match and match[1]
+            for record_id, _, match in judged.verdicts}
+
+
+def test_newcomers_are_judged_in_event_time_then_id_order():
+    judge = BucketJudge([_EqualTexts()], horizon_secs=60, max_bucket=10)
+    judged = judge([_newcomer("b", "x", 0), _newcomer("c", "x", 1),
+                    _newcomer("a", "x", 0)], held=[])
+    assert _matches(judged) == {"a": None, "b": "a", "c": "a"}
+    assert [entry[0] for entry in judged.held] == ["a"]
+    assert judged.added == judged.held and not judged.rewritten
+
+
+def test_a_redelivered_record_gets_its_first_verdict_and_is_held_once():
+    judge = BucketJudge([_EqualTexts()], horizon_secs=60, max_bucket=10)
+    first = judge([_newcomer("a", "x", 0)], held=[])
+    again = judge([_newcomer("a", "x", 0)], held=first.held)
+    assert _matches(again) == {"a": None}
+    assert again.added == [] and again.held == first.held
+
+
+def test_a_bucket_past_the_horizon_forgets_its_originals():
+    judge = BucketJudge([_EqualTexts()], horizon_secs=60, max_bucket=10)
+    held = judge([_newcomer("a", "x", 0)], held=[]).held
+    within = judge([_newcomer("b", "x", 60)], held=held)
+    past = judge([_newcomer("c", "x", 61)], held=held)
+    assert _matches(within) == {"b": "a"} and not within.rewritten
+    assert _matches(past) == {"c": None}
+    assert past.rewritten and [entry[0] for entry in past.held] == ["c"]
+
+
+def test_a_full_bucket_forgets_its_oldest_original():
+    judge = BucketJudge([_EqualTexts()], horizon_secs=60, max_bucket=2)
+    judged = judge([_newcomer(f"r{t}", f"text {t}", t) for t in range(3)]
+                   + [_newcomer("copy", "text 0", 4)], held=[])
+    assert _matches(judged)["copy"] is None  # r0 was forgotten
+    # r0 made room for r2, r1 for the copy (an original now).
+    assert judged.evicted == 2 and judged.rewritten
+    assert [entry[0] for entry in judged.held] == ["r2", "copy"]
+
+
+def test_index_entries_match_whatever_their_age_and_id():
+    judge = BucketJudge([_EqualTexts()], horizon_secs=60, max_bucket=10)
+    judged = judge([_newcomer("kept", "x", 10_000)], held=[],
+                   indexed=[("run1", "kept", b"x")])
+    assert judged.verdicts[0][2] == ("exact", "kept", 1.0, "run1")
+    assert judged.held == []  # a duplicate is not an original
