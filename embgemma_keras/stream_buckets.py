@@ -89,7 +89,7 @@ class BucketJudge:
     def __init__(self, sketchers: Sequence[Sketcher], horizon_secs: float,
                  max_bucket: int):
         self._sketchers = {s.kind.value: s for s in sketchers}
-        self._horizon = int(horizon_secs * 1_000_000)  # microseconds
+        self.horizon_micros = int(horizon_secs * 1_000_000)  # event time
         self._max_bucket = max_bucket
 
     def __call__(self, newcomers: Iterable[Newcomer], held: Sequence[Entry],
@@ -98,7 +98,7 @@ class BucketJudge:
         for kind, record_id, sketch, micros in sorted(
                 newcomers, key=lambda n: (n[3], n[1])):
             if judged.held and micros - max(
-                    e[2] for e in judged.held) > self._horizon:
+                    e[2] for e in judged.held) > self.horizon_micros:
                 judged.held, judged.rewritten = [], True
             match = self._closest(kind, record_id, sketch, micros,
                                   judged.held, indexed)
@@ -126,7 +126,7 @@ class BucketJudge:
         earlier = [(THIS_RUN, other_id, other_sketch)
                    for other_id, other_sketch, other_micros in held
                    if other_id != record_id
-                   and 0 <= micros - other_micros <= self._horizon]
+                   and 0 <= micros - other_micros <= self.horizon_micros]
         earlier += indexed
         if not earlier:
             return None

@@ -119,9 +119,6 @@ class _BucketVerdicts(beam.DoFn):
         self._evicted = Metrics.counter("StreamingNearDuplicates",
                                         "bucket_evictions")
 
-    def setup(self):
-        skip_module_scan()
-
     def start_bundle(self):
         # (record id, window, event time) -> (bands judged, best match)
         self._verdicts = {}
@@ -162,7 +159,9 @@ class _CompareInBucket(_BucketVerdicts):
     def __init__(self, sketchers, horizon_secs, max_bucket, with_index):
         super().__init__(sketchers, horizon_secs, max_bucket)
         self._with_index = with_index  # else INDEXED is empty: not read
-        self._horizon = int(horizon_secs * 1_000_000)  # microseconds
+
+    def setup(self):
+        skip_module_scan()
 
     def process(self, element, pending=beam.DoFn.StateParam(PENDING),
                 due=beam.DoFn.StateParam(DUE),
@@ -214,8 +213,8 @@ class _CompareInBucket(_BucketVerdicts):
         for entry in judged.held if judged.rewritten else judged.added:
             seen.add(entry)
         if judged.added:
-            expiry.set(Timestamp(micros=max(
-                entry[2] for entry in judged.held) + self._horizon))
+            newest = max(entry[2] for entry in judged.held)
+            expiry.set(Timestamp(micros=newest + self._judge.horizon_micros))
 
     @on_timer(EXPIRY)
     def expire(self, seen=beam.DoFn.StateParam(SEEN)):
@@ -342,7 +341,7 @@ class StreamingNearDuplicates(beam.PTransform):
     def __init__(self, config: StreamDedupConfig = StreamDedupConfig(),
                  dim: int | None = None,
                  sketchers: Sequence[Sketcher] | None = None,
-                 against=None):
+                 against: beam.PCollection | None = None):
         super().__init__()
         self._config = config
         self._sketchers = list(sketchers or stream_sketchers(config, dim))

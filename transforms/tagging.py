@@ -75,7 +75,7 @@ class TagRecords(beam.PTransform):
                  centroids: Centroids | None = None,
                  dedup: StreamDedupConfig = StreamDedupConfig(),
                  prompts: str = StreamConfig.prompts,
-                 against=None):
+                 against: beam.PCollection | None = None):
         super().__init__()
         self._against = against
         self._handler = handler
