@@ -125,11 +125,12 @@ def timed_stream(source, out, flags):
 
 def stream_state_per_entry(index: pathlib.Path) -> float:
     """Bytes of bucket state an index entry takes in stream_tag: one
-    (run, id, sketch) per band of each sketcher, through the job's coder."""
+    bucket entry per band of each sketcher, through the job's coder."""
     from embgemma_keras.config import StreamDedupConfig
     from embgemma_keras.dedup_index import segment_entries
     from embgemma_keras.sketches import stream_sketchers
-    from transforms.streaming_dedup import INDEXED_CODER
+    from transforms.streaming_dedup import BUCKET_CODER
+    from transforms.streaming_dedup import HELD
 
     segment = next(index.rglob("*.parquet"))
     entries = list(segment_entries(segment.read_bytes()))[:1000]
@@ -139,8 +140,8 @@ def stream_state_per_entry(index: pathlib.Path) -> float:
     for entry in entries:
         for sketcher in sketchers:
             sketch, keys = sketcher.sketch_entry(entry) or (b"", [])
-            total += len(keys) * len(INDEXED_CODER.encode(
-                (entry.run, entry.id, sketch)))
+            total += len(keys) * len(BUCKET_CODER.encode(
+                (HELD, entry.run, entry.id, sketch, 0)))
     return total / len(entries)
 
 

@@ -62,6 +62,7 @@ HEADS = {
                   "positive": "a positive, enthusiastic opinion"},
 }
 STARTUP_RECORDS = 20
+DETECTOR_RATE = 50  # records a second of event time, for the detector alone
 
 
 def artifacts(model, texts, prompts, directory):
@@ -101,32 +102,47 @@ def job_rate(module, corpus, small, extra, tmp, records):
 
 def detector_costs(records, vectors, dim):
     """ms per record of `StreamingNearDuplicates` alone on the local runner,
-    over `records` with their similarity vectors: on a bounded input (the
-    path `stream_tag` takes over files: one group per bucket) and on the
-    same input marked unbounded (a stream's path: keyed state and
-    timers), each less its run on 20 records."""
+    over `records` with their similarity vectors at DETECTOR_RATE a second
+    of event time: on a bounded input (the path `stream_tag` takes over
+    files: one group per bucket) and on the same input marked unbounded (a
+    stream's path: keyed state and timers, every record's timer due at once
+    when the input ends, as over a backlog), each less its run on 20
+    records. Both paths must flag the same number of duplicates."""
     import apache_beam as beam
+    from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.transforms.window import TimestampedValue
 
     from embgemma_keras.config import StreamDedupConfig
+    from embgemma_keras.progress import DUPLICATES
     from transforms.state_cache import without_local_cache
     from transforms.streaming_dedup import StreamingNearDuplicates
 
     without_local_cache()
-    items = [{**r, "embeddings": {"similarity": v}}
-             for r, v in zip(records, vectors)]
+    items = [(i / DETECTOR_RATE, {**r, "embeddings": {"similarity": v}})
+             for i, (r, v) in enumerate(zip(records, vectors))]
 
-    def seconds(items, bounded):
+    def run(items, bounded):
         start = time.perf_counter()
-        with beam.Pipeline("FnApiRunner", options=PipelineOptions([])) as p:
-            records = p | beam.Create(items, reshuffle=False)
-            records.is_bounded = bounded
-            _ = records | StreamingNearDuplicates(StreamDedupConfig(), dim)
-        return time.perf_counter() - start
+        p = beam.Pipeline("FnApiRunner", options=PipelineOptions([]))
+        timed = (p | beam.Create(items, reshuffle=False)
+                 | beam.MapTuple(lambda t, r: TimestampedValue(r, t)))
+        timed.is_bounded = bounded
+        _ = timed | StreamingNearDuplicates(StreamDedupConfig(), dim)
+        result = p.run()
+        result.wait_until_finish()
+        flagged = result.metrics().query(MetricsFilter().with_name(
+            DUPLICATES))["counters"]
+        return (time.perf_counter() - start,
+                sum(counter.committed for counter in flagged))
 
-    return {path: 1000 * (seconds(items, bounded) - seconds(
-        items[:STARTUP_RECORDS], bounded)) / (len(items) - STARTUP_RECORDS)
-        for path, bounded in (("bounded", True), ("stream", False))}
+    costs, duplicates = {}, {}
+    for path, bounded in (("bounded", True), ("stream", False)):
+        (small, _), (full, duplicates[path]) = (
+            run(items[:STARTUP_RECORDS], bounded), run(items, bounded))
+        costs[path] = 1000 * (full - small) / (len(items) - STARTUP_RECORDS)
+    assert duplicates["bounded"] == duplicates["stream"], duplicates
+    return costs
 
 
 def state_bytes(records, vectors):
@@ -141,7 +157,9 @@ def state_bytes(records, vectors):
     from embgemma_keras.config import StreamDedupConfig
     from embgemma_keras.schema import to_json_line
     from embgemma_keras.sketches import stream_sketchers
-    from transforms.streaming_dedup import ENTRY_CODER
+    from embgemma_keras.grouping import THIS_RUN
+    from transforms.streaming_dedup import BUCKET_CODER
+    from transforms.streaming_dedup import HELD
 
     micros = Timestamp.now().micros
     held = {}
@@ -150,8 +168,8 @@ def state_bytes(records, vectors):
         for record, vector in zip(records, vectors):
             sketch, keys = sketcher.sketch(
                 {**record, "embeddings": {"similarity": vector}})
-            sizes.append(len(keys) * len(ENTRY_CODER.encode(
-                (record["id"], sketch, micros))))
+            sizes.append(len(keys) * len(BUCKET_CODER.encode(
+                (HELD, THIS_RUN, record["id"], sketch, micros))))
         held[sketcher.kind.value] = sum(sizes) / len(sizes)
     line = sum(len(to_json_line(r).encode()) for r in records) / len(records)
     return {"bucket_bytes_per_original": held,

@@ -61,16 +61,13 @@ def better_match(rank: dict[str, int], one: Match | None,
 
 @dataclasses.dataclass
 class Judgement:
-    """A bucket's verdicts on some newcomers, and what it holds after.
-
-    `held` is `added` appended to the entries it held before unless
-    `rewritten` (entries were forgotten: full, or past the horizon).
-    """
+    """A bucket's verdicts on some newcomers, and what it holds after:
+    the entries it held before, less those forgotten (the bucket was full,
+    or past the horizon), and the newcomers `added` as originals."""
 
     verdicts: list[tuple[str, int, Match | None]]  # (id, micros, match)
     held: list[Entry]
     added: list[Entry]
-    rewritten: bool
     evicted: int  # originals forgotten because the bucket was full
 
 
@@ -94,12 +91,12 @@ class BucketJudge:
 
     def __call__(self, newcomers: Iterable[Newcomer], held: Sequence[Entry],
                  indexed: Sequence[Indexed] = ()) -> Judgement:
-        judged = Judgement([], list(held), [], False, 0)
+        judged = Judgement([], list(held), [], 0)
+        newest = _newest(judged.held)
         for kind, record_id, sketch, micros in sorted(
                 newcomers, key=lambda n: (n[3], n[1])):
-            if judged.held and micros - max(
-                    e[2] for e in judged.held) > self.horizon_micros:
-                judged.held, judged.rewritten = [], True
+            if self._outlived(newest, micros):
+                judged.held, newest = [], None
             match = self._closest(kind, record_id, sketch, micros,
                                   judged.held, indexed)
             judged.verdicts.append((record_id, micros, match))
@@ -111,7 +108,16 @@ class BucketJudge:
                 self._make_room(judged)
                 judged.held.append((record_id, sketch, micros))
                 judged.added.append(judged.held[-1])
+                newest = micros if newest is None else max(newest, micros)
         return judged
+
+    def outlived(self, held: Sequence[Entry], micros: int) -> bool:
+        """Whether a bucket holding `held` forgets them all by `micros`:
+        its newest original is more than the horizon earlier."""
+        return self._outlived(_newest(held), micros)
+
+    def _outlived(self, newest: int | None, micros: int) -> bool:
+        return newest is not None and micros - newest > self.horizon_micros
 
     def _closest(self, kind, record_id, sketch, micros, held, indexed
                  ) -> Match | None:
@@ -144,5 +150,8 @@ class BucketJudge:
         judged.held.sort(key=lambda entry: entry[2])
         drop = len(judged.held) - self._max_bucket + 1
         del judged.held[:drop]
-        judged.rewritten = True
         judged.evicted += drop
+
+
+def _newest(held: Sequence[Entry]) -> int | None:
+    return max((entry[2] for entry in held), default=None)

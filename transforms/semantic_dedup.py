@@ -26,7 +26,6 @@ from embgemma_keras.grouping import edges_between
 from embgemma_keras.grouping import node
 from embgemma_keras.grouping import within_bucket_edges
 from embgemma_keras.schema import EMBEDDINGS
-from embgemma_keras.schema import ID
 from embgemma_keras.schema import DuplicateKind
 from embgemma_keras.schema import Vector
 from transforms.dedup import Deduplicated

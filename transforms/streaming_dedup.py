@@ -20,20 +20,20 @@ message per record and bundle of the compare stage: how many bands judged
 it, and the best match) and emits the record with its best match: lexical
 before semantic, then the highest similarity.
 
-In a stream the buckets are keyed state: a newcomer waits in its bucket's
-state for an event-time timer at its time, and another timer clears the
-bucket. A bounded input (files) has all its records before the watermark
-moves, so a `GroupByKey` hands each bucket its records (of a window) at
-once and they are judged together, with no state or timers: the same
-verdicts for about a fifth of the cost on the local runner
-(`benchmarks/stream_throughput.py`).
+In a stream the buckets are keyed state: a newcomer waits in its bucket
+for an event-time timer at its time (in whole milliseconds, the precision
+of Beam's timers), and a timer at the horizon past the newest original
+clears it. A bounded input (files) has all its records before the
+watermark moves, so a `GroupByKey` hands each bucket its records (of a
+window) at once and they are judged together, with no state or timers: the
+same verdicts for less (`benchmarks/stream_throughput.py` measures both).
 
-State holds only plain values with fixed coders: bucket entries are
-`(id, sketch bytes, micros)` (and the kind while they wait), the join holds
-the vector-free record as a JSON line, a verdict count and the few matches
-found: no pickling, and a handful of objects for Beam's state cache to
-weigh (`tests/transforms/test_streaming_dedup.py` checks every value
-written; `transforms.state_cache` makes each weighing cheap).
+State holds only plain values with fixed coders: a bucket entry is
+`(kind, run, id, sketch bytes, micros)`, the join holds the vector-free
+record as a JSON line, a verdict count and the few matches found: no
+pickling, and a handful of objects for Beam's state cache to weigh
+(`tests/transforms/test_streaming_dedup.py` checks every value written;
+`transforms.state_cache` makes each weighing cheap).
 
 The original is the earlier record in event time, or of two at the same
 time (every record of a file) the one with the smaller id, whichever order
@@ -92,17 +92,16 @@ from embgemma_keras.stream_buckets import match_rank
 from transforms.progress import count
 from transforms.state_cache import skip_module_scan
 
-# (record id, sketch, event time in microseconds)
-ENTRY_CODER = coders.TupleCoder(
-    [coders.StrUtf8Coder(), coders.BytesCoder(), coders.VarIntCoder()])
-# (kind, record id, sketch, event time in microseconds)
-PENDING_CODER = coders.TupleCoder([coders.StrUtf8Coder(), coders.StrUtf8Coder(),
-                                   coders.BytesCoder(), coders.VarIntCoder()])
+# A bucket's entry: (kind, run, record id, sketch, event time in
+# microseconds). `kind` names the sketcher still to judge a newcomer, and is
+# HELD once it is an original; `run` is THIS_RUN but for a dedup index's
+# entry, held for good.
+BUCKET_CODER = coders.TupleCoder([
+    coders.StrUtf8Coder(), coders.StrUtf8Coder(), coders.StrUtf8Coder(),
+    coders.BytesCoder(), coders.VarIntCoder()])
+HELD = ""
 # (records waiting, verdicts received) in the verdict join
 COUNTS_CODER = coders.TupleCoder([coders.VarIntCoder(), coders.VarIntCoder()])
-# (run that kept it, record id, sketch): an entry of a dedup index
-INDEXED_CODER = coders.TupleCoder(
-    [coders.StrUtf8Coder(), coders.StrUtf8Coder(), coders.BytesCoder()])
 # (kind, id of the original, similarity, the run that kept it or THIS_RUN)
 MATCH_CODER = coders.TupleCoder([coders.StrUtf8Coder(), coders.StrUtf8Coder(),
                                  coders.FloatCoder(), coders.StrUtf8Coder()])
@@ -142,84 +141,71 @@ class _BucketVerdicts(beam.DoFn):
 
 
 class _CompareInBucket(_BucketVerdicts):
-    """A stream's buckets: each newcomer waits (`PENDING`) until the
-    watermark passes its event time, so a copy delivered before its
-    original (Pub/Sub keeps no order) is still the one flagged, and every
-    bucket orders two records the same way (event time, then id). An
-    event-time timer forgets a bucket's originals once the watermark is
-    the horizon past the newest."""
+    """A stream's buckets: each in keyed state, woken by an event-time timer
+    at each newcomer's time (tagged with it), so a newcomer is judged once
+    the watermark has passed it: a copy delivered before its original
+    (Pub/Sub keeps no order) is still the one flagged, and every bucket
+    orders two records the same way (event time, then id).
 
-    SEEN = BagStateSpec("seen", ENTRY_CODER)
-    INDEXED = BagStateSpec("indexed", INDEXED_CODER)
-    PENDING = BagStateSpec("pending", PENDING_CODER)
-    DUE = ReadModifyWriteStateSpec("due", coders.VarIntCoder())
-    IN_ORDER = TimerSpec("in_order", TimeDomain.WATERMARK)
-    EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
+    Whatever woke it, a bucket judges every newcomer waiting up to that
+    time, then forgets its originals if they are past the horizon (an
+    `EXPIRY` timer wakes it then). So the verdicts do not depend on the
+    order in which a runner fires timers due together, as when the
+    watermark jumps over a backlog.
+    """
 
-    def __init__(self, sketchers, horizon_secs, max_bucket, with_index):
-        super().__init__(sketchers, horizon_secs, max_bucket)
-        self._with_index = with_index  # else INDEXED is empty: not read
+    BUCKET = BagStateSpec("bucket", BUCKET_CODER)
+    WAKE = TimerSpec("wake", TimeDomain.WATERMARK)
+    EXPIRY = "expiry"  # the tag of the timer that forgets the originals
 
     def setup(self):
         skip_module_scan()
 
-    def process(self, element, pending=beam.DoFn.StateParam(PENDING),
-                due=beam.DoFn.StateParam(DUE),
-                indexed=beam.DoFn.StateParam(INDEXED),
-                in_order=beam.DoFn.TimerParam(IN_ORDER)):
+    def process(self, element, bucket=beam.DoFn.StateParam(BUCKET),
+                wake=beam.DoFn.TimerParam(WAKE)):
         _, (kind, record_id, sketch, run, micros) = element
         if run != THIS_RUN:
-            # An index entry: kept for good, never compared itself. Its
-            # timestamp is the earliest, so it is in before any newcomer's
-            # timer can fire.
-            indexed.add((run, record_id, sketch))
+            # An index entry: its timestamp is the earliest, so it is in
+            # before any newcomer's timer can fire.
+            bucket.add((HELD, run, record_id, sketch, micros))
             return
-        pending.add((kind, record_id, sketch, micros))
-        # One timer per key: it stays at the earliest record waiting.
-        next_due = due.read()
-        if next_due is None or micros < next_due:
-            in_order.set(Timestamp(micros=micros))
-            due.write(micros)
+        bucket.add((kind, run, record_id, sketch, micros))
+        wake.set(Timestamp(micros=micros), dynamic_timer_tag=str(micros))
 
-    @on_timer(IN_ORDER)
-    def compare_in_order(self, fired=beam.DoFn.TimestampParam,
-                         window=beam.DoFn.WindowParam,
-                         pending=beam.DoFn.StateParam(PENDING),
-                         due=beam.DoFn.StateParam(DUE),
-                         seen=beam.DoFn.StateParam(SEEN),
-                         indexed=beam.DoFn.StateParam(INDEXED),
-                         in_order=beam.DoFn.TimerParam(IN_ORDER),
-                         expiry=beam.DoFn.TimerParam(EXPIRY)):
-        """Verdicts for the records at the timer's time; those after it
-        wait for the timer's next firing (the timer is always at the
-        earliest waiting, so each verdict keeps its record's event time)."""
-        waiting = list(pending.read())
-        ready = [entry for entry in waiting if entry[3] <= fired.micros]
-        later = [entry for entry in waiting if entry[3] > fired.micros]
-        pending.clear()
-        for entry in later:
-            pending.add(entry)
-        if later:
-            next_due = min(entry[3] for entry in later)
-            in_order.set(Timestamp(micros=next_due))
-            due.write(next_due)
-        else:
-            due.clear()
-        judged = self._judged(
-            ready, list(seen.read()),
-            list(indexed.read()) if self._with_index else [], window)
-        if judged.rewritten:
-            seen.clear()
-        for entry in judged.held if judged.rewritten else judged.added:
-            seen.add(entry)
-        if judged.added:
-            newest = max(entry[2] for entry in judged.held)
-            expiry.set(Timestamp(micros=newest + self._judge.horizon_micros))
-
-    @on_timer(EXPIRY)
-    def expire(self, seen=beam.DoFn.StateParam(SEEN)):
-        # The timer is at the newest original's time plus the horizon.
-        seen.clear()
+    @on_timer(WAKE)
+    def wake_up(self, fired=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam,
+                bucket=beam.DoFn.StateParam(BUCKET),
+                wake=beam.DoFn.TimerParam(WAKE)):
+        now = fired.micros
+        ready, waiting, held, indexed = [], [], [], []
+        for kind, run, record_id, sketch, micros in bucket.read():
+            if run != THIS_RUN:
+                indexed.append((run, record_id, sketch))
+            elif kind == HELD:
+                held.append((record_id, sketch, micros))
+            else:
+                (ready if micros <= now else waiting).append(
+                    (kind, record_id, sketch, micros))
+        kept = held
+        if ready:
+            judged = self._judged(ready, held, indexed, window)
+            kept = judged.held
+            if judged.added:
+                newest = max(entry[2] for entry in kept)
+                wake.set(Timestamp(micros=newest + self._judge.horizon_micros
+                                   + 1000), dynamic_timer_tag=self.EXPIRY)
+        if self._judge.outlived(kept, now):
+            kept = []
+        if not ready and len(kept) == len(held):
+            return  # nothing judged, nothing forgotten
+        bucket.clear()
+        for run, record_id, sketch in indexed:
+            bucket.add((HELD, run, record_id, sketch, 0))
+        for record_id, sketch, micros in kept:
+            bucket.add((HELD, THIS_RUN, record_id, sketch, micros))
+        for kind, record_id, sketch, micros in waiting:
+            bucket.add((kind, THIS_RUN, record_id, sketch, micros))
 
 
 class _CompareGrouped(_BucketVerdicts):
@@ -352,11 +338,14 @@ class StreamingNearDuplicates(beam.PTransform):
         bands = sum(s.bands for s in sketchers)
 
         def sketch(record, timestamp=beam.DoFn.TimestampParam):
+            # Whole milliseconds: Beam's timers fire at that precision, so
+            # a newcomer's timer fires at its time, not before it.
+            micros = timestamp.micros // 1000 * 1000
             for sketcher in sketchers:
                 sketch, keys = sketcher.sketch(record)
                 for key in keys:
                     yield key, (sketcher.kind.value, record[ID], sketch,
-                                THIS_RUN, timestamp.micros)
+                                THIS_RUN, micros)
 
         def sketch_entry(entry):
             for sketcher in sketchers:
@@ -382,8 +371,7 @@ class StreamingNearDuplicates(beam.PTransform):
             sketched = sketched | "GroupBuckets" >> beam.GroupByKey()
         else:
             compare = _CompareInBucket(sketchers, config.horizon_secs,
-                                       config.max_bucket,
-                                       self._against is not None)
+                                       config.max_bucket)
         verdicts = sketched | "Compare" >> beam.ParDo(
             compare).with_output_types(tuple[str, Any])
         lines = records | "KeyById" >> beam.Map(lambda r: (r[ID], (

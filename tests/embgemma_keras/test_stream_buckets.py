@@ -31,7 +31,7 @@ def test_newcomers_are_judged_in_event_time_then_id_order():
                     _newcomer("a", "x", 0)], held=[])
     assert _matches(judged) == {"a": None, "b": "a", "c": "a"}
     assert [entry[0] for entry in judged.held] == ["a"]
-    assert judged.added == judged.held and not judged.rewritten
+    assert judged.added == judged.held
 
 
 def test_a_redelivered_record_gets_its_first_verdict_and_is_held_once():
@@ -47,9 +47,11 @@ def test_a_bucket_past_the_horizon_forgets_its_originals():
     held = judge([_newcomer("a", "x", 0)], held=[]).held
     within = judge([_newcomer("b", "x", 60)], held=held)
     past = judge([_newcomer("c", "x", 61)], held=held)
-    assert _matches(within) == {"b": "a"} and not within.rewritten
+    assert _matches(within) == {"b": "a"} and within.held == held
     assert _matches(past) == {"c": None}
-    assert past.rewritten and [entry[0] for entry in past.held] == ["c"]
+    assert [entry[0] for entry in past.held] == ["c"]
+    assert not judge.outlived(held, 60 * SECOND)
+    assert judge.outlived(held, 61 * SECOND)
 
 
 def test_a_full_bucket_forgets_its_oldest_original():
@@ -58,7 +60,7 @@ def test_a_full_bucket_forgets_its_oldest_original():
                    + [_newcomer("copy", "text 0", 4)], held=[])
     assert _matches(judged)["copy"] is None  # r0 was forgotten
     # r0 made room for r2, r1 for the copy (an original now).
-    assert judged.evicted == 2 and judged.rewritten
+    assert judged.evicted == 2
     assert [entry[0] for entry in judged.held] == ["r2", "copy"]
 
 

@@ -1,12 +1,6 @@
-import json
-
 import apache_beam as beam
 import numpy as np
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.test_stream import TestStream
-from apache_beam.transforms.window import TimestampedValue
 
 from embgemma_keras.config import MinHashConfig
 from embgemma_keras.config import StreamDedupConfig
@@ -15,67 +9,12 @@ from embgemma_keras.minhash import MinHasher
 from embgemma_keras.minhash import normalize
 from embgemma_keras.schema import DuplicateKind
 from embgemma_keras.sketches import SemanticSketch
+from tests.helpers import EVENT_TIME
+from tests.helpers import run_events
 from transforms.streaming_dedup import StreamingNearDuplicates
 
 TEXT = ("the quarterly report shows that revenue grew by twelve percent while "
         "costs stayed flat across all regions")
-
-
-EVENT_TIME = "_event_time"  # what _Collect adds: the record's timestamp
-
-
-class _Collect(beam.DoFn):
-    def __init__(self, path):
-        self._path = path
-
-    def process(self, record, timestamp=beam.DoFn.TimestampParam):
-        with open(self._path, "a") as f:
-            f.write(json.dumps({**{k: v for k, v in record.items()
-                                   if k != "embeddings"},
-                                EVENT_TIME: float(timestamp)}) + "\n")
-
-
-def _run(events, transform, tmp_path, in_order=True, index=None,
-         bounded=False):
-    """events: (event_time, record) in arrival order, one bundle each.
-
-    in_order: the watermark follows each event; else it stays before them
-    all until every one has arrived (a source such as Pub/Sub, which
-    delivers in any order, with an exact watermark).
-    index: `IndexEntry`s; `transform` is then a function of their
-    PCollection.
-    bounded: the events as a batch job's input (files), not a stream.
-    """
-    if bounded:
-        return _run_bounded(events, transform, tmp_path, index)
-    stream = TestStream()
-    watermark = None
-    for time, record in events:
-        if in_order and (watermark is None or time > watermark):
-            stream, watermark = stream.advance_watermark_to(time), time
-        stream = stream.add_elements([TimestampedValue(record, time)])
-        stream = stream.advance_processing_time(1)
-    stream = stream.advance_watermark_to_infinity()
-    tmp_path.mkdir(exist_ok=True)
-    sink = tmp_path / "out.jsonl"
-    with TestPipeline(options=PipelineOptions(streaming=True)) as p:
-        if index is not None:
-            transform = transform(p | "Index" >> beam.Create(index))
-        _ = p | stream | transform | beam.ParDo(_Collect(str(sink)))
-    return [json.loads(line) for line in sink.read_text().splitlines()]
-
-
-def _run_bounded(events, transform, tmp_path, index):
-    tmp_path.mkdir(exist_ok=True)
-    sink = tmp_path / "out.jsonl"
-    with TestPipeline() as p:
-        if index is not None:
-            transform = transform(p | "Index" >> beam.Create(index))
-        records = (p | beam.Create(events)
-                   | beam.MapTuple(lambda t, r: TimestampedValue(r, t)))
-        assert records.is_bounded
-        _ = records | transform | beam.ParDo(_Collect(str(sink)))
-    return [json.loads(line) for line in sink.read_text().splitlines()]
 
 
 # The verdicts are the same over a stream (state and timers) and over a
@@ -93,7 +32,7 @@ def test_duplicates_within_the_horizon_only(tmp_path, bounded):
         (90, {"id": "other", "text": "see you at lunch tomorrow"}),
         (5000, {"id": "far_copy", "text": TEXT}),  # past the 1 h horizon
     ]
-    out = _run(events, StreamingNearDuplicates(
+    out = run_events(events, StreamingNearDuplicates(
         StreamDedupConfig(horizon_secs=3600)), tmp_path, bounded=bounded)
     assert len(out) == len(events)  # every delivery comes out, once each
     tags = sorted((r["id"], r.get("duplicate_of"), r.get("kind"))
@@ -123,7 +62,7 @@ def test_semantic_sketch_flags_close_vectors(tmp_path, bounded):
 
     events = [(0, record("a", base)), (5, record("b", near)),
               (9, record("c", far))]
-    out = _run(events, StreamingNearDuplicates(
+    out = run_events(events, StreamingNearDuplicates(
         StreamDedupConfig(horizon_secs=60),
         sketchers=[SemanticSketch(64, threshold=0.95)]), tmp_path,
         bounded=bounded)
@@ -138,7 +77,7 @@ def test_a_wave_of_copies_points_at_the_original(tmp_path, bounded):
     # copy) names the first record, and the buckets hold one entry.
     events = [(t, {"id": f"copy{t}", "text": TEXT}) for t in range(1, 30)]
     events[5] = (6, {"id": "typo", "text": TEXT.replace("twelve", "twelv")})
-    out = _run([(0, {"id": "original", "text": TEXT})] + events,
+    out = run_events([(0, {"id": "original", "text": TEXT})] + events,
                StreamingNearDuplicates(), tmp_path, bounded=bounded)
     assert len(out) == 30
     assert {r.get("duplicate_of") for r in out if r["id"] != "original"} == {
@@ -163,7 +102,7 @@ def test_a_full_bucket_forgets_its_oldest_original(tmp_path, bounded):
     events = [(t, {"id": f"r{t}", "text": f"text {t}"}) for t in range(4)]
     events += [(10, {"id": "copy_of_r0", "text": "text 0"}),
                (11, {"id": "copy_of_r3", "text": "text 3"})]
-    out = _run(events, StreamingNearDuplicates(
+    out = run_events(events, StreamingNearDuplicates(
         StreamDedupConfig(max_bucket=2), sketchers=[_OneBucket()]), tmp_path,
         bounded=bounded)
     tags = {r["id"]: r.get("duplicate_of") for r in out}
@@ -208,8 +147,7 @@ def test_streaming_state_holds_plain_values_only(tmp_path, monkeypatch):
     from transforms.streaming_dedup import _CompareInBucket
     from transforms.streaming_dedup import _JoinVerdicts
 
-    for fn, spec_names in ((_CompareInBucket, ["SEEN", "PENDING", "DUE",
-                                               "INDEXED"]),
+    for fn, spec_names in ((_CompareInBucket, ["BUCKET"]),
                            (_JoinVerdicts, ["RECORDS", "MATCHES",
                                             "COUNTS"])):
         for spec_name in spec_names:
@@ -228,18 +166,18 @@ def test_streaming_state_holds_plain_values_only(tmp_path, monkeypatch):
 
     events = [(0, record("a", TEXT)), (5, record("b", TEXT + "!")),
               (9, record("a", TEXT)), (9, record("c", "an indexed text"))]
-    out = _run(events, lambda against: StreamingNearDuplicates(
+    out = run_events(events, lambda against: StreamingNearDuplicates(
         StreamDedupConfig(horizon_secs=60), dim=64, against=against),
         tmp_path, index=[_entry("kept", "run1", "an indexed text", -vector)])
     assert {r["id"]: r.get("duplicate_of") for r in out} == {
         "a": None, "b": "a", "c": "kept"}
     assert len(out) == 4 and all("embeddings" not in r for r in out)
     written = {name for name, _ in _STATE_VALUES}
-    assert written == {"seen", "pending", "due", "indexed", "records",
-                       "matches", "counts"}
-    # An entry is an id, a sketch (a MinHash signature, or a float16
-    # vector) and a time: never a record.
-    sketches = [value[1] for name, value in _STATE_VALUES if name == "seen"]
+    assert written == {"bucket", "records", "matches", "counts"}
+    # An entry is a kind, a run, an id, a sketch (a MinHash signature, or a
+    # float16 vector) and a time: never a record.
+    sketches = [value[3] for name, value in _STATE_VALUES
+                if name == "bucket"]
     assert sorted({len(sketch) for sketch in sketches}) == [64 * 2, 128 * 4]
 
 
@@ -248,7 +186,7 @@ def test_of_two_copies_at_one_time_the_larger_id_is_flagged(tmp_path, bounded):
     """Every record of a file has the same event time; runners deliver
     them in any order. Whichever order, the same one copy is flagged."""
     for first, second in (("a", "b"), ("b", "a")):
-        out = _run([(0, {"id": first, "text": TEXT}),
+        out = run_events([(0, {"id": first, "text": TEXT}),
                     (0, {"id": second, "text": TEXT})],
                    StreamingNearDuplicates(StreamDedupConfig()),
                    tmp_path / first, in_order=False, bounded=bounded)
@@ -261,7 +199,7 @@ def test_a_copy_delivered_before_its_original_is_flagged(tmp_path, bounded):
     """Pub/Sub delivers in any order: the copy, published later, can come
     first. Records wait for the watermark and are compared in event time
     order, so the copy is still the one flagged."""
-    out = _run([(5, {"id": "copy", "text": TEXT}),
+    out = run_events([(5, {"id": "copy", "text": TEXT}),
                 (3, {"id": "noise", "text": "see you at lunch tomorrow"}),
                 (0, {"id": "original", "text": TEXT})],
                StreamingNearDuplicates(StreamDedupConfig(horizon_secs=60)),
@@ -276,7 +214,7 @@ def test_a_copy_delivered_before_its_original_is_flagged(tmp_path, bounded):
 def test_a_late_original_is_not_flagged_as_a_copy_of_its_copy(tmp_path):
     """An original arriving after the watermark passed its copy's time is
     late: neither is flagged (missed, never inverted)."""
-    out = _run([(5, {"id": "copy", "text": TEXT}),
+    out = run_events([(5, {"id": "copy", "text": TEXT}),
                 (0, {"id": "original", "text": TEXT})],
                StreamingNearDuplicates(StreamDedupConfig(horizon_secs=60)),
                tmp_path)
@@ -292,7 +230,7 @@ def _entry(record_id, run, text, vector=None):
 
 
 @both_inputs
-def test_records_that_copy_an_indexed_record_name_it_and_its_run(
+def test_records_that_copy_an_indexed_record_name_it_and_itsrun_events(
         tmp_path, bounded):
     """An index entry is matched however old; it is never flagged or
     emitted itself; a record sent again with an indexed record's id is its
@@ -306,7 +244,7 @@ def test_records_that_copy_an_indexed_record_name_it_and_its_run(
               (5002, {"id": "noise-copy", "text": "the train leaves at nine"}),
               ]
     for in_order in (True, False):
-        out = _run(events, lambda against: StreamingNearDuplicates(
+        out = run_events(events, lambda against: StreamingNearDuplicates(
             StreamDedupConfig(horizon_secs=60), against=against),
             tmp_path / str(in_order), in_order, index=index, bounded=bounded)
         tags = sorted((r["id"], r.get("duplicate_of"),
@@ -327,7 +265,7 @@ def test_a_semantic_match_in_the_index_is_flagged(tmp_path, bounded):
                    "embeddings": {"similarity": unit[1]}}),
               (1, {"id": "far", "text": "b",
                    "embeddings": {"similarity": unit[2]}})]
-    out = _run(events, lambda against: StreamingNearDuplicates(
+    out = run_events(events, lambda against: StreamingNearDuplicates(
         sketchers=[SemanticSketch(64, threshold=0.95)], against=against),
         tmp_path, index=[_entry("base", "run1", "z", unit[0])],
         bounded=bounded)
