@@ -13,7 +13,9 @@ copies and 1 % bad lines, `benchmarks/load_run.py`), then in one run:
   figure; each job also runs on 20 records, and that start-up time (model
   load, graph tracing) is taken off for "records/s after start-up"; the
   target column is issue #12's: 100 records/s with the tiny model, with
-  real weights 0.8 x encode texts/s / 3 (`all`) or / 1 (`shared`);
+  real weights 0.8 x encode texts/s / 3 (`all`) or / 1 (`shared`), from
+  an encode of 1,000 of the texts just before the job (the "encode"
+  column: this machine's speed drifts within a run);
 - raw `EmbeddingGemma.encode` of the same texts with one prompt, in
   this process: the floor for what embedding costs;
 - the near-duplicate detector alone on 2,000 of them with their vectors,
@@ -63,6 +65,7 @@ HEADS = {
 }
 STARTUP_RECORDS = 20
 DETECTOR_RATE = 50  # records a second of event time, for the detector alone
+ENCODE_CHECK_TEXTS = 1000  # encoded just before each job, for its target
 
 
 def artifacts(model, texts, prompts, directory):
@@ -256,7 +259,6 @@ def main():
                 ("stream_tag", "shared", artifacts(model, texts, "shared",
                                                    tmp)),
                 ("dedup_corpus", None, [])]
-        del model
         state = results["state"]
         print("\nstate per original record, held for the horizon: "
               + ", ".join(f"{kind} {n:,.0f} B" for kind, n in
@@ -272,25 +274,31 @@ def main():
               f"{detector['bounded']:.2f} ms/record over a bounded input, "
               f"{detector['stream']:.2f} on a stream's path (state and "
               f"timers)\n", flush=True)
-        print(f"{'job':28} {'rec/s':>7} {'after start':>11} {'target':>7} "
-              f"{'peak GB':>8} {'stream est.':>11}", flush=True)
+        print(f"{'job':28} {'encode':>7} {'rec/s':>7} {'after start':>11} "
+              f"{'target':>7} {'peak GB':>8} {'stream est.':>11}", flush=True)
         for module, prompts, extra in runs:
+            # The machine's speed drifts: each job's target comes from an
+            # encode measured just before it.
+            encode_now = encode_rate(model, texts[:ENCODE_CHECK_TEXTS],
+                                     "sentence_similarity")
             rate, steady, peak = job_rate(module, corpus, small,
                                           common + extra, tmp, len(lines))
             label = module + (f" --prompts {prompts}" if prompts else "")
-            target = _target(prompts, encode, real=bool(args.model))
+            target = _target(prompts, encode_now, real=bool(args.model))
             # A stream's records cost the detector's extra ms on top.
             stream = (1 / (1 / steady + extra_ms / 1000)
                       if module == "stream_tag" else None)
             results["jobs"][label] = {
+                "encode_texts_per_s_before": encode_now,
                 "records_per_s": rate, "records_per_s_after_startup": steady,
                 "peak_rss_gb": peak, "target_records_per_s": target,
                 "stream_records_per_s_estimate": stream}
-            print(f"{label:28} {rate:7.1f} {steady:11.1f} "
+            print(f"{label:28} {encode_now:7.1f} {rate:7.1f} {steady:11.1f} "
                   f"{'' if target is None else f'{target:7.1f}':>7} "
                   f"{peak:8.2f} "
                   f"{'' if stream is None else f'{stream:11.1f}':>11}",
                   flush=True)
+        del model
         if args.latency:
             print(f"\n{'latency at 4 rec/s':28} {'rec/s':>7} {'p50 s':>7} "
                   f"{'p95 s':>7}", flush=True)

@@ -192,9 +192,12 @@ class _CompareInBucket(_BucketVerdicts):
             judged = self._judged(ready, held, indexed, window)
             kept = judged.held
             if judged.added:
-                newest = max(entry[2] for entry in kept)
-                wake.set(Timestamp(micros=newest + self._judge.horizon_micros
-                                   + 1000), dynamic_timer_tag=self.EXPIRY)
+                # A millisecond past the horizon: a newcomer right at it
+                # still compares with the newest original.
+                expiry = (max(entry[2] for entry in kept)
+                          + self._judge.horizon_micros + 1000)
+                wake.set(Timestamp(micros=expiry),
+                         dynamic_timer_tag=self.EXPIRY)
         if self._judge.outlived(kept, now):
             kept = []
         if not ready and len(kept) == len(held):
