@@ -173,7 +173,7 @@ class _Collect(beam.DoFn):
 
 
 def run_events(events, transform, tmp_path, in_order=True, index=None,
-               bounded=False, flags=()):
+               bounded=False, flags=(), backlog=False):
     """events: (event_time, record) in arrival order, one bundle each.
 
     in_order: the watermark follows each event; else it stays before them
@@ -182,6 +182,9 @@ def run_events(events, transform, tmp_path, in_order=True, index=None,
     index: `IndexEntry`s; `transform` is then a function of their
     PCollection.
     bounded: the events as a batch job's input (files), not a stream.
+    backlog: a stream whose watermark jumps from before the first event to
+    past the last, so every timer is due at once (Beam's portable local
+    runner, with the events marked unbounded: the stream's path).
     flags: pipeline flags of the stream's runner (the DirectRunner's
     otherwise).
 
@@ -191,8 +194,8 @@ def run_events(events, transform, tmp_path, in_order=True, index=None,
 
     Returns the records that came out, each with its EVENT_TIME.
     """
-    if bounded:
-        return _run_bounded(events, transform, tmp_path, index)
+    if bounded or backlog:
+        return _run_bounded(events, transform, tmp_path, index, backlog)
     stream = TestStream()
     watermark = None
     for time, record in events:
@@ -213,14 +216,14 @@ def run_events(events, transform, tmp_path, in_order=True, index=None,
     return [json.loads(line) for line in sink.read_text().splitlines()]
 
 
-def _run_bounded(events, transform, tmp_path, index):
+def _run_bounded(events, transform, tmp_path, index, backlog):
     tmp_path.mkdir(exist_ok=True)
     sink = tmp_path / "out.jsonl"
-    with TestPipeline() as p:
+    with (beam.Pipeline("FnApiRunner") if backlog else TestPipeline()) as p:
         if index is not None:
             transform = transform(p | "Index" >> beam.Create(index))
         records = (p | beam.Create(events)
                    | beam.MapTuple(lambda t, r: TimestampedValue(r, t)))
-        assert records.is_bounded
+        records.is_bounded = not backlog
         _ = records | transform | beam.ParDo(_Collect(str(sink)))
     return [json.loads(line) for line in sink.read_text().splitlines()]

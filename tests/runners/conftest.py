@@ -49,8 +49,14 @@ def _set_up(make):
 
 @pytest.fixture(scope="session")
 def on_prism():
-    """Flags that run a job on Prism, SDK harness in this process."""
-    return prism_flags(_set_up(prism_binary))
+    """Flags that run a job on Prism, SDK harness in this process.
+
+    Each job starts its own Prism: Beam keeps one shared Prism per process
+    otherwise, and from then on the DirectRunner runs every batch job of
+    the later tests on it (without `prism_disable_sdf_split`).
+    """
+    return [*prism_flags(_set_up(prism_binary)),
+            "--experiments", "disable_prism_server_singleton"]
 
 
 @pytest.fixture(scope="session")

@@ -194,6 +194,21 @@ def test_of_two_copies_at_one_time_the_larger_id_is_flagged(tmp_path, bounded):
         assert tags == [("a", None), ("b", "a")]
 
 
+def test_timers_due_at_once_give_the_verdicts_of_a_steady_stream(tmp_path):
+    """A watermark that jumps over a backlog makes a bucket's expiry and its
+    newcomers' timers due at once; whatever order the runner fires them
+    in, a newcomer is compared with what the bucket held at its time."""
+    times = (0, 1, 2, 3, 4, 70, 100)  # the last two past the horizon
+    events = [(t, {"id": f"r{t}", "text": TEXT}) for t in times]
+    expected = {"r0": None, "r1": "r0", "r2": "r0", "r3": "r0", "r4": "r0",
+                "r70": None, "r100": "r70"}
+    for backlog in (False, True):
+        out = run_events(events, StreamingNearDuplicates(
+            StreamDedupConfig(horizon_secs=60)), tmp_path / str(backlog),
+            backlog=backlog)
+        assert {r["id"]: r.get("duplicate_of") for r in out} == expected
+
+
 @both_inputs
 def test_a_copy_delivered_before_its_original_is_flagged(tmp_path, bounded):
     """Pub/Sub delivers in any order: the copy, published later, can come
