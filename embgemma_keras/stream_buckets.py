@@ -105,7 +105,8 @@ class BucketJudge:
             # `duplicate_of` names the original, not another copy. A
             # redelivered record (its id held) is not held twice.
             if match is None and all(e[0] != record_id for e in judged.held):
-                self._make_room(judged)
+                if self._make_room(judged):
+                    newest = _newest(judged.held)  # a late one may be gone
                 judged.held.append((record_id, sketch, micros))
                 judged.added.append(judged.held[-1])
                 newest = micros if newest is None else max(newest, micros)
@@ -144,13 +145,15 @@ class BucketJudge:
         run, original, _ = earlier[best]
         return kind, original, float(scores[best]), run
 
-    def _make_room(self, judged: Judgement) -> None:
+    def _make_room(self, judged: Judgement) -> int:
+        """Forgets the oldest originals of a full bucket; how many."""
         if len(judged.held) < self._max_bucket:
-            return
+            return 0
         judged.held.sort(key=lambda entry: entry[2])
         drop = len(judged.held) - self._max_bucket + 1
         del judged.held[:drop]
         judged.evicted += drop
+        return drop
 
 
 def _newest(held: Sequence[Entry]) -> int | None:

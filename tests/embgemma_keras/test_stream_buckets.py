@@ -70,3 +70,16 @@ def test_index_entries_match_whatever_their_age_and_id():
                    indexed=[("run1", "kept", b"x")])
     assert judged.verdicts[0][2] == ("exact", "kept", 1.0, "run1")
     assert judged.held == []  # a duplicate is not an original
+
+
+def test_a_late_original_that_fills_a_bucket_keeps_the_horizon_its_own():
+    """Room made for a late original can drop the newest one; the
+    horizon then runs from the late one."""
+    judge = BucketJudge([_EqualTexts()], horizon_secs=60, max_bucket=1)
+    held = judge([_newcomer("new", "y", 100)], held=[]).held
+    judged = judge([_newcomer("late", "x", 50), _newcomer("next", "z", 111)],
+                   held=held)
+    # "next" is 61 s after "late", the newest left: the horizon forgets
+    # it, so only "new" was evicted (the bucket_evictions metric).
+    assert [entry[0] for entry in judged.held] == ["next"]
+    assert judged.evicted == 1
