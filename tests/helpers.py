@@ -195,7 +195,7 @@ def run_events(events, transform, tmp_path, in_order=True, index=None,
     Returns the records that came out, each with its EVENT_TIME.
     """
     if bounded or backlog:
-        return _run_bounded(events, transform, tmp_path, index, backlog)
+        return _run_created(events, transform, tmp_path, index, backlog)
     stream = TestStream()
     watermark = None
     for time, record in events:
@@ -216,7 +216,8 @@ def run_events(events, transform, tmp_path, in_order=True, index=None,
     return [json.loads(line) for line in sink.read_text().splitlines()]
 
 
-def _run_bounded(events, transform, tmp_path, index, backlog):
+def _run_created(events, transform, tmp_path, index, backlog):
+    """The events from a `Create`: a batch job's input, or a backlog."""
     tmp_path.mkdir(exist_ok=True)
     sink = tmp_path / "out.jsonl"
     with (beam.Pipeline("FnApiRunner") if backlog else TestPipeline()) as p:
