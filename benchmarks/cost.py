@@ -7,7 +7,10 @@ Reads what `benchmarks/stream_throughput.py` measured on this machine
 on), and prices one million records on Dataflow worker types:
 
 - streaming (`stream_tag`): at its estimated records/s on a stream (the
-  run over files plus the detector's extra cost on a stream's path),
+  run over files plus the detector's extra cost on a stream's path), one
+  row per runner that extra cost was measured on (the local runner keeps
+  state in-process; on Prism, as on Dataflow, every state request crosses
+  the Fn API),
   vCPU-hours and GB-hours of streaming workers, plus Streaming Engine
   data processed: every record crosses the engine as its JSON line
   several times (to the detector's buckets once per LSH band, with its
@@ -81,14 +84,17 @@ def table(results, line_bytes):
     for job, measured in results["jobs"].items():
         streaming = job.startswith("stream_tag")
         # A stream takes the detector's state-and-timers path, which a run
-        # over files does not: its estimate, where measured.
-        rate = (streaming and measured.get("stream_records_per_s_estimate")
-                or measured["records_per_s_after_startup"])
-        per_vcpu = rate / results["cpus"]
-        costs = [cost_per_million(per_vcpu, measured["peak_rss_gb"], vcpus,
-                                  gb, streaming, line_bytes)
-                 for vcpus, gb in WORKER_TYPES.values()]
-        rows.append((job, per_vcpu, measured["peak_rss_gb"], costs))
+        # over files does not: one row per runner its cost was measured on.
+        rates = ({f"{job}, est. {runner}": rate for runner, rate in
+                  measured["stream_records_per_s_estimate"].items()}
+                 if streaming else {})
+        for label, rate in (rates or {
+                job: measured["records_per_s_after_startup"]}).items():
+            per_vcpu = rate / results["cpus"]
+            costs = [cost_per_million(per_vcpu, measured["peak_rss_gb"],
+                                      vcpus, gb, streaming, line_bytes)
+                     for vcpus, gb in WORKER_TYPES.values()]
+            rows.append((label, per_vcpu, measured["peak_rss_gb"], costs))
     return rows
 
 
@@ -104,12 +110,13 @@ def main(argv=None):
         sys.exit("no measurements: run benchmarks/stream_throughput.py first")
     print(f"USD per million records, Dataflow list prices {PRICE_REGION} "
           f"{PRICE_DATE}; '-': the job's memory does not fit the worker\n")
-    print(f"{'measurement':26} {'job':28} {'rec/s/vCPU':>10} {'RSS GB':>7} "
+    print(f"{'measurement':26} {'job':40} {'rec/s/vCPU':>10} {'RSS GB':>7} "
           + " ".join(f"{name:>14}" for name in WORKER_TYPES))
     for path in paths:
         results = json.loads(path.read_text())
         name = f"{results['model']} {results['dtype']}"
-        if "state" not in results:
+        if not isinstance(results.get("detector_ms_per_record", {}).get(
+                "local"), dict):
             print(f"{name:26} (from an older stream_throughput.py; run it "
                   "again)")
             continue
@@ -118,8 +125,8 @@ def main(argv=None):
         for job, per_vcpu, peak, costs in table(results, line_bytes):
             cells = " ".join(f"{'-' if c is None else f'{c:.2f}':>14}"
                              for c in costs)
-            print(f"{name:26} {job:28} {per_vcpu:10.1f} {peak:7.2f} {cells}")
-    print(f"{'GPU workers':26} {'(not measured: no GPU run of the jobs)':28}")
+            print(f"{name:26} {job:40} {per_vcpu:10.1f} {peak:7.2f} {cells}")
+    print(f"{'GPU workers':26} {'(not measured: no GPU run of the jobs)':40}")
 
 
 if __name__ == "__main__":

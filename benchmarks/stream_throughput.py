@@ -20,10 +20,13 @@ copies and 1 % bad lines, `benchmarks/load_run.py`), then in one run:
   this process: the floor for what embedding costs;
 - the near-duplicate detector alone on 2,000 of them with their vectors,
   on the bounded path `stream_tag` takes over files and on a stream's
-  path (keyed state and timers), in ms per record; "stream est." adds the
-  difference to each `stream_tag` job: its records/s on a stream (the
-  local runner runs no unbounded source), which `benchmarks/cost.py`
-  prices for Dataflow streaming;
+  path (keyed state and timers), in ms per record, on two runners: the
+  local runner (state and timers in this process, no RPC) and Prism (a
+  portable runner: the SDK harness asks for every state read and write
+  over the Fn API's gRPC, as on Dataflow); each "stream est." column adds
+  that runner's difference to each `stream_tag` job: its records/s on a
+  stream (the local runner runs no unbounded source), which
+  `benchmarks/cost.py` prices for Dataflow streaming;
 - with --latency, p50/p95 from arrival to tagged output at 4 records/s for
   60 s (`benchmarks/stream_latency.py`), in both prompt modes.
 
@@ -103,14 +106,15 @@ def job_rate(module, corpus, small, extra, tmp, records):
             peak)
 
 
-def detector_costs(records, vectors, dim):
-    """ms per record of `StreamingNearDuplicates` alone on the local runner,
-    over `records` with their similarity vectors at DETECTOR_RATE a second
-    of event time: on a bounded input (the path `stream_tag` takes over
-    files: one group per bucket) and on the same input marked unbounded (a
-    stream's path: keyed state and timers, every record's timer due at once
-    when the input ends, as over a backlog), each less its run on 20
-    records. Both paths must flag the same number of duplicates."""
+def detector_costs(records, vectors, dim, flags):
+    """ms per record of `StreamingNearDuplicates` alone on the runner of
+    `flags` (none: the local runner), over `records` with their similarity
+    vectors at DETECTOR_RATE a second of event time: on a bounded input
+    (the path `stream_tag` takes over files: one group per bucket) and on
+    the same input marked unbounded (a stream's path: keyed state and
+    timers, every record's timer due at once when the input ends, as over a
+    backlog), each less its run on 20 records. Both paths must flag the
+    same number of duplicates."""
     import apache_beam as beam
     from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -127,7 +131,8 @@ def detector_costs(records, vectors, dim):
 
     def run(items, bounded):
         start = time.perf_counter()
-        p = beam.Pipeline("FnApiRunner", options=PipelineOptions([]))
+        p = (beam.Pipeline(options=PipelineOptions(flags)) if flags
+             else beam.Pipeline("FnApiRunner", options=PipelineOptions([])))
         timed = (p | beam.Create(items, reshuffle=False)
                  | beam.MapTuple(lambda t, r: TimestampedValue(r, t)))
         timed.is_bounded = bounded
@@ -146,6 +151,26 @@ def detector_costs(records, vectors, dim):
         costs[path] = 1000 * (full - small) / (len(items) - STARTUP_RECORDS)
     assert duplicates["bounded"] == duplicates["stream"], duplicates
     return costs
+
+
+def detector_runners():
+    """The runners the detector is measured on, by name: their flags.
+
+    Prism (its binary from `local_runners`, as the runner tests use it) runs
+    the SDK harness in this process; a job starts its own Prism, so no
+    later local-runner job runs on a shared one."""
+    from local_runners import RunnerUnavailable
+    from local_runners.prism import prism_binary
+    from local_runners.prism import prism_flags
+
+    runners = {"local": []}
+    try:
+        runners["Prism"] = [*prism_flags(prism_binary()), "--experiments",
+                            "disable_prism_server_singleton"]
+    except RunnerUnavailable as unavailable:
+        print(f"the detector is not measured on Prism: {unavailable}",
+              flush=True)
+    return runners
 
 
 def state_bytes(records, vectors):
@@ -250,8 +275,9 @@ def main():
         vectors = model.encode([r["text"] for r in sample],
                                task="sentence_similarity")
         results["state"] = state_bytes(sample, vectors)
-        results["detector_ms_per_record"] = detector_costs(
-            sample, vectors, vectors.shape[1])
+        results["detector_ms_per_record"] = {
+            runner: detector_costs(sample, vectors, vectors.shape[1], flags)
+            for runner, flags in detector_runners().items()}
         encode = encode_rate(model, texts, "sentence_similarity")
         results["encode_texts_per_s"] = encode
         common = ["--model", str(model_dir), "--dtype", args.dtype]
@@ -268,14 +294,17 @@ def main():
         print(f"\n{len(lines)} records ({args.records}), model "
               f"{results['model']} {args.dtype}, {os.cpu_count()} CPUs; raw "
               f"encode: {encode:.1f} texts/s", flush=True)
-        detector = results["detector_ms_per_record"]
-        extra_ms = detector["stream"] - detector["bounded"]
-        print(f"near-duplicate detector alone, {len(sample)} records: "
-              f"{detector['bounded']:.2f} ms/record over a bounded input, "
-              f"{detector['stream']:.2f} on a stream's path (state and "
-              f"timers)\n", flush=True)
-        print(f"{'job':28} {'encode':>7} {'rec/s':>7} {'after start':>11} "
-              f"{'target':>7} {'peak GB':>8} {'stream est.':>11}", flush=True)
+        extra_ms = {}
+        for runner, detector in results["detector_ms_per_record"].items():
+            extra_ms[runner] = detector["stream"] - detector["bounded"]
+            print(f"near-duplicate detector alone on {runner}, "
+                  f"{len(sample)} records: {detector['bounded']:.2f} "
+                  f"ms/record over a bounded input, {detector['stream']:.2f} "
+                  f"on a stream's path (state and timers)", flush=True)
+        print(f"\n{'job':28} {'encode':>7} {'rec/s':>7} {'after start':>11} "
+              f"{'target':>7} {'peak GB':>8} "
+              + " ".join(f"{'est. ' + runner:>11}" for runner in extra_ms),
+              flush=True)
         for module, prompts, extra in runs:
             # The machine's speed drifts: each job's target comes from an
             # encode measured just before it.
@@ -286,8 +315,9 @@ def main():
             label = module + (f" --prompts {prompts}" if prompts else "")
             target = _target(prompts, encode_now, real=bool(args.model))
             # A stream's records cost the detector's extra ms on top.
-            stream = (1 / (1 / steady + extra_ms / 1000)
-                      if module == "stream_tag" else None)
+            stream = {runner: 1 / (1 / steady + ms / 1000)
+                      for runner, ms in extra_ms.items()
+                      } if module == "stream_tag" else {}
             results["jobs"][label] = {
                 "encode_texts_per_s_before": encode_now,
                 "records_per_s": rate, "records_per_s_after_startup": steady,
@@ -296,8 +326,8 @@ def main():
             print(f"{label:28} {encode_now:7.1f} {rate:7.1f} {steady:11.1f} "
                   f"{'' if target is None else f'{target:7.1f}':>7} "
                   f"{peak:8.2f} "
-                  f"{'' if stream is None else f'{stream:11.1f}':>11}",
-                  flush=True)
+                  + " ".join(f"{stream[r]:11.1f}" if stream else " " * 11
+                             for r in extra_ms), flush=True)
         del model
         if args.latency:
             print(f"\n{'latency at 4 rec/s':28} {'rec/s':>7} {'p50 s':>7} "
