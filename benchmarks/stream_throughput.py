@@ -35,6 +35,8 @@ Writes the figures to benchmarks/results/throughput-<model>.json, which
 """
 
 import argparse
+import collections
+import contextlib
 import json
 import os
 import pathlib
@@ -114,7 +116,11 @@ def detector_costs(records, vectors, dim, flags):
     the same input marked unbounded (a stream's path: keyed state and
     timers, every record's timer due at once when the input ends, as over a
     backlog), each less its run on 20 records. Both paths must flag the
-    same number of duplicates."""
+    same number of duplicates. Also the state requests a record costs,
+    where the runner's SDK harness sends them over the Fn API from this
+    process (Prism's LOOPBACK harness; not the local runner's, whose
+    state stays in-process): {path: {"ms": ..., "state_requests": {kind:
+    n}}}, a record each."""
     import apache_beam as beam
     from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -129,7 +135,7 @@ def detector_costs(records, vectors, dim, flags):
     items = [(i / DETECTOR_RATE, {**r, "embeddings": {"similarity": v}})
              for i, (r, v) in enumerate(zip(records, vectors))]
 
-    def run(items, bounded):
+    def run(items, bounded, requests):
         start = time.perf_counter()
         p = (beam.Pipeline(options=PipelineOptions(flags)) if flags
              else beam.Pipeline("FnApiRunner", options=PipelineOptions([])))
@@ -137,8 +143,9 @@ def detector_costs(records, vectors, dim, flags):
                  | beam.MapTuple(lambda t, r: TimestampedValue(r, t)))
         timed.is_bounded = bounded
         _ = timed | StreamingNearDuplicates(StreamDedupConfig(), dim)
-        result = p.run()
-        result.wait_until_finish()
+        with counting_state_requests(requests):
+            result = p.run()
+            result.wait_until_finish()
         flagged = result.metrics().query(MetricsFilter().with_name(
             DUPLICATES))["counters"]
         return (time.perf_counter() - start,
@@ -146,11 +153,44 @@ def detector_costs(records, vectors, dim, flags):
 
     costs, duplicates = {}, {}
     for path, bounded in (("bounded", True), ("stream", False)):
+        small_requests, full_requests = collections.Counter(), \
+            collections.Counter()
         (small, _), (full, duplicates[path]) = (
-            run(items[:STARTUP_RECORDS], bounded), run(items, bounded))
-        costs[path] = 1000 * (full - small) / (len(items) - STARTUP_RECORDS)
+            run(items[:STARTUP_RECORDS], bounded, small_requests),
+            run(items, bounded, full_requests))
+        records = len(items) - STARTUP_RECORDS
+        costs[path] = {"ms": 1000 * (full - small) / records,
+                       "state_requests": {
+                           kind: (n - small_requests[kind]) / records
+                           for kind, n in full_requests.items()}}
     assert duplicates["bounded"] == duplicates["stream"], duplicates
     return costs
+
+
+@contextlib.contextmanager
+def counting_state_requests(counts):
+    """Counts, by kind (get, append, clear), the state requests an SDK
+    harness in this process sends over the Fn API while the block runs.
+
+    A measurement, not an API: it wraps Beam's private
+    `GrpcStateHandler._request`, and counts nothing where that is gone."""
+    from apache_beam.runners.worker import sdk_worker
+
+    handler = sdk_worker.GrpcStateHandler
+    original = getattr(handler, "_request", None)
+    if original is None:
+        yield
+        return
+
+    def counted(self, request):
+        counts[request.WhichOneof("request")] += 1
+        return original(self, request)
+
+    handler._request = counted
+    try:
+        yield
+    finally:
+        handler._request = original
 
 
 def detector_runners():
@@ -275,7 +315,7 @@ def main():
         vectors = model.encode([r["text"] for r in sample],
                                task="sentence_similarity")
         results["state"] = state_bytes(sample, vectors)
-        results["detector_ms_per_record"] = {
+        results["detector_per_record"] = {
             runner: detector_costs(sample, vectors, vectors.shape[1], flags)
             for runner, flags in detector_runners().items()}
         encode = encode_rate(model, texts, "sentence_similarity")
@@ -295,12 +335,22 @@ def main():
               f"{results['model']} {args.dtype}, {os.cpu_count()} CPUs; raw "
               f"encode: {encode:.1f} texts/s", flush=True)
         extra_ms = {}
-        for runner, detector in results["detector_ms_per_record"].items():
-            extra_ms[runner] = detector["stream"] - detector["bounded"]
+        for runner, detector in results["detector_per_record"].items():
+            bounded = detector["bounded"]["ms"]
+            stream = detector["stream"]["ms"]
+            extra_ms[runner] = stream - bounded
             print(f"near-duplicate detector alone on {runner}, "
-                  f"{len(sample)} records: {detector['bounded']:.2f} "
-                  f"ms/record over a bounded input, {detector['stream']:.2f} "
-                  f"on a stream's path (state and timers)", flush=True)
+                  f"{len(sample)} records: {bounded:.2f} ms/record over a "
+                  f"bounded input, {stream:.2f} on a stream's path (state "
+                  f"and timers)", flush=True)
+            for path, cost in detector.items():
+                requests = cost["state_requests"]
+                if requests:
+                    print(f"  {path}: state requests a record over the Fn "
+                          f"API: {sum(requests.values()):.1f} ("
+                          + ", ".join(f"{kind} {n:.1f}" for kind, n in
+                                      sorted(requests.items())) + ")",
+                          flush=True)
         print(f"\n{'job':28} {'encode':>7} {'rec/s':>7} {'after start':>11} "
               f"{'target':>7} {'peak GB':>8} "
               + " ".join(f"{'est. ' + runner:>11}" for runner in extra_ms),
