@@ -112,6 +112,12 @@ class BucketJudge:
                 newest = micros if newest is None else max(newest, micros)
         return judged
 
+    def horizon_end(self, held: Sequence[Entry]) -> int | None:
+        """The last event time at which a newcomer still meets the newest
+        original of `held` (None if it holds none)."""
+        newest = _newest(held)
+        return None if newest is None else newest + self.horizon_micros
+
     def outlived(self, held: Sequence[Entry], micros: int) -> bool:
         """Whether a bucket holding `held` forgets them all by `micros`:
         its newest original is more than the horizon earlier."""

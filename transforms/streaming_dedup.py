@@ -192,10 +192,9 @@ class _CompareInBucket(_BucketVerdicts):
             judged = self._judged(ready, held, indexed, window)
             kept = judged.held
             if judged.added:
-                # A millisecond past the horizon: a newcomer right at it
-                # still compares with the newest original.
-                expiry = (max(entry[2] for entry in kept)
-                          + self._judge.horizon_micros + 1000)
+                # A millisecond (a timer's precision) past the horizon: a
+                # newcomer right at it still meets the newest original.
+                expiry = self._judge.horizon_end(kept) + 1000
                 wake.set(Timestamp(micros=expiry),
                          dynamic_timer_tag=self.EXPIRY)
         if self._judge.outlived(kept, now):

@@ -50,6 +50,8 @@ def test_a_bucket_past_the_horizon_forgets_its_originals():
     assert _matches(within) == {"b": "a"} and within.held == held
     assert _matches(past) == {"c": None}
     assert [entry[0] for entry in past.held] == ["c"]
+    assert judge.horizon_end(held) == 60 * SECOND
+    assert judge.horizon_end([]) is None
     assert not judge.outlived(held, 60 * SECOND)
     assert judge.outlived(held, 61 * SECOND)
 

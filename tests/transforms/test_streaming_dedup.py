@@ -78,7 +78,7 @@ def test_a_wave_of_copies_points_at_the_original(tmp_path, bounded):
     events = [(t, {"id": f"copy{t}", "text": TEXT}) for t in range(1, 30)]
     events[5] = (6, {"id": "typo", "text": TEXT.replace("twelve", "twelv")})
     out = run_events([(0, {"id": "original", "text": TEXT})] + events,
-               StreamingNearDuplicates(), tmp_path, bounded=bounded)
+                     StreamingNearDuplicates(), tmp_path, bounded=bounded)
     assert len(out) == 30
     assert {r.get("duplicate_of") for r in out if r["id"] != "original"} == {
         "original"}
