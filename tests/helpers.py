@@ -183,8 +183,9 @@ def run_events(events, transform, tmp_path, in_order=True, index=None,
     PCollection.
     bounded: the events as a batch job's input (files), not a stream.
     backlog: a stream whose watermark jumps from before the first event to
-    past the last, so every timer is due at once (Beam's portable local
-    runner, with the events marked unbounded: the stream's path).
+    past the last, so every timer is due at once (the events marked
+    unbounded: the stream's path), on Beam's portable local runner unless
+    `flags` name another.
     flags: pipeline flags of the stream's runner (the DirectRunner's
     otherwise).
 
@@ -195,7 +196,8 @@ def run_events(events, transform, tmp_path, in_order=True, index=None,
     Returns the records that came out, each with its EVENT_TIME.
     """
     if bounded or backlog:
-        return _run_created(events, transform, tmp_path, index, backlog)
+        return _run_created(events, transform, tmp_path, index, backlog,
+                            flags)
     stream = TestStream()
     watermark = None
     for time, record in events:
@@ -216,11 +218,17 @@ def run_events(events, transform, tmp_path, in_order=True, index=None,
     return [json.loads(line) for line in sink.read_text().splitlines()]
 
 
-def _run_created(events, transform, tmp_path, index, backlog):
+def _run_created(events, transform, tmp_path, index, backlog, flags):
     """The events from a `Create`: a batch job's input, or a backlog."""
     tmp_path.mkdir(exist_ok=True)
     sink = tmp_path / "out.jsonl"
-    with (beam.Pipeline("FnApiRunner") if backlog else TestPipeline()) as p:
+    if flags:
+        pipeline = beam.Pipeline(options=PipelineOptions(list(flags)))
+    elif backlog:
+        pipeline = beam.Pipeline("FnApiRunner")
+    else:
+        pipeline = TestPipeline()
+    with pipeline as p:
         if index is not None:
             transform = transform(p | "Index" >> beam.Create(index))
         records = (p | beam.Create(events)

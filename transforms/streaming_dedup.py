@@ -30,7 +30,7 @@ same verdicts for less (`benchmarks/stream_throughput.py` measures both).
 
 State holds only plain values with fixed coders: a bucket entry is
 `(kind, run, id, sketch bytes, micros)`, the join holds the vector-free
-record as a JSON line, a verdict count and the few matches found: no
+record as a JSON line and its verdicts (bands judged, best match): no
 pickling, and a handful of objects for Beam's state cache to weigh
 (`tests/transforms/test_streaming_dedup.py` checks every value written;
 `transforms.state_cache` makes each weighing cheap).
@@ -57,7 +57,6 @@ later in event time has been compared is not flagged, nor is that one.
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -67,7 +66,6 @@ from apache_beam import coders
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.transforms.userstate import TimerSpec
 from apache_beam.transforms.userstate import on_timer
 from apache_beam.utils.timestamp import Timestamp
@@ -100,11 +98,13 @@ BUCKET_CODER = coders.TupleCoder([
     coders.StrUtf8Coder(), coders.StrUtf8Coder(), coders.StrUtf8Coder(),
     coders.BytesCoder(), coders.VarIntCoder()])
 HELD = ""
-# (records waiting, verdicts received) in the verdict join
-COUNTS_CODER = coders.TupleCoder([coders.VarIntCoder(), coders.VarIntCoder()])
-# (kind, id of the original, similarity, the run that kept it or THIS_RUN)
-MATCH_CODER = coders.TupleCoder([coders.StrUtf8Coder(), coders.StrUtf8Coder(),
-                                 coders.FloatCoder(), coders.StrUtf8Coder()])
+# What the verdict join holds for a record id, one entry per message:
+# (record line or b"", bands judged, match kind or "", id of the original,
+# similarity, the run that kept it or THIS_RUN).
+JOIN_CODER = coders.TupleCoder([
+    coders.BytesCoder(), coders.VarIntCoder(), coders.StrUtf8Coder(),
+    coders.StrUtf8Coder(), coders.FloatCoder(), coders.StrUtf8Coder()])
+NO_MATCH = ("", "", 0.0, "")
 
 
 class _BucketVerdicts(beam.DoFn):
@@ -232,18 +232,17 @@ class _JoinVerdicts(beam.DoFn):
     """Emits each delivery of a record once all its band verdicts are in.
 
     Verdicts come as `(bands judged, best match)`, one message per record
-    from each bundle of the compare stage that judged it. A redelivered
-    record (same id) can be in flight at the same time as its first
-    delivery, so records wait in a bag and leave one per `bands` verdicts
-    received; any delivery's verdicts fit the other (the original is always
-    the earlier record).
+    from each bundle of the compare stage that judged it. Every message
+    goes into one bag per record id, which is then read back: the bag
+    itself says whether a record can leave (one state read and one write
+    per message, and a clear when all have left). A redelivered record
+    (same id) can be in flight at the same time as its first delivery, so
+    the bag may hold several lines; they leave one per `bands` verdicts
+    received, and any delivery's verdicts fit the other (the original is
+    always the earlier record).
     """
 
-    RECORDS = BagStateSpec("records", coders.BytesCoder())
-    MATCHES = BagStateSpec("matches", MATCH_CODER)
-    # (deliveries waiting in RECORDS, verdicts received): one read and one
-    # write per message; the bags are read only when a record can leave.
-    COUNTS = ReadModifyWriteStateSpec("counts", COUNTS_CODER)
+    INBOX = BagStateSpec("inbox", JOIN_CODER)
 
     def __init__(self, bands: int, rank: dict[str, int]):
         self._bands = bands
@@ -252,37 +251,33 @@ class _JoinVerdicts(beam.DoFn):
     def setup(self):
         skip_module_scan()
 
-    def process(self, element, records=beam.DoFn.StateParam(RECORDS),
-                matches=beam.DoFn.StateParam(MATCHES),
-                counts=beam.DoFn.StateParam(COUNTS)):
+    def process(self, element, inbox=beam.DoFn.StateParam(INBOX)):
         _, (line, verdict) = element
-        waiting, received = counts.read() or (0, 0)
         if line is not None:
-            records.add(line)
-            waiting += 1
+            inbox.add((line, 0, *NO_MATCH))
         else:
             judged, match = verdict
+            inbox.add((b"", judged, *(match or NO_MATCH)))
+        lines, received, best = [], 0, None
+        for line, judged, *match in inbox.read():
+            if line:
+                lines.append(line)
             received += judged
-            if match is not None:
-                matches.add(match)
-        leaving = min(waiting, received // self._bands)
-        if leaving:
-            best = functools.reduce(
-                functools.partial(better_match, self._rank), matches.read(),
-                None)
-            lines = list(records.read())
-            for line in lines[:leaving]:
-                yield self._tagged(json.loads(line), best)
-            records.clear()
-            for line in lines[leaving:]:
-                records.add(line)
-            waiting -= leaving
-            received -= leaving * self._bands
-        if waiting or received:
-            counts.write((waiting, received))
-        else:
-            counts.clear()
-            matches.clear()
+            if match[0]:
+                best = better_match(self._rank, best, tuple(match))
+        leaving = min(len(lines), received // self._bands)
+        if not leaving:
+            return
+        for line in lines[:leaving]:
+            yield self._tagged(json.loads(line), best)
+        inbox.clear()
+        received -= leaving * self._bands
+        waiting = lines[leaving:]
+        if received or (best and waiting):
+            # What is still in flight keeps the verdicts seen so far.
+            inbox.add((b"", received, *(best or NO_MATCH)))
+        for line in waiting:
+            inbox.add((line, 0, *NO_MATCH))
 
     @staticmethod
     def _tagged(record, best):
@@ -294,7 +289,6 @@ class _JoinVerdicts(beam.DoFn):
         if run != THIS_RUN:
             tags[DUPLICATE_OF_RUN] = run
         return {**record, **tags}
-
 
 class StreamingNearDuplicates(beam.PTransform):
     """Tags records that near-duplicate one seen within a time horizon.

@@ -26,6 +26,7 @@ from local_runners.pubsub import PubSubServer
 from local_runners.sdk_harness import harness_flags
 from pipelines import dedup_corpus
 from pipelines import stream_tag
+from tests.helpers import EVENT_TIME
 from tests.helpers import dedup_verdicts
 from tests.helpers import read_outputs
 
@@ -98,6 +99,31 @@ def corpus(tmp_path_factory):
     records = (EXAMPLES / "corpus.jsonl").read_bytes().rstrip(b"\n")
     path.write_bytes(records + b"\n" + b"\n".join(BAD_LINES) + b"\n")
     return path
+
+
+# Five records whose event times carry microseconds (as a Pub/Sub timestamp
+# attribute can), where Beam's timers keep milliseconds, in an order a
+# stream may deliver them; "c" is more than STREAM_HORIZON_SECS after "a".
+_TEXT = ("the quarterly report shows that revenue grew by twelve percent "
+         "while costs stayed flat across all regions")
+STREAM_EVENTS = [(61.0004, {"id": "c", "text": _TEXT + "?"}),
+                 (0.0007, {"id": "b", "text": _TEXT + "!"}),
+                 (30.2501, {"id": "e", "text": "a different note entirely"}),
+                 (0.0004, {"id": "a", "text": _TEXT}),
+                 (61.5009, {"id": "d", "text": _TEXT + "?!"})]
+STREAM_HORIZON_SECS = 60
+# c is an original again, d its copy.
+STREAM_VERDICTS = {"a": None, "b": "a", "c": None, "d": "c", "e": None}
+
+
+def stream_verdicts(out) -> dict:
+    """{id: duplicate_of} of the detector's output on STREAM_EVENTS, which
+    must hold every record once, at its time."""
+    assert sorted(r["id"] for r in out) == sorted(
+        r["id"] for _, r in STREAM_EVENTS)
+    times = {r["id"]: t for t, r in STREAM_EVENTS}
+    assert all(abs(r[EVENT_TIME] - times[r["id"]]) < 1e-3 for r in out)
+    return {r["id"]: r.get("duplicate_of") for r in out}
 
 
 def lines(path) -> int:

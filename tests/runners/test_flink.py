@@ -4,10 +4,17 @@ TaskManager with its own SDK harness process (tiny model)."""
 
 import pytest
 
+from embgemma_keras.config import StreamDedupConfig
+from tests.helpers import run_events
 from tests.runners.conftest import BAD_LINES
 from tests.runners.conftest import FLINK_PARALLELISM
+from tests.runners.conftest import STREAM_EVENTS
+from tests.runners.conftest import STREAM_HORIZON_SECS
+from tests.runners.conftest import STREAM_VERDICTS
 from tests.runners.conftest import assert_tags_agree
 from tests.runners.conftest import lines
+from tests.runners.conftest import stream_verdicts
+from transforms.streaming_dedup import StreamingNearDuplicates
 
 pytestmark = pytest.mark.runners
 
@@ -34,3 +41,14 @@ def test_dedup_corpus_on_a_flink_cluster_matches_the_direct_runner(
 def test_stream_tag_on_a_flink_cluster_agrees_with_the_direct_runner(
         run_tag, direct_tags, corpus, on_flink_cluster):
     assert_tags_agree(run_tag(*on_flink_cluster), direct_tags, corpus)
+
+
+def test_the_stream_path_of_the_detector_on_flink_streaming(
+        on_flink_local, tmp_path):
+    """The detector's stream path (keyed state, timers with dynamic tags)
+    on Flink in streaming mode, over a backlog: every timer is due at once
+    when the input ends. The verdicts of the bounded path."""
+    out = run_events(STREAM_EVENTS, StreamingNearDuplicates(
+        StreamDedupConfig(horizon_secs=STREAM_HORIZON_SECS)), tmp_path,
+        backlog=True, flags=[*on_flink_local, "--streaming"])
+    assert stream_verdicts(out) == STREAM_VERDICTS

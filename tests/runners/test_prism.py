@@ -13,13 +13,16 @@ from pipelines import fit_clusters
 from pipelines import stream_tag
 from pipelines import train_classifier
 from tests.helpers import SPAM_ROWS
-from tests.helpers import EVENT_TIME
 from tests.helpers import read_outputs
 from tests.helpers import run_events
 from tests.helpers import write_tsv
 from tests.runners.conftest import BAD_LINES
+from tests.runners.conftest import STREAM_EVENTS
+from tests.runners.conftest import STREAM_HORIZON_SECS
+from tests.runners.conftest import STREAM_VERDICTS
 from tests.runners.conftest import assert_tags_agree
 from tests.runners.conftest import lines
+from tests.runners.conftest import stream_verdicts
 from tests.runners.conftest import tag_verdicts
 from transforms.streaming_dedup import StreamingNearDuplicates
 
@@ -45,35 +48,19 @@ def test_stream_tag_on_prism_agrees_with_the_direct_runner(
 
 def test_the_stream_path_of_the_detector_on_prism(on_prism, tmp_path):
     """The near-duplicate detector's stream path (keyed state and timers)
-    on Prism, where Beam's timers keep milliseconds but the records' event
-    times carry microseconds (as a Pub/Sub timestamp attribute can), and
-    the watermark stays put until every record is in, then jumps past the
-    horizon (a backlog), so every timer is due at once. Every record leaves
-    once, at its time, with the verdicts of the DirectRunner and of the
-    bounded path."""
-    text = ("the quarterly report shows that revenue grew by twelve percent "
-            "while costs stayed flat across all regions")
-    events = [(61.0004, {"id": "c", "text": text + "?"}),
-              (0.0007, {"id": "b", "text": text + "!"}),
-              (30.2501, {"id": "e", "text": "a different note entirely"}),
-              (0.0004, {"id": "a", "text": text}),
-              (61.5009, {"id": "d", "text": text + "?!"})]
-
+    on Prism, its watermark staying put until every record is in, then
+    jumping past the horizon (a backlog), so every timer is due at once.
+    Every record leaves once, at its time, with the verdicts of the
+    DirectRunner and of the bounded path."""
     def verdicts(name, **how):
-        out = run_events(events, StreamingNearDuplicates(
-            StreamDedupConfig(horizon_secs=60)), tmp_path / name,
-            in_order=False, **how)
-        assert sorted(r["id"] for r in out) == sorted(
-            r["id"] for _, r in events)
-        times = {r["id"]: t for t, r in events}
-        assert all(abs(r[EVENT_TIME] - times[r["id"]]) < 1e-3 for r in out)
-        return {r["id"]: r.get("duplicate_of") for r in out}
+        return stream_verdicts(run_events(
+            STREAM_EVENTS, StreamingNearDuplicates(StreamDedupConfig(
+                horizon_secs=STREAM_HORIZON_SECS)), tmp_path / name,
+            in_order=False, **how))
 
-    # c is more than the horizon after a: an original, and d its copy.
-    expected = {"a": None, "b": "a", "c": None, "d": "c", "e": None}
-    assert verdicts("prism", flags=on_prism) == expected
-    assert verdicts("direct") == expected
-    assert verdicts("bounded", bounded=True) == expected
+    assert verdicts("prism", flags=on_prism) == STREAM_VERDICTS
+    assert verdicts("direct") == STREAM_VERDICTS
+    assert verdicts("bounded", bounded=True) == STREAM_VERDICTS
 
 
 def test_train_classifier_and_fit_clusters_on_prism(

@@ -1,3 +1,5 @@
+import json
+
 import apache_beam as beam
 import numpy as np
 import pytest
@@ -5,6 +7,7 @@ import pytest
 from embgemma_keras.config import MinHashConfig
 from embgemma_keras.config import StreamDedupConfig
 from embgemma_keras.dedup_index import IndexEntry
+from embgemma_keras.grouping import THIS_RUN
 from embgemma_keras.minhash import MinHasher
 from embgemma_keras.minhash import normalize
 from embgemma_keras.schema import DuplicateKind
@@ -148,8 +151,7 @@ def test_streaming_state_holds_plain_values_only(tmp_path, monkeypatch):
     from transforms.streaming_dedup import _JoinVerdicts
 
     for fn, spec_names in ((_CompareInBucket, ["BUCKET"]),
-                           (_JoinVerdicts, ["RECORDS", "MATCHES",
-                                            "COUNTS"])):
+                           (_JoinVerdicts, ["INBOX"])):
         for spec_name in spec_names:
             spec = getattr(fn, spec_name)
             monkeypatch.setattr(spec, "coder", _PlainOnly(spec.name,
@@ -173,7 +175,7 @@ def test_streaming_state_holds_plain_values_only(tmp_path, monkeypatch):
         "a": None, "b": "a", "c": "kept"}
     assert len(out) == 4 and all("embeddings" not in r for r in out)
     written = {name for name, _ in _STATE_VALUES}
-    assert written == {"bucket", "records", "matches", "counts"}
+    assert written == {"bucket", "inbox"}
     # An entry is a kind, a run, an id, a sketch (a MinHash signature, or a
     # float16 vector) and a time: never a record.
     sketches = [value[3] for name, value in _STATE_VALUES
@@ -288,3 +290,25 @@ def test_a_semantic_match_in_the_index_is_flagged(tmp_path, bounded):
                       r.get("kind")) for r in out}
     assert tags == {"near": ("base", "run1", "semantic"),
                     "far": (None, None, None)}
+
+
+def test_the_join_lets_each_delivery_leave_with_the_best_verdict(tmp_path):
+    """The verdict join's messages in an order a runner may deliver them:
+    a verdict before its record's line, and a redelivery in flight with the
+    first delivery. Each line leaves once `bands` verdicts are in, with the
+    best match either delivery got (lexical before semantic)."""
+    from transforms.streaming_dedup import _JoinVerdicts
+
+    line = json.dumps({"id": "x", "text": TEXT}).encode("utf-8")
+    semantic = ("semantic", "a", 0.93, THIS_RUN)
+    lexical = ("lexical", "b", 0.8, THIS_RUN)
+    # (bands judged, best match) from a bundle of the compare stage, or
+    # None for a delivery of the record's line
+    messages = [(1, semantic), None, None, (1, lexical), (2, None)]
+    join = beam.Map(lambda m: ("x", (line, None) if m["verdict"] is None
+                                    else (None, m["verdict"]))) | beam.ParDo(
+        _JoinVerdicts(bands=2, rank={"lexical": 0, "semantic": 1}))
+    out = run_events([(t, {"verdict": m}) for t, m in enumerate(messages)],
+                     join, tmp_path)
+    assert [(r["id"], r["duplicate_of"], r["kind"]) for r in out] == [
+        ("x", "b", "lexical")] * 2
