@@ -20,13 +20,14 @@ copies and 1 % bad lines, `benchmarks/load_run.py`), then in one run:
   this process: the floor for what embedding costs;
 - the near-duplicate detector alone on 2,000 of them with their vectors,
   on the bounded path `stream_tag` takes over files and on a stream's
-  path (keyed state and timers), in ms per record, on two runners: the
-  local runner (state and timers in this process, no RPC) and Prism (a
-  portable runner: the SDK harness asks for every state read and write
-  over the Fn API's gRPC, as on Dataflow); each "stream est." column adds
-  that runner's difference to each `stream_tag` job: its records/s on a
-  stream (the local runner runs no unbounded source), which
-  `benchmarks/cost.py` prices for Dataflow streaming;
+  path (keyed state and timers), in ms per record, on three runners: the
+  local runner (state and timers in this process, no RPC), Prism and
+  Flink in streaming mode (portable runners: the SDK harness asks for
+  every state read and write over the Fn API's gRPC, as on Dataflow;
+  Flink lets its state cache serve reads across bundles); each "stream
+  est." column adds that runner's difference to each `stream_tag` job:
+  its records/s on a stream (the local runner runs no unbounded source),
+  which `benchmarks/cost.py` prices for Dataflow streaming;
 - with --latency, p50/p95 from arrival to tagged output at 4 records/s for
   60 s (`benchmarks/stream_latency.py`), in both prompt modes.
 
@@ -71,6 +72,7 @@ HEADS = {
 STARTUP_RECORDS = 20
 DETECTOR_RATE = 50  # records a second of event time, for the detector alone
 ENCODE_CHECK_TEXTS = 1000  # encoded just before each job, for its target
+FLINK_CACHE_MB = 100  # the SDK harness's state cache on Flink (Beam's: 0)
 
 
 def artifacts(model, texts, prompts, directory):
@@ -196,20 +198,32 @@ def counting_state_requests(counts):
 def detector_runners():
     """The runners the detector is measured on, by name: their flags.
 
-    Prism (its binary from `local_runners`, as the runner tests use it) runs
-    the SDK harness in this process; a job starts its own Prism, so no
-    later local-runner job runs on a shared one."""
+    Prism and Flink (from `local_runners`, as the runner tests use them) run
+    the SDK harness in this process. A Prism job starts its own Prism, so
+    no later local-runner job runs on a shared one. Flink runs in streaming
+    mode with the SDK harness's state cache on: Flink hands out a cache
+    token per worker, so reads of a key's state can be served from the
+    cache across bundles, which Prism's bundles never are (it hands out
+    none)."""
     from local_runners import RunnerUnavailable
+    from local_runners.flink import flink_flags
+    from local_runners.flink import job_server_jar
     from local_runners.prism import prism_binary
     from local_runners.prism import prism_flags
 
     runners = {"local": []}
-    try:
-        runners["Prism"] = [*prism_flags(prism_binary()), "--experiments",
-                            "disable_prism_server_singleton"]
-    except RunnerUnavailable as unavailable:
-        print(f"the detector is not measured on Prism: {unavailable}",
-              flush=True)
+    for name, flags in (
+            ("Prism", lambda: [*prism_flags(prism_binary()), "--experiments",
+                               "disable_prism_server_singleton"]),
+            ("Flink", lambda: [*flink_flags("[local]", job_server_jar()),
+                               "--streaming",
+                               f"--max_cache_memory_usage_mb={FLINK_CACHE_MB}"
+                               ])):
+        try:
+            runners[name] = flags()
+        except RunnerUnavailable as unavailable:
+            print(f"the detector is not measured on {name}: {unavailable}",
+                  flush=True)
     return runners
 
 
