@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import types
+from typing import NoReturn
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -127,9 +128,9 @@ def run(argv, groups, required, build, description) -> None:
         try:
             result = start(argv, required, build)
         except (ModelNotFoundError, IndexMismatchError) as e:
-            # Raised while the job is built, before any worker: the message
-            # says what to do, a traceback would only bury it.
-            sys.exit(f"error: {e}")
+            # Also raised while the DirectRunner runs a bounded job inside
+            # `start`, as when an index segment fails its checksum.
+            _refuse(e, verbose="--verbose" in argv)
         result.wait_until_finish()
 
 
@@ -160,8 +161,20 @@ def start(argv, required, build) -> PipelineResult:
             sys.exit(f"--{flag} is required; see --help")
     without_local_cache()
     pipeline = beam.Pipeline(options=options)
-    build(pipeline, job)
+    try:
+        build(pipeline, job)
+    except (ValueError, ModelNotFoundError) as e:
+        # A bad flag or artifact, found before any worker starts.
+        _refuse(e, job.verbose)
     return pipeline.run()
+
+
+def _refuse(error: Exception, verbose: bool) -> NoReturn:
+    """Ends the program with `error`'s message, which says what to do: a
+    traceback would only bury it (--verbose keeps it)."""
+    if verbose:
+        raise error
+    sys.exit(f"error: {error}")
 
 
 def _print_help(groups, description):

@@ -259,9 +259,9 @@ class _JoinVerdicts(beam.DoFn):
             judged, match = verdict
             inbox.add((b"", judged, *(match or NO_MATCH)))
         lines, received, best = [], 0, None
-        for line, judged, *match in inbox.read():
-            if line:
-                lines.append(line)
+        for held_line, judged, *match in inbox.read():
+            if held_line:
+                lines.append(held_line)
             received += judged
             if match[0]:
                 best = better_match(self._rank, best, tuple(match))

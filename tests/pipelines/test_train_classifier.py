@@ -53,16 +53,23 @@ def test_zero_shot_heads_are_evaluated_on_the_labelled_file(
 
 def test_unknown_columns_fail_before_the_job_starts(tiny_preset, tmp_path):
     train = write_tsv(tmp_path / "train.tsv", SPAM_ROWS)
-    with pytest.raises(ValueError, match=r"no column\(s\) \['category'\]"):
+    with pytest.raises(SystemExit, match=r"no column\(s\) \['category'\]"):
         _run(tiny_preset, tmp_path, "--train", train,
              "--label_column", "category")
+
+
+def test_verbose_keeps_the_traceback_of_a_refused_job(tiny_preset, tmp_path):
+    train = write_tsv(tmp_path / "train.tsv", SPAM_ROWS)
+    with pytest.raises(ValueError, match=r"no column\(s\) \['category'\]"):
+        _run(tiny_preset, tmp_path, "--train", train,
+             "--label_column", "category", "--verbose")
 
 
 def test_a_single_class_is_refused_before_anything_is_embedded(
         tiny_preset, tmp_path):
     train = write_tsv(tmp_path / "train.tsv",
                       [r for r in SPAM_ROWS if r[0] == "ham"])
-    with pytest.raises(ValueError, match="at least two distinct labels"):
+    with pytest.raises(SystemExit, match="at least two distinct labels"):
         _run(tiny_preset, tmp_path, "--train", train)
     assert not (tmp_path / "out").exists()  # the pipeline never ran
 
