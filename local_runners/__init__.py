@@ -14,10 +14,12 @@ benchmarks and the README's "Run locally on Prism and Flink".
   (`cloud.google.com/go/pubsub/v2/pstest`), built with Go.
 
 Each build is cached under `~/.cache/embgemma-beam` (or `$XDG_CACHE_HOME`)
-and reused. `python -m local_runners build` builds all three and prints
+and reused, keyed by the versions it is built at and, for Flink and the
+Pub/Sub server, a digest of the sources here (`source_key`). `python -m local_runners build` builds all three and prints
 where they are; see `python -m local_runners --help`.
 """
 
+import hashlib
 import os
 import pathlib
 
@@ -26,6 +28,16 @@ def cache_dir() -> pathlib.Path:
     """Where built runners are cached: `$XDG_CACHE_HOME/embgemma-beam`."""
     root = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
     return pathlib.Path(root) / "embgemma-beam"
+
+
+def source_key(*sources: pathlib.Path) -> str:
+    """A short digest of the files a runner is built from: it names the
+    build's cache directory, so an edited source is built anew rather than
+    an old build reused."""
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 class RunnerUnavailable(RuntimeError):

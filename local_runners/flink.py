@@ -38,6 +38,7 @@ from collections.abc import Sequence
 
 from local_runners import RunnerUnavailable
 from local_runners import cache_dir
+from local_runners import source_key
 
 FLINK_VERSION = "1.19"
 BEAM_JAVA_VERSION = "2.62.0"
@@ -49,7 +50,8 @@ MEMORY_SETTINGS = "org.apache.flink.runtime.util.bash.BashJavaUtils"
 
 
 def build_dir() -> pathlib.Path:
-    return cache_dir() / f"flink-{FLINK_VERSION}-job-server-{BEAM_JAVA_VERSION}"
+    return cache_dir() / (f"flink-{FLINK_VERSION}-job-server-"
+                          f"{BEAM_JAVA_VERSION}-{source_key(POM)}")
 
 
 def job_server_jar() -> pathlib.Path:

@@ -24,6 +24,7 @@ import subprocess
 
 from local_runners import RunnerUnavailable
 from local_runners import cache_dir
+from local_runners import source_key
 
 SOURCE = pathlib.Path(__file__).with_name("pubsub")
 
@@ -32,7 +33,9 @@ def server_binary() -> pathlib.Path:
     """The server binary: `$PUBSUB_SERVER_BINARY`, cached, or built now."""
     if os.environ.get("PUBSUB_SERVER_BINARY"):
         return pathlib.Path(os.environ["PUBSUB_SERVER_BINARY"])
-    binary = cache_dir() / "pubsub-server" / "pubsub-server"
+    key = source_key(*(SOURCE / name for name in ("main.go", "go.mod",
+                                                  "go.sum")))
+    binary = cache_dir() / f"pubsub-server-{key}" / "pubsub-server"
     if binary.exists():
         return binary
     if shutil.which("go") is None:
