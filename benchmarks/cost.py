@@ -9,8 +9,8 @@ on), and prices one million records on Dataflow worker types:
 - streaming (`stream_tag`): at its estimated records/s on a stream (the
   run over files plus the detector's extra cost on a stream's path), one
   row per runner that extra cost was measured on (the local runner keeps
-  state in-process; on Prism, as on Dataflow, every state request crosses
-  the Fn API),
+  state in-process; on Prism and Flink, as on Dataflow, every state
+  request crosses the Fn API),
   vCPU-hours and GB-hours of streaming workers, plus Streaming Engine
   data processed: every record crosses the engine as its JSON line
   several times (to the detector's buckets once per LSH band, with its

@@ -120,9 +120,9 @@ def detector_costs(records, vectors, dim, flags):
     backlog), each less its run on 20 records. Both paths must flag the
     same number of duplicates. Also the state requests a record costs,
     where the runner's SDK harness sends them over the Fn API from this
-    process (Prism's LOOPBACK harness; not the local runner's, whose
-    state stays in-process): {path: {"ms": ..., "state_requests": {kind:
-    n}}}, a record each."""
+    process (Prism's and Flink's LOOPBACK harness; not the local
+    runner's, whose state stays in-process): {path: {"ms": ...,
+    "state_requests": {kind: n}}}, a record each."""
     import apache_beam as beam
     from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.options.pipeline_options import PipelineOptions

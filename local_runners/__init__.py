@@ -15,8 +15,9 @@ benchmarks and the README's "Run locally on Prism and Flink".
 
 Each build is cached under `~/.cache/embgemma-beam` (or `$XDG_CACHE_HOME`)
 and reused, keyed by the versions it is built at and, for Flink and the
-Pub/Sub server, a digest of the sources here (`source_key`). `python -m local_runners build` builds all three and prints
-where they are; see `python -m local_runners --help`.
+Pub/Sub server, a digest of the sources here (`source_key`).
+`python -m local_runners build` builds all three and prints where they
+are; see `python -m local_runners --help`.
 """
 
 import hashlib
