@@ -33,8 +33,8 @@ from benchmarks.data import DATA_DIR  # noqa: E402
 from benchmarks.data import read_tsv  # noqa: E402
 from benchmarks.dedup_planted import PLANTS  # noqa: E402
 from embgemma_keras.config import MinHashConfig  # noqa: E402
-from embgemma_keras.minhash import MinHasher  # noqa: E402
-from embgemma_keras.minhash import normalize  # noqa: E402
+from embgemma_keras.dedup.minhash import MinHasher  # noqa: E402
+from embgemma_keras.dedup.minhash import normalize  # noqa: E402
 
 LEXICAL = [(16, 8), (8, 16), (32, 4), (12, 10), (20, 6), (10, 12)]
 SEMANTIC = [(16, 12), (8, 12), (8, 8), (12, 10), (16, 10), (6, 8)]

@@ -25,8 +25,8 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.data import DATA_DIR  # noqa: E402
 from benchmarks.data import column_texts  # noqa: E402
-from transforms.minhash import MinHasher  # noqa: E402
-from transforms.minhash import normalize  # noqa: E402
+from embgemma_keras.dedup.minhash import MinHasher  # noqa: E402
+from embgemma_keras.dedup.minhash import normalize  # noqa: E402
 
 BATCH = 64
 

@@ -60,7 +60,7 @@ from embgemma_keras import ZeroShotHead  # noqa: E402
 from embgemma_keras import BadRecord  # noqa: E402
 from embgemma_keras import RecordParser  # noqa: E402
 from embgemma_keras import make_tiny_preset  # noqa: E402
-from embgemma_keras.schema import Vector  # noqa: E402
+from embgemma_keras.records.schema import Vector  # noqa: E402
 from transforms.tagging import expected_task  # noqa: E402
 
 HEADS = {
@@ -131,7 +131,7 @@ def detector_costs(records, vectors, dim, flags):
     from embgemma_keras.config import StreamDedupConfig
     from embgemma_keras.progress import DUPLICATES
     from transforms.state_cache import without_local_cache
-    from transforms.streaming_dedup import StreamingNearDuplicates
+    from transforms.dedup.streaming import StreamingNearDuplicates
 
     without_local_cache()
     items = [(i / DETECTOR_RATE, {**r, "embeddings": {"similarity": v}})
@@ -237,11 +237,11 @@ def state_bytes(records, vectors):
     from apache_beam.utils.timestamp import Timestamp
 
     from embgemma_keras.config import StreamDedupConfig
-    from embgemma_keras.schema import to_json_line
-    from embgemma_keras.sketches import stream_sketchers
-    from embgemma_keras.grouping import THIS_RUN
-    from transforms.streaming_dedup import BUCKET_CODER
-    from transforms.streaming_dedup import HELD
+    from embgemma_keras.records.schema import to_json_line
+    from embgemma_keras.dedup.sketches import stream_sketchers
+    from embgemma_keras.dedup.grouping import THIS_RUN
+    from transforms.dedup.streaming import BUCKET_CODER
+    from transforms.dedup.streaming import HELD
 
     micros = Timestamp.now().micros
     held = {}

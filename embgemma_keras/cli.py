@@ -30,8 +30,8 @@ from embgemma_keras.config import VERBOSE_ENV_VAR
 from embgemma_keras.config import EmbedConfig
 from embgemma_keras.config import add_flags
 from embgemma_keras.presets import MODEL_ENV_VAR
-from embgemma_keras.records import BadRecord
-from embgemma_keras.records import parse_record
+from embgemma_keras.records.validation import BadRecord
+from embgemma_keras.records.validation import parse_record
 from embgemma_keras.tasks import Task
 
 # Lines read, embedded and written together: large enough for length-aware

@@ -156,7 +156,7 @@ class StreamDedupConfig:
 
     horizon_secs: float = setting(
         3600, "Near-duplicates are looked for this far back in event time.")
-    max_bucket: int = setting(
+    max_originals: int = setting(
         200, "Originals remembered per LSH bucket; the oldest are "
              "forgotten past it.")
     semantic_bands: int = setting(16, "Stream semantic LSH: bands.")

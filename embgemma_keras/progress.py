@@ -1,7 +1,7 @@
 """Progress of a long local run: counts, rates and an ETA on stderr.
 
 The counts are tallied in this process by the transforms that do the work
-(`transforms.progress.count`, which also feeds Beam's metrics, the figures
+(`transforms.counters.count`, which also feeds Beam's metrics, the figures
 Dataflow shows); `ProgressReporter` prints them every `interval_secs`
 while a job runs in this process (DirectRunner, or Prism/Flink in LOOPBACK
 mode): a tqdm bar on a terminal, a plain line otherwise.
@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 
-from embgemma_keras.schema import DEAD_LETTERS
+from embgemma_keras.records.schema import DEAD_LETTERS
 
 # What the transforms count (the Beam counters of namespace "progress").
 BYTES_READ = "bytes_read"

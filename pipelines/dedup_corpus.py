@@ -36,8 +36,8 @@ from embgemma_keras.config import MinHashConfig
 from embgemma_keras.config import SemanticDedupConfig
 from embgemma_keras.config import add_flags
 from embgemma_keras.config import from_flags
-from embgemma_keras.dedup_index import IndexSettings
-from embgemma_keras.dedup_index import new_run_id
+from embgemma_keras.index.format import IndexSettings
+from embgemma_keras.index.format import new_run_id
 from pipelines.options import FileOptions
 from pipelines.options import IndexOptions
 from pipelines.options import LexicalOptions
@@ -46,9 +46,9 @@ from pipelines.options import SemanticOptions
 from pipelines.options import checked_model
 from pipelines.options import embed_config
 from pipelines.options import run
-from transforms.corpus_dedup import DeduplicateFiles
-from transforms.dedup_index import open_index
-from transforms.model_handler import EmbeddingGemmaModelHandler
+from transforms.dedup.corpus import DeduplicateFiles
+from transforms.index.read_commit import open_index
+from transforms.embedding.model_handler import EmbeddingGemmaModelHandler
 
 REQUIRED = ("input", "output")
 

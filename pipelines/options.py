@@ -29,12 +29,12 @@ from embgemma_keras.config import VERBOSE_ENV_VAR
 from embgemma_keras.config import SemanticDedupConfig
 from embgemma_keras.config import add_flags
 from embgemma_keras.config import from_flags
-from embgemma_keras.dedup_index import IndexMismatchError
+from embgemma_keras.index.format import IndexMismatchError
 from embgemma_keras.presets import ModelNotFoundError
 from embgemma_keras.progress import ProgressReporter
 from embgemma_keras.presets import fingerprint_files
 from embgemma_keras.presets import resolve_handle
-from embgemma_keras.schema import TEXT
+from embgemma_keras.records.schema import TEXT
 from transforms.state_cache import without_local_cache
 
 

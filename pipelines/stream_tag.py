@@ -42,14 +42,14 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.options.pipeline_options import StandardOptions
 
-from embgemma_keras.centroids import load_centroids
+from embgemma_keras.clusters.centroids import load_centroids
 from embgemma_keras.config import MinHashConfig
 from embgemma_keras.config import StreamConfig
 from embgemma_keras.config import StreamDedupConfig
 from embgemma_keras.config import add_flags
 from embgemma_keras.config import from_flags
-from embgemma_keras.heads import load_head
-from embgemma_keras.schema import Vector
+from embgemma_keras.labels.heads import load_head
+from embgemma_keras.records.schema import Vector
 from pipelines.options import FileOptions
 from pipelines.options import IndexOptions
 from pipelines.options import LexicalOptions
@@ -58,12 +58,12 @@ from pipelines.options import SemanticOptions
 from pipelines.options import checked_model
 from pipelines.options import embed_config
 from pipelines.options import run
-from transforms.dedup_index import ReadIndex
-from transforms.dedup_index import open_index_for_stream
-from transforms.files import ReadRecords
-from transforms.files import local_artifact
-from transforms.model_handler import EmbeddingGemmaModelHandler
-from transforms.parse import ParseRecords
+from transforms.index.read_commit import ReadIndex
+from transforms.index.read_commit import open_index_for_stream
+from transforms.records.files import ReadRecords
+from transforms.records.files import local_artifact
+from transforms.embedding.model_handler import EmbeddingGemmaModelHandler
+from transforms.records.parse import ParseRecords
 from transforms.tagging import TaggedSinks
 from transforms.tagging import TagRecords
 from transforms.tagging import expected_task

@@ -34,8 +34,8 @@ from pipelines.options import ModelOptions
 from pipelines.options import checked_model
 from pipelines.options import embed_config
 from pipelines.options import run
-from transforms.model_handler import EmbeddingGemmaModelHandler
-from transforms.training import TrainHead
+from transforms.embedding.model_handler import EmbeddingGemmaModelHandler
+from transforms.labels.train_head import TrainHead
 
 REQUIRED = ("train", "output")
 

@@ -21,7 +21,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 
-from transforms.model_handler import METRICS_NAMESPACE
+from transforms.embedding.model_handler import METRICS_NAMESPACE
 
 # Under the default 1 MiB record limit with its JSON wrapping; truncated to
 # the model's context when embedded.

@@ -22,29 +22,29 @@ from collections.abc import Mapping
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from embgemma_keras.centroids import Centroids
+from embgemma_keras.clusters.centroids import Centroids
 from embgemma_keras.config import StreamConfig
 from embgemma_keras.config import StreamDedupConfig
 from embgemma_keras.progress import say
-from embgemma_keras.schema import DEAD_LETTERS
-from embgemma_keras.schema import DUPLICATE_OF
-from embgemma_keras.schema import LABELS
-from embgemma_keras.schema import DeadLetter
-from embgemma_keras.schema import TaggedRow
-from embgemma_keras.schema import Vector
-from embgemma_keras.schema import bigquery_row
-from embgemma_keras.schema import bigquery_schema
-from embgemma_keras.schema import to_json_line
+from embgemma_keras.records.schema import DEAD_LETTERS
+from embgemma_keras.records.schema import DUPLICATE_OF
+from embgemma_keras.records.schema import LABELS
+from embgemma_keras.records.schema import DeadLetter
+from embgemma_keras.records.schema import TaggedRow
+from embgemma_keras.records.schema import Vector
+from embgemma_keras.records.schema import bigquery_row
+from embgemma_keras.records.schema import bigquery_schema
+from embgemma_keras.records.schema import to_json_line
 from embgemma_keras.tasks import Task
-from transforms.classify import ClassifyLabels
-from transforms.clusters import AssignClusters
-from transforms.dead_letters import WithDeadLetters
-from transforms.embed import EmbedRecords
-from transforms.embed import prompts_for
-from transforms.files import write_jsonl
-from transforms.files import write_windowed_jsonl
-from transforms.model_handler import EmbeddingGemmaModelHandler
-from transforms.streaming_dedup import StreamingNearDuplicates
+from transforms.labels.classify import ClassifyLabels
+from transforms.clusters.assign import AssignClusters
+from transforms.records.dead_letters import WithDeadLetters
+from transforms.embedding.embed import EmbedRecords
+from transforms.embedding.embed import prompts_for
+from transforms.records.files import write_jsonl
+from transforms.records.files import write_windowed_jsonl
+from transforms.embedding.model_handler import EmbeddingGemmaModelHandler
+from transforms.dedup.streaming import StreamingNearDuplicates
 
 
 def expected_task(vector: Vector, prompts: str) -> Task:

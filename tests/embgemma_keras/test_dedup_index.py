@@ -4,18 +4,18 @@ import pytest
 from embgemma_keras.artifacts import ModelIdentity
 from embgemma_keras.config import DedupConfig
 from embgemma_keras.config import MinHashConfig
-from embgemma_keras.dedup_index import FileSum
-from embgemma_keras.dedup_index import IndexMismatchError
-from embgemma_keras.dedup_index import IndexSettings
-from embgemma_keras.dedup_index import Manifest
-from embgemma_keras.dedup_index import index_entries
-from embgemma_keras.dedup_index import next_manifest
-from embgemma_keras.dedup_index import segment_bytes
-from embgemma_keras.dedup_index import segment_entries
-from embgemma_keras.dedup_index import stream_mismatches
-from embgemma_keras.minhash import MinHasher
-from embgemma_keras.sketches import LexicalSketch
-from embgemma_keras.sketches import SemanticSketch
+from embgemma_keras.index.format import FileSum
+from embgemma_keras.index.format import IndexMismatchError
+from embgemma_keras.index.format import IndexSettings
+from embgemma_keras.index.format import Manifest
+from embgemma_keras.index.format import index_entries
+from embgemma_keras.index.format import next_manifest
+from embgemma_keras.index.format import segment_bytes
+from embgemma_keras.index.format import segment_entries
+from embgemma_keras.index.format import stream_mismatches
+from embgemma_keras.dedup.minhash import MinHasher
+from embgemma_keras.dedup.sketches import LexicalSketch
+from embgemma_keras.dedup.sketches import SemanticSketch
 
 RECORDS = [{"id": "a", "text": "The cat sat on the mat."},
            {"id": "b", "text": "An unrelated line about planets."}]

@@ -1,6 +1,6 @@
 import numpy as np
 
-from embgemma_keras import evaluation
+from embgemma_keras.labels import evaluation
 
 
 def test_classification_metrics_match_a_hand_count():

@@ -5,10 +5,10 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from embgemma_keras.config import MinHashConfig
-from embgemma_keras.minhash import MinHasher
-from embgemma_keras.minhash import estimated_jaccard
-from embgemma_keras.minhash import fmix32
-from embgemma_keras.minhash import normalize
+from embgemma_keras.dedup.minhash import MinHasher
+from embgemma_keras.dedup.minhash import estimated_jaccard
+from embgemma_keras.dedup.minhash import fmix32
+from embgemma_keras.dedup.minhash import normalize
 
 
 def test_normalisation_folds_case_width_and_spaces():

@@ -5,9 +5,9 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from embgemma_keras.records import BadRecord
-from embgemma_keras.records import file_format
-from embgemma_keras.records import parse_record
+from embgemma_keras.records.validation import BadRecord
+from embgemma_keras.records.validation import file_format
+from embgemma_keras.records.validation import parse_record
 
 
 def test_a_valid_record_keeps_every_field():

@@ -3,12 +3,12 @@ import json
 
 import numpy as np
 
-from embgemma_keras.schema import DeadLetter
-from embgemma_keras.schema import TaggedRow
-from embgemma_keras.schema import bigquery_row
-from embgemma_keras.schema import bigquery_schema
-from embgemma_keras.schema import dead_letter
-from embgemma_keras.schema import to_json_line
+from embgemma_keras.records.schema import DeadLetter
+from embgemma_keras.records.schema import TaggedRow
+from embgemma_keras.records.schema import bigquery_row
+from embgemma_keras.records.schema import bigquery_schema
+from embgemma_keras.records.schema import dead_letter
+from embgemma_keras.records.schema import to_json_line
 
 
 def test_the_bigquery_schemas_follow_the_typed_dicts():

@@ -1,7 +1,7 @@
 import numpy as np
 
-from embgemma_keras.schema import DuplicateKind
-from embgemma_keras.stream_buckets import BucketJudge
+from embgemma_keras.records.schema import DuplicateKind
+from embgemma_keras.dedup.stream_buckets import BucketJudge
 
 SECOND = 1_000_000  # microseconds
 
@@ -26,7 +26,7 @@ def _matches(judged):
 
 
 def test_newcomers_are_judged_in_event_time_then_id_order():
-    judge = BucketJudge([_EqualTexts()], horizon_secs=60, max_bucket=10)
+    judge = BucketJudge([_EqualTexts()], horizon_secs=60, max_originals=10)
     judged = judge([_newcomer("b", "x", 0), _newcomer("c", "x", 1),
                     _newcomer("a", "x", 0)], held=[])
     assert _matches(judged) == {"a": None, "b": "a", "c": "a"}
@@ -35,7 +35,7 @@ def test_newcomers_are_judged_in_event_time_then_id_order():
 
 
 def test_a_redelivered_record_gets_its_first_verdict_and_is_held_once():
-    judge = BucketJudge([_EqualTexts()], horizon_secs=60, max_bucket=10)
+    judge = BucketJudge([_EqualTexts()], horizon_secs=60, max_originals=10)
     first = judge([_newcomer("a", "x", 0)], held=[])
     again = judge([_newcomer("a", "x", 0)], held=first.held)
     assert _matches(again) == {"a": None}
@@ -43,7 +43,7 @@ def test_a_redelivered_record_gets_its_first_verdict_and_is_held_once():
 
 
 def test_a_bucket_past_the_horizon_forgets_its_originals():
-    judge = BucketJudge([_EqualTexts()], horizon_secs=60, max_bucket=10)
+    judge = BucketJudge([_EqualTexts()], horizon_secs=60, max_originals=10)
     held = judge([_newcomer("a", "x", 0)], held=[]).held
     within = judge([_newcomer("b", "x", 60)], held=held)
     past = judge([_newcomer("c", "x", 61)], held=held)
@@ -57,7 +57,7 @@ def test_a_bucket_past_the_horizon_forgets_its_originals():
 
 
 def test_a_full_bucket_forgets_its_oldest_original():
-    judge = BucketJudge([_EqualTexts()], horizon_secs=60, max_bucket=2)
+    judge = BucketJudge([_EqualTexts()], horizon_secs=60, max_originals=2)
     judged = judge([_newcomer(f"r{t}", f"text {t}", t) for t in range(3)]
                    + [_newcomer("copy", "text 0", 4)], held=[])
     assert _matches(judged)["copy"] is None  # r0 was forgotten
@@ -67,7 +67,7 @@ def test_a_full_bucket_forgets_its_oldest_original():
 
 
 def test_index_entries_match_whatever_their_age_and_id():
-    judge = BucketJudge([_EqualTexts()], horizon_secs=60, max_bucket=10)
+    judge = BucketJudge([_EqualTexts()], horizon_secs=60, max_originals=10)
     judged = judge([_newcomer("kept", "x", 10_000)], held=[],
                    indexed=[("run1", "kept", b"x")])
     assert judged.verdicts[0][2] == ("exact", "kept", 1.0, "run1")
@@ -77,7 +77,7 @@ def test_index_entries_match_whatever_their_age_and_id():
 def test_a_late_original_that_fills_a_bucket_keeps_the_horizon_its_own():
     """Room made for a late original can drop the newest one; the
     horizon then runs from the late one."""
-    judge = BucketJudge([_EqualTexts()], horizon_secs=60, max_bucket=1)
+    judge = BucketJudge([_EqualTexts()], horizon_secs=60, max_originals=1)
     held = judge([_newcomer("new", "y", 100)], held=[]).held
     judged = judge([_newcomer("late", "x", 50), _newcomer("next", "z", 111)],
                    held=held)

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from embgemma_keras.dedup_index import CURRENT
-from embgemma_keras.dedup_index import Manifest
+from embgemma_keras.index.format import CURRENT
+from embgemma_keras.index.format import Manifest
 from pipelines import dedup_corpus
 from pipelines import stream_tag
 from tests.helpers import read_outputs
@@ -174,13 +174,13 @@ def test_a_run_failing_after_its_segments_leaves_them_unread(
     second, index = _first_part_indexed(tmp_path)
     before = _manifest(index)
 
-    import transforms.dedup_index
+    import transforms.index.read_commit
 
     def die(*args, **kwargs):
         raise RuntimeError("killed before the manifest")
 
     with monkeypatch.context() as patched:
-        patched.setattr(transforms.dedup_index, "next_manifest", die)
+        patched.setattr(transforms.index.read_commit, "next_manifest", die)
         with pytest.raises(Exception, match="killed before the manifest"):
             _dedup(second, tmp_path / "out2", "--no_semantic",
                    "--index", str(index))

@@ -15,7 +15,7 @@ import pathlib
 
 import pytest
 
-from embgemma_keras.heads import ZeroShotHead
+from embgemma_keras.labels.heads import ZeroShotHead
 from local_runners import RunnerUnavailable
 from local_runners.flink import FlinkCluster
 from local_runners.flink import flink_flags

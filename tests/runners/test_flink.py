@@ -14,7 +14,7 @@ from tests.runners.conftest import STREAM_VERDICTS
 from tests.runners.conftest import assert_tags_agree
 from tests.runners.conftest import lines
 from tests.runners.conftest import stream_verdicts
-from transforms.streaming_dedup import StreamingNearDuplicates
+from transforms.dedup.streaming import StreamingNearDuplicates
 
 pytestmark = pytest.mark.runners
 

@@ -24,7 +24,7 @@ from tests.runners.conftest import assert_tags_agree
 from tests.runners.conftest import lines
 from tests.runners.conftest import stream_verdicts
 from tests.runners.conftest import tag_verdicts
-from transforms.streaming_dedup import StreamingNearDuplicates
+from transforms.dedup.streaming import StreamingNearDuplicates
 
 pytestmark = pytest.mark.runners
 

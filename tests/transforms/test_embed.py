@@ -17,9 +17,9 @@ from transforms import EmbeddingGemmaModelHandler
 from transforms import EmbedRecords
 from transforms import ParseRecords
 from transforms import prompts_for
-from embgemma_keras.schema import to_json_line
+from embgemma_keras.records.schema import to_json_line
 from tests.helpers import model_loads
-from transforms.model_handler import METRICS_NAMESPACE
+from transforms.embedding.model_handler import METRICS_NAMESPACE
 
 GOOD = [
     json.dumps({"id": f"r{i}", "text": text, "n": i}).encode()

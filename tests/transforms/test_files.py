@@ -4,7 +4,7 @@ from apache_beam.io.localfilesystem import LocalFileSystem
 from embgemma_keras import ArtifactMismatchError
 from embgemma_keras import ZeroShotHead
 from embgemma_keras import load_head
-from transforms.files import local_artifact
+from transforms.records.files import local_artifact
 
 PREFIX = "remotefs://"
 

@@ -9,7 +9,7 @@ from apache_beam.testing.util import assert_that
 
 from transforms import EmbeddingGemmaModelHandler
 from tests.helpers import model_loads
-from transforms.model_handler import METRICS_NAMESPACE
+from transforms.embedding.model_handler import METRICS_NAMESPACE
 
 TEXTS = [f"text number {i} about {'spam' if i % 3 else 'films'}"
          for i in range(40)]

@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from embgemma_keras.schema import DEAD_LETTERS
+from embgemma_keras.records.schema import DEAD_LETTERS
 from transforms import ParseRecords
-from embgemma_keras.records import record_id
+from embgemma_keras.records.validation import record_id
 
 GOOD = [
     b'{"id": "a", "text": "plain English text", "lang": "en"}',

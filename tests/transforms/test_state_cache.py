@@ -37,7 +37,7 @@ def test_weights_are_the_same_without_the_module_scan(monkeypatch):
 def test_the_stateful_dofns_turn_the_scan_off_in_their_worker():
     # A fresh interpreter: the DoFn's setup is what changes the setting.
     code = ("import objsize\n"
-            "from transforms.streaming_dedup import _JoinVerdicts\n"
+            "from transforms.dedup.streaming import _JoinVerdicts\n"
             "assert objsize.default_settings.exclude_modules_globals\n"
             "_JoinVerdicts(1, {'lexical': 0}).setup()\n"
             "print(objsize.default_settings.exclude_modules_globals)")

@@ -6,15 +6,15 @@ import pytest
 
 from embgemma_keras.config import MinHashConfig
 from embgemma_keras.config import StreamDedupConfig
-from embgemma_keras.dedup_index import IndexEntry
-from embgemma_keras.grouping import THIS_RUN
-from embgemma_keras.minhash import MinHasher
-from embgemma_keras.minhash import normalize
-from embgemma_keras.schema import DuplicateKind
-from embgemma_keras.sketches import SemanticSketch
+from embgemma_keras.index.format import IndexEntry
+from embgemma_keras.dedup.grouping import THIS_RUN
+from embgemma_keras.dedup.minhash import MinHasher
+from embgemma_keras.dedup.minhash import normalize
+from embgemma_keras.records.schema import DuplicateKind
+from embgemma_keras.dedup.sketches import SemanticSketch
 from tests.helpers import EVENT_TIME
 from tests.helpers import run_events
-from transforms.streaming_dedup import StreamingNearDuplicates
+from transforms.dedup.streaming import StreamingNearDuplicates
 
 TEXT = ("the quarterly report shows that revenue grew by twelve percent while "
         "costs stayed flat across all regions")
@@ -106,7 +106,7 @@ def test_a_full_bucket_forgets_its_oldest_original(tmp_path, bounded):
     events += [(10, {"id": "copy_of_r0", "text": "text 0"}),
                (11, {"id": "copy_of_r3", "text": "text 3"})]
     out = run_events(events, StreamingNearDuplicates(
-        StreamDedupConfig(max_bucket=2), sketchers=[_OneBucket()]), tmp_path,
+        StreamDedupConfig(max_originals=2), sketchers=[_OneBucket()]), tmp_path,
         bounded=bounded)
     tags = {r["id"]: r.get("duplicate_of") for r in out}
     assert len(out) == len(events)
@@ -147,8 +147,8 @@ def _check_plain(value, name):
 
 
 def test_streaming_state_holds_plain_values_only(tmp_path, monkeypatch):
-    from transforms.streaming_dedup import _CompareInBucket
-    from transforms.streaming_dedup import _JoinVerdicts
+    from transforms.dedup.streaming import _CompareInBucket
+    from transforms.dedup.streaming import _JoinVerdicts
 
     for fn, spec_names in ((_CompareInBucket, ["BUCKET"]),
                            (_JoinVerdicts, ["INBOX"])):
@@ -297,7 +297,7 @@ def test_the_join_lets_each_delivery_leave_with_the_best_verdict(tmp_path):
     a verdict before its record's line, and a redelivery in flight with the
     first delivery. Each line leaves once `bands` verdicts are in, with the
     best match either delivery got (lexical before semantic)."""
-    from transforms.streaming_dedup import _JoinVerdicts
+    from transforms.dedup.streaming import _JoinVerdicts
 
     line = json.dumps({"id": "x", "text": TEXT}).encode("utf-8")
     semantic = ("semantic", "a", 0.93, THIS_RUN)

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from embgemma_keras.minhash import normalize
-from embgemma_keras.schema import ID
-from embgemma_keras.schema import TEXT
+from embgemma_keras.dedup.minhash import normalize
+from embgemma_keras.records.schema import ID
+from embgemma_keras.records.schema import TEXT
 
 # Vectors compared at once within a bucket: 2,048 x 2,048 cosines (16 MB).
 _BLOCK = 2048

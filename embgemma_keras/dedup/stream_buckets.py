@@ -6,11 +6,11 @@ the closest held original or index entry at or above its sketcher's
 threshold, or None, and is held in turn if it matched nothing. Where the
 newcomers and the held entries come from (Beam state and timers in a
 stream, one group per bucket over a bounded input) is
-`transforms.streaming_dedup`'s business; the verdicts are the same.
+`transforms.dedup.streaming`'s business; the verdicts are the same.
 
->>> from embgemma_keras.sketches import LexicalSketch
+>>> from embgemma_keras.dedup.sketches import LexicalSketch
 >>> lexical = LexicalSketch()
->>> judge = BucketJudge([lexical], horizon_secs=60, max_bucket=200)
+>>> judge = BucketJudge([lexical], horizon_secs=60, max_originals=200)
 >>> a, _ = lexical.sketch({"text": "see you at the station at nine"})
 >>> b, _ = lexical.sketch({"text": "See you at the station at nine!"})
 >>> judged = judge([("lexical", "b", b, 5_000_000),
@@ -30,8 +30,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from embgemma_keras.grouping import THIS_RUN
-from embgemma_keras.sketches import Sketcher
+from embgemma_keras.dedup.grouping import THIS_RUN
+from embgemma_keras.dedup.sketches import Sketcher
 
 # (record id, sketch, event time in microseconds): an original held.
 Entry = tuple[str, bytes, int]
@@ -79,15 +79,15 @@ class BucketJudge:
         horizon_secs: only a record at most this much earlier in event
             time can be an original; a bucket whose newest original is
             older than that before a newcomer forgets them all first.
-        max_bucket: originals held; the oldest are forgotten past it, so
+        max_originals: originals held; the oldest are forgotten past it, so
             a hot bucket costs bounded time and memory.
     """
 
     def __init__(self, sketchers: Sequence[Sketcher], horizon_secs: float,
-                 max_bucket: int):
+                 max_originals: int):
         self._sketchers = {s.kind.value: s for s in sketchers}
         self.horizon_micros = int(horizon_secs * 1_000_000)  # event time
-        self._max_bucket = max_bucket
+        self._max_originals = max_originals
 
     def __call__(self, newcomers: Iterable[Newcomer], held: Sequence[Entry],
                  indexed: Sequence[Indexed] = ()) -> Judgement:
@@ -153,10 +153,10 @@ class BucketJudge:
 
     def _make_room(self, judged: Judgement) -> int:
         """Forgets the oldest originals of a full bucket; how many."""
-        if len(judged.held) < self._max_bucket:
+        if len(judged.held) < self._max_originals:
             return 0
         judged.held.sort(key=lambda entry: entry[2])
-        drop = len(judged.held) - self._max_bucket + 1
+        drop = len(judged.held) - self._max_originals + 1
         del judged.held[:drop]
         judged.evicted += drop
         return drop

@@ -19,14 +19,14 @@ from apache_beam.transforms.window import TimestampedValue
 
 from embgemma_keras.progress import QUEUED_FOR_EMBEDDING
 from embgemma_keras.progress import RECORDS_EMBEDDED
-from embgemma_keras.schema import EMBEDDINGS
-from embgemma_keras.schema import TEXT
-from embgemma_keras.schema import Stage
-from embgemma_keras.schema import Vector
-from embgemma_keras.schema import dead_letter
+from embgemma_keras.records.schema import EMBEDDINGS
+from embgemma_keras.records.schema import TEXT
+from embgemma_keras.records.schema import Stage
+from embgemma_keras.records.schema import Vector
+from embgemma_keras.records.schema import dead_letter
 from embgemma_keras.tasks import Task
-from transforms.dead_letters import WithDeadLetters
-from transforms.progress import count
+from transforms.records.dead_letters import WithDeadLetters
+from transforms.counters import count
 
 # Each stage's own prompt: the model card's recommendation.
 DEFAULT_PROMPTS = {

@@ -1,7 +1,7 @@
 """The dedup index: what earlier `dedup_corpus` runs kept, versioned.
 
 Beam-free: the formats, the entries and the compatibility check. Reading
-and writing them through Beam's FileSystems is `transforms.dedup_index`.
+and writing them through Beam's FileSystems is `transforms.index.read_commit`.
 
 An index directory (local or gs://) holds:
 
@@ -40,12 +40,12 @@ import numpy as np
 from embgemma_keras.artifacts import ModelIdentity
 from embgemma_keras.config import DedupConfig
 from embgemma_keras.config import MinHashConfig
-from embgemma_keras.grouping import exact_key
-from embgemma_keras.minhash import normalize
-from embgemma_keras.schema import EMBEDDINGS
-from embgemma_keras.schema import ID
-from embgemma_keras.schema import TEXT
-from embgemma_keras.schema import Vector
+from embgemma_keras.dedup.grouping import exact_key
+from embgemma_keras.dedup.minhash import normalize
+from embgemma_keras.records.schema import EMBEDDINGS
+from embgemma_keras.records.schema import ID
+from embgemma_keras.records.schema import TEXT
+from embgemma_keras.records.schema import Vector
 from embgemma_keras.tasks import Task
 
 FORMAT_VERSION = 1

@@ -1,7 +1,7 @@
 """`WithDeadLetters`: the two outputs of every stage that can refuse records.
 
 A refused record leaves on `dead_letters` as the dead letter of
-`embgemma_keras.schema` (`stage`, `error`, `raw`, `raw_encoding`), so it can
+`embgemma_keras.records.schema` (`stage`, `error`, `raw`, `raw_encoding`), so it can
 be written to a file, Pub/Sub or BigQuery and replayed after a fix.
 """
 

@@ -23,13 +23,13 @@ import numpy as np
 
 from embgemma_keras.config import MinHashConfig
 from embgemma_keras.config import StreamDedupConfig
-from embgemma_keras.dedup_index import IndexEntry
-from embgemma_keras.minhash import MinHasher
-from embgemma_keras.minhash import normalize
-from embgemma_keras.schema import EMBEDDINGS
-from embgemma_keras.schema import TEXT
-from embgemma_keras.schema import DuplicateKind
-from embgemma_keras.schema import Vector
+from embgemma_keras.index.format import IndexEntry
+from embgemma_keras.dedup.minhash import MinHasher
+from embgemma_keras.dedup.minhash import normalize
+from embgemma_keras.records.schema import EMBEDDINGS
+from embgemma_keras.records.schema import TEXT
+from embgemma_keras.records.schema import DuplicateKind
+from embgemma_keras.records.schema import Vector
 
 
 class Sketcher(typing.Protocol):

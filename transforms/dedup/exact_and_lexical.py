@@ -33,28 +33,28 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from embgemma_keras.config import MinHashConfig
-from embgemma_keras.dedup_index import IndexEntry
-from embgemma_keras.grouping import THIS_RUN
-from embgemma_keras.grouping import connected_components
-from embgemma_keras.grouping import exact_key
-from embgemma_keras.grouping import node
-from embgemma_keras.grouping import representative_order
-from embgemma_keras.minhash import MinHasher
-from embgemma_keras.minhash import estimated_jaccard
-from embgemma_keras.minhash import normalize
-from embgemma_keras.schema import DEAD_LETTERS
-from embgemma_keras.schema import DUPLICATE_OF
-from embgemma_keras.schema import DUPLICATE_OF_RUN
-from embgemma_keras.schema import ID
-from embgemma_keras.schema import KIND
-from embgemma_keras.schema import SIMILARITY
-from embgemma_keras.schema import TEXT
-from embgemma_keras.schema import DuplicateKind
-from embgemma_keras.schema import Stage
-from embgemma_keras.schema import dead_letter
-from transforms.dead_letters import WithDeadLetters
+from embgemma_keras.index.format import IndexEntry
+from embgemma_keras.dedup.grouping import THIS_RUN
+from embgemma_keras.dedup.grouping import connected_components
+from embgemma_keras.dedup.grouping import exact_key
+from embgemma_keras.dedup.grouping import node
+from embgemma_keras.dedup.grouping import representative_order
+from embgemma_keras.dedup.minhash import MinHasher
+from embgemma_keras.dedup.minhash import estimated_jaccard
+from embgemma_keras.dedup.minhash import normalize
+from embgemma_keras.records.schema import DEAD_LETTERS
+from embgemma_keras.records.schema import DUPLICATE_OF
+from embgemma_keras.records.schema import DUPLICATE_OF_RUN
+from embgemma_keras.records.schema import ID
+from embgemma_keras.records.schema import KIND
+from embgemma_keras.records.schema import SIMILARITY
+from embgemma_keras.records.schema import TEXT
+from embgemma_keras.records.schema import DuplicateKind
+from embgemma_keras.records.schema import Stage
+from embgemma_keras.records.schema import dead_letter
+from transforms.records.dead_letters import WithDeadLetters
 
-DUPLICATES = "duplicates"
+_DUPLICATES_OUTPUT = "duplicates"
 
 
 class Deduplicated(typing.NamedTuple):
@@ -82,7 +82,7 @@ def split_group(members, kind: DuplicateKind, similarity):
         of = {DUPLICATE_OF: keep[ID]}
         yield keep
     for record in records:
-        yield beam.pvalue.TaggedOutput(DUPLICATES, {
+        yield beam.pvalue.TaggedOutput(_DUPLICATES_OUTPUT, {
             **record, **of, SIMILARITY: similarity(keep, record),
             KIND: kind.value})
 
@@ -147,8 +147,8 @@ class ExactDuplicates(beam.PTransform):
             | "Split" >> beam.FlatMapTuple(
                 lambda _, members: split_group(members, DuplicateKind.EXACT,
                                                 lambda a, b: 1.0))
-            .with_outputs(DUPLICATES, main="unique"))
-        return Deduplicated(split.unique, split[DUPLICATES])
+            .with_outputs(_DUPLICATES_OUTPUT, main="unique"))
+        return Deduplicated(split.unique, split[_DUPLICATES_OUTPUT])
 
 
 class LexicalDuplicates(beam.PTransform):
@@ -157,24 +157,24 @@ class LexicalDuplicates(beam.PTransform):
     Args:
         config: shingles, permutations, bands x rows and the estimated
             Jaccard a candidate pair needs to be an edge.
-        max_bucket: a bucket with more records than this (boilerplate shared
+        max_all_pairs: a bucket with more records than this (boilerplate shared
             by thousands of texts) is compared as a star around its first
             member instead of all pairs, bounding the work at O(n).
         against: index entries made with the same MinHash settings.
     """
 
     def __init__(self, config: MinHashConfig = MinHashConfig(),
-                 max_bucket: int = 200,
+                 max_all_pairs: int = 200,
                  against: beam.PCollection | None = None):
         super().__init__()
         self._hasher = MinHasher(config)
         self._threshold = config.threshold
-        self._max_bucket = max_bucket
+        self._max_all_pairs = max_all_pairs
         self._against = against
 
     def expand(self, records):
         hasher, threshold = self._hasher, self._threshold
-        max_bucket = self._max_bucket
+        max_all_pairs = self._max_all_pairs
         keyed = (records
                  # Signatures and band keys a batch at a time: vectorised.
                  | "Batch" >> beam.BatchElements(min_batch_size=64,
@@ -189,7 +189,7 @@ class LexicalDuplicates(beam.PTransform):
             | "Bucket" >> beam.GroupByKey()
             | "Candidates" >> beam.FlatMapTuple(
                 lambda _, members: _candidate_pairs(list(members),
-                                                    max_bucket))
+                                                    max_all_pairs))
             | "Verify" >> beam.Filter(
                 lambda pair: estimated_jaccard(pair[0][1], pair[1][1])
                 >= threshold)
@@ -235,8 +235,8 @@ def split_by_edges(records, edges, kind: DuplicateKind, similarity,
         | "Group" >> beam.GroupByKey()
         | "Split" >> beam.FlatMapTuple(
             lambda _, members: split_group(members, kind, similarity))
-        .with_outputs(DUPLICATES, main="unique"))
-    return Deduplicated(split.unique, split[DUPLICATES])
+        .with_outputs(_DUPLICATES_OUTPUT, main="unique"))
+    return Deduplicated(split.unique, split[_DUPLICATES_OUTPUT])
 
 
 def _keyed_by_band(batch, hasher):
@@ -254,12 +254,12 @@ def _index_band_keys(entry):
         yield (band, key), (entry.node, entry.signature)
 
 
-def _candidate_pairs(members, max_bucket):
+def _candidate_pairs(members, max_all_pairs):
     """Pairs to verify in one LSH bucket: this run's records with each
     other and with the index's entries, never two index entries."""
     new = [m for m in members if m[0][0] == THIS_RUN]
     old = [m for m in members if m[0][0] != THIS_RUN]
-    if len(members) <= max_bucket:
+    if len(members) <= max_all_pairs:
         return itertools.chain(itertools.combinations(new, 2),
                                itertools.product(new, old))
     Metrics.counter("LexicalDuplicates", "star_buckets").inc()

@@ -6,13 +6,13 @@ record seen within `horizon_secs` of event time, adding `duplicate_of`,
 `similarity` and `kind`; every record comes out once, flagged or not, and
 without its embeddings (they are sketched on the way in).
 
-How it works: each record is sketched (`embgemma_keras.sketches`) into one
+How it works: each record is sketched (`embgemma_keras.dedup.sketches`) into one
 bucket key per band of each sketcher; each bucket holds the originals it
 saw (id, sketch, event time of records that matched none before them) and
 judges each newcomer against them once the watermark has passed the
 newcomer's event time, in order of event time, then id
-(`embgemma_keras.stream_buckets.BucketJudge`). A bucket keeps at most
-`max_bucket` originals and forgets them all once its newest is
+(`embgemma_keras.dedup.stream_buckets.BucketJudge`). A bucket keeps at most
+`max_originals` originals and forgets them all once its newest is
 `horizon_secs` old, so state and time per record stay bounded however hot
 a bucket runs (a spam wave of copies keeps one entry: its original). A
 stateful DoFn keyed by record id counts the verdicts of all bands (one
@@ -73,21 +73,21 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from embgemma_keras.config import StreamDedupConfig
 from embgemma_keras.progress import DUPLICATES
-from embgemma_keras.grouping import THIS_RUN
-from embgemma_keras.schema import DUPLICATE_OF
-from embgemma_keras.schema import DUPLICATE_OF_RUN
-from embgemma_keras.schema import ID
-from embgemma_keras.schema import KIND
-from embgemma_keras.schema import SIMILARITY
-from embgemma_keras.schema import to_json_line
-from embgemma_keras.schema import without_embeddings
-from embgemma_keras.sketches import Sketcher
-from embgemma_keras.sketches import stream_sketchers
-from embgemma_keras.stream_buckets import BucketJudge
-from embgemma_keras.stream_buckets import Judgement
-from embgemma_keras.stream_buckets import better_match
-from embgemma_keras.stream_buckets import match_rank
-from transforms.progress import count
+from embgemma_keras.dedup.grouping import THIS_RUN
+from embgemma_keras.records.schema import DUPLICATE_OF
+from embgemma_keras.records.schema import DUPLICATE_OF_RUN
+from embgemma_keras.records.schema import ID
+from embgemma_keras.records.schema import KIND
+from embgemma_keras.records.schema import SIMILARITY
+from embgemma_keras.records.schema import to_json_line
+from embgemma_keras.records.schema import without_embeddings
+from embgemma_keras.dedup.sketches import Sketcher
+from embgemma_keras.dedup.sketches import stream_sketchers
+from embgemma_keras.dedup.stream_buckets import BucketJudge
+from embgemma_keras.dedup.stream_buckets import Judgement
+from embgemma_keras.dedup.stream_buckets import better_match
+from embgemma_keras.dedup.stream_buckets import match_rank
+from transforms.counters import count
 from transforms.state_cache import skip_module_scan
 
 # A bucket's entry: (kind, run, record id, sketch, event time in
@@ -112,8 +112,8 @@ class _BucketVerdicts(beam.DoFn):
     join one message per record and bundle: (bands judged, best match),
     not one per band."""
 
-    def __init__(self, sketchers, horizon_secs, max_bucket):
-        self._judge = BucketJudge(sketchers, horizon_secs, max_bucket)
+    def __init__(self, sketchers, horizon_secs, max_originals):
+        self._judge = BucketJudge(sketchers, horizon_secs, max_originals)
         self._rank = match_rank(sketchers)
         self._evicted = Metrics.counter("StreamingNearDuplicates",
                                         "bucket_evictions")
@@ -363,11 +363,11 @@ class StreamingNearDuplicates(beam.PTransform):
             # group per bucket gives the stream's verdicts without its
             # state and timers.
             compare = _CompareGrouped(sketchers, config.horizon_secs,
-                                      config.max_bucket)
+                                      config.max_originals)
             sketched = sketched | "GroupBuckets" >> beam.GroupByKey()
         else:
             compare = _CompareInBucket(sketchers, config.horizon_secs,
-                                       config.max_bucket)
+                                       config.max_originals)
         verdicts = sketched | "Compare" >> beam.ParDo(
             compare).with_output_types(tuple[str, Any])
         lines = records | "KeyById" >> beam.Map(lambda r: (r[ID], (

@@ -40,7 +40,7 @@ from embgemma_keras.artifacts import PathLike
 from embgemma_keras.artifacts import describe_model
 from embgemma_keras.artifacts import read_artifact
 from embgemma_keras.artifacts import save_artifact
-from embgemma_keras.schema import Label
+from embgemma_keras.records.schema import Label
 from embgemma_keras.tasks import Task
 
 UNKNOWN = "unknown"

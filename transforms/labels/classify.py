@@ -7,20 +7,20 @@ from collections.abc import Mapping
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from embgemma_keras.heads import UNKNOWN
-from embgemma_keras.schema import DEAD_LETTERS
-from embgemma_keras.schema import EMBEDDINGS
-from embgemma_keras.schema import LABELS
-from embgemma_keras.schema import Stage
-from embgemma_keras.schema import Vector
-from embgemma_keras.schema import dead_letter
-from transforms.dead_letters import WithDeadLetters
+from embgemma_keras.labels.heads import UNKNOWN
+from embgemma_keras.records.schema import DEAD_LETTERS
+from embgemma_keras.records.schema import EMBEDDINGS
+from embgemma_keras.records.schema import LABELS
+from embgemma_keras.records.schema import Stage
+from embgemma_keras.records.schema import Vector
+from embgemma_keras.records.schema import dead_letter
+from transforms.records.dead_letters import WithDeadLetters
 
 
 class _ClassifyDoFn(beam.DoFn):
-    def __init__(self, heads, stage):
+    def __init__(self, heads, vector):
         self._heads = heads
-        self._stage = stage
+        self._vector = vector
         self._counters = {}
 
     def setup(self):
@@ -30,10 +30,10 @@ class _ClassifyDoFn(beam.DoFn):
                     "ClassifyLabels", f"{name}.{label}")
 
     def process(self, record):
-        vector = record.get(EMBEDDINGS, {}).get(self._stage)
+        vector = record.get(EMBEDDINGS, {}).get(self._vector)
         if vector is None:
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
-                Stage.CLASSIFY, f"record has no {self._stage!r} embedding",
+                Stage.CLASSIFY, f"record has no {self._vector!r} embedding",
                 record))
             return
         labels = {}
@@ -56,23 +56,23 @@ class ClassifyLabels(beam.PTransform):
     ```
 
     Args:
-        heads: name -> a head from `embgemma_keras.heads` (trained
+        heads: name -> a head from `embgemma_keras.labels.heads` (trained
             `LinearHead`: score is a probability; `ZeroShotHead`: cosine,
             "unknown" below its `min_score`).
-        stage: which of `record["embeddings"]` the heads read.
+        vector: which of `record["embeddings"]` the heads read.
 
     Per-label counts are Beam counters (`ClassifyLabels/<head>.<label>`).
     """
 
     def __init__(self, heads: Mapping[str, object],
-                 stage: Vector | str = Vector.CLASSIFICATION):
+                 vector: Vector | str = Vector.CLASSIFICATION):
         super().__init__()
         if not heads:
             raise ValueError("ClassifyLabels needs at least one head.")
         dims = {head.dim for head in heads.values()}
         if len(dims) != 1:
             raise ValueError(f"heads disagree on the embedding dim: {dims}")
-        self._fn = _ClassifyDoFn(dict(heads), getattr(stage, "value", stage))
+        self._fn = _ClassifyDoFn(dict(heads), getattr(vector, "value", vector))
 
     def expand(self, records) -> WithDeadLetters:
         results = records | "Classify" >> beam.ParDo(self._fn).with_outputs(

@@ -11,7 +11,7 @@ everywhere.
 >>> parse_record(b'{"text": ""}')
 Traceback (most recent call last):
 ...
-embgemma_keras.records.BadRecord: field 'text' is empty
+embgemma_keras.records.validation.BadRecord: field 'text' is empty
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import json
 import math
 
 from embgemma_keras.config import MAX_RECORD_BYTES
-from embgemma_keras.schema import ID
-from embgemma_keras.schema import TEXT
-from embgemma_keras.schema import TITLE
+from embgemma_keras.records.schema import ID
+from embgemma_keras.records.schema import TEXT
+from embgemma_keras.records.schema import TITLE
 
 FORMATS = ("jsonl", "tsv", "csv", "text")
 _EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",

@@ -18,12 +18,13 @@ from numpy.typing import ArrayLike
 from embgemma_keras.artifacts import ArtifactMismatchError
 from embgemma_keras.artifacts import ModelIdentity
 from embgemma_keras.artifacts import PathLike
+from embgemma_keras.config import ClusterConfig
 from embgemma_keras.artifacts import describe_model
 from embgemma_keras.artifacts import read_artifact
 from embgemma_keras.artifacts import save_artifact
 from embgemma_keras.tasks import Task
 
-KIND = "kmeans_centroids"
+ARTIFACT_KIND = "kmeans_centroids"
 MINIBATCH_ABOVE = 20_000
 
 
@@ -92,7 +93,7 @@ class Centroids:
         arrays = {"centroids": self.centroids}
         if self.sizes is not None:
             arrays["sizes"] = self.sizes
-        return save_artifact(directory, KIND, describe_model(
+        return save_artifact(directory, ARTIFACT_KIND, describe_model(
             self.model_identity, self.task, self.dim), arrays)
 
 
@@ -103,8 +104,28 @@ def load_centroids(directory: PathLike, *,
     """Loads centroids saved by `Centroids.save`, as data only."""
     meta, arrays, identity = read_artifact(directory, expect=expect,
                                            task=task, dim=dim)
-    if meta["kind"] != KIND:
+    if meta["kind"] != ARTIFACT_KIND:
         raise ArtifactMismatchError(f"{directory!r} is a {meta['kind']!r}, "
                                     "not k-means centroids")
     return Centroids(arrays["centroids"], meta["task"], identity,
                      sizes=arrays.get("sizes"))
+
+
+def fit_centroids(vectors: list[np.ndarray], config: ClusterConfig,
+                  identity: ModelIdentity):
+    """k-means centroids and their metrics: `(centroids, metrics)`."""
+    from sklearn.metrics import silhouette_score
+
+    vectors = np.stack(vectors)
+    centroids = Centroids.fit(vectors, config.k, task=config.cluster_task,
+                              model_identity=identity)
+    labels, distances = centroids.assign(vectors)
+    metrics = {"records": len(vectors), "k": config.k,
+               "sizes": centroids.sizes.tolist(),
+               "mean_cosine_distance": float(distances.mean())}
+    if 1 < config.k < len(vectors):
+        sample = np.random.default_rng(0).permutation(len(vectors))[
+            :config.silhouette_sample]
+        metrics["silhouette_cosine"] = float(silhouette_score(
+            vectors[sample], labels[sample], metric="cosine"))
+    return centroids, metrics

@@ -19,35 +19,35 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from embgemma_keras.config import DedupConfig
-from embgemma_keras.dedup_index import index_entries
-from embgemma_keras.dedup_report import build_report
-from embgemma_keras.dedup_report import render_html
-from embgemma_keras.minhash import MinHasher
+from embgemma_keras.index.format import index_entries
+from embgemma_keras.dedup.report import build_report
+from embgemma_keras.dedup.report import render_html
+from embgemma_keras.dedup.minhash import MinHasher
 from embgemma_keras.progress import DUPLICATES
 from embgemma_keras.progress import say
-from embgemma_keras.grouping import node
-from embgemma_keras.schema import DEAD_LETTERS
-from embgemma_keras.schema import DUPLICATE_OF
-from embgemma_keras.schema import DUPLICATE_OF_RUN
-from embgemma_keras.schema import ID
-from embgemma_keras.schema import KIND
-from embgemma_keras.schema import SIMILARITY
-from embgemma_keras.schema import TEXT
-from embgemma_keras.schema import Vector
-from embgemma_keras.schema import without_embeddings
-from transforms.dedup import ExactDuplicates
-from transforms.dedup import LexicalDuplicates
-from transforms.dedup import UniqueIds
-from transforms.embed import EmbedRecords
-from transforms.files import ReadRecords
-from transforms.files import write_jsonl
-from transforms.dedup_index import CommitIndex
-from transforms.dedup_index import OpenIndex
-from transforms.dedup_index import ReadIndex
-from transforms.model_handler import EmbeddingGemmaModelHandler
-from transforms.semantic_dedup import FitBuckets
-from transforms.semantic_dedup import SemanticDuplicates
-from transforms.semantic_dedup import similarity_vector
+from embgemma_keras.dedup.grouping import node
+from embgemma_keras.records.schema import DEAD_LETTERS
+from embgemma_keras.records.schema import DUPLICATE_OF
+from embgemma_keras.records.schema import DUPLICATE_OF_RUN
+from embgemma_keras.records.schema import ID
+from embgemma_keras.records.schema import KIND
+from embgemma_keras.records.schema import SIMILARITY
+from embgemma_keras.records.schema import TEXT
+from embgemma_keras.records.schema import Vector
+from embgemma_keras.records.schema import without_embeddings
+from transforms.dedup.exact_and_lexical import ExactDuplicates
+from transforms.dedup.exact_and_lexical import LexicalDuplicates
+from transforms.dedup.exact_and_lexical import UniqueIds
+from transforms.embedding.embed import EmbedRecords
+from transforms.records.files import ReadRecords
+from transforms.records.files import write_jsonl
+from transforms.index.read_commit import CommitIndex
+from transforms.index.read_commit import OpenIndex
+from transforms.index.read_commit import ReadIndex
+from transforms.embedding.model_handler import EmbeddingGemmaModelHandler
+from transforms.dedup.semantic import FitBuckets
+from transforms.dedup.semantic import SemanticDuplicates
+from transforms.dedup.semantic import similarity_vector
 
 EXAMPLES_PER_KIND = 5
 
@@ -71,7 +71,7 @@ class DeduplicateCorpus(beam.PTransform):
     Args:
         config: the detectors' settings; `config.semantic` needs `handler`.
         handler: the model handler for the semantic stage.
-        index: a dedup index (`transforms.dedup_index.open_index`) to
+        index: a dedup index (`transforms.index.read_commit.open_index`) to
             dedup against too: a record near-duplicating an entry is its
             duplicate (`duplicate_of_run` says which run kept it), and the
             semantic stage buckets with the index's centroids.

@@ -1,6 +1,6 @@
 """Graphs that make artifacts: label heads (`TrainHead`), centroids
 (`FitCentroids`). Each reads a file, embeds it, gathers the vectors on one
-worker, fits with `embgemma_keras.training`, and writes the artifact,
+worker, fits with `embgemma_keras.labels.fitting`, and writes the artifact,
 `metrics.json` and `dead_letters-*` to its output (local or gs://).
 
 ```python
@@ -11,7 +11,6 @@ metrics = pipeline | TrainHead("sms.tsv", "heads/spam", handler,
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import apache_beam as beam
@@ -19,28 +18,26 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from embgemma_keras.artifacts import ModelIdentity
-from embgemma_keras.config import ClusterConfig
 from embgemma_keras.config import HeadConfig
-from embgemma_keras.heads import check_labels
+from embgemma_keras.labels.heads import check_labels
 from embgemma_keras.progress import say
-from embgemma_keras.schema import DEAD_LETTERS
-from embgemma_keras.schema import EMBEDDINGS
-from embgemma_keras.schema import ID
-from embgemma_keras.schema import TEXT
-from embgemma_keras.schema import Stage
-from embgemma_keras.schema import dead_letter
-from embgemma_keras.training import fit_centroids
-from embgemma_keras.training import metrics_table
-from embgemma_keras.training import train_and_evaluate
-from embgemma_keras.training import zero_shot_labels
-from transforms.dead_letters import WithDeadLetters
-from transforms.embed import EmbedRecords
-from transforms.files import ReadRecords
-from transforms.files import read_records
-from transforms.files import record_parser
-from transforms.files import save_artifact_to
-from transforms.files import write_jsonl
-from transforms.model_handler import EmbeddingGemmaModelHandler
+from embgemma_keras.records.schema import DEAD_LETTERS
+from embgemma_keras.records.schema import EMBEDDINGS
+from embgemma_keras.records.schema import ID
+from embgemma_keras.records.schema import TEXT
+from embgemma_keras.records.schema import Stage
+from embgemma_keras.records.schema import dead_letter
+from embgemma_keras.labels.fitting import metrics_table
+from embgemma_keras.labels.fitting import train_and_evaluate
+from embgemma_keras.labels.fitting import zero_shot_labels
+from transforms.records.dead_letters import WithDeadLetters
+from transforms.embedding.embed import EmbedRecords
+from transforms.records.files import ReadRecords
+from transforms.records.files import read_records
+from transforms.records.files import record_parser
+from transforms.records.files import save_artifact_to
+from transforms.records.files import write_jsonl
+from transforms.embedding.model_handler import EmbeddingGemmaModelHandler
 
 _VECTOR = "vector"  # the one embedding these graphs make
 
@@ -159,48 +156,10 @@ class TrainHead(beam.PTransform):
 
 
 
-class FitCentroids(beam.PTransform):
-    """Embeds a corpus, fits k-means centroids and writes them.
-
-    Applied to the pipeline; returns the PCollection of its metrics.
-    """
-
-    def __init__(self, pattern: str, output: str,
-                 handler: EmbeddingGemmaModelHandler, config: ClusterConfig,
-                 identity: ModelIdentity, text_column: str = TEXT):
-        super().__init__()
-        if not config.k or config.k < 1:
-            raise ValueError(f"k must be a positive number, got {config.k}")
-        self._read = ReadRecords(pattern, text_column)
-        self._output, self._handler = output, handler
-        self._config, self._identity = config, identity
-
-    def expand(self, pipeline):
-        read = pipeline | "Read" >> self._read
-        embedded = read.output | "Embed" >> EmbedRecords(
-            self._handler, {_VECTOR: self._config.cluster_task})
-        write_jsonl((read.dead_letters, embedded.dead_letters)
-                    | "AllDeadLetters" >> beam.Flatten(),
-                    FileSystems.join(self._output, "dead_letters"),
-                    "DeadLetters", count_as=DEAD_LETTERS)
-        return (embedded.output
-                | "Vector" >> beam.Map(lambda r: r[EMBEDDINGS][_VECTOR])
-                | "Collect" >> beam.combiners.ToList()
-                | "Fit" >> beam.Map(_fit_and_write_centroids, self._output,
-                                    self._config, self._identity))
-
-
 def _fit_and_write_head(train, output, config, dim, identity, eval=None,
                         prototypes=None):
     head, metrics = train_and_evaluate(train, config, dim, identity,
                                        evaluate=eval, prototypes=prototypes)
     save_artifact_to(output, head, metrics)
     say(metrics_table(metrics))
-    return metrics
-
-
-def _fit_and_write_centroids(vectors, output, config, identity):
-    centroids, metrics = fit_centroids(vectors, config, identity)
-    save_artifact_to(output, centroids, metrics)
-    say(json.dumps({k: v for k, v in metrics.items() if k != "sizes"}))
     return metrics

@@ -1,5 +1,5 @@
 """The dedup index in a pipeline: opened, read and written through Beam's
-FileSystems (local or gs://); its formats are `embgemma_keras.dedup_index`.
+FileSystems (local or gs://); its formats are `embgemma_keras.index.format`.
 
 ```python
 index = open_index("gs://b/index", IndexSettings.of(config, identity, 768))
@@ -21,21 +21,21 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from embgemma_keras.artifacts import ModelIdentity
 from embgemma_keras.config import MinHashConfig
-from embgemma_keras.dedup_index import CENTROIDS
-from embgemma_keras.dedup_index import CURRENT
-from embgemma_keras.dedup_index import SEGMENTS
-from embgemma_keras.dedup_index import VERSIONS
-from embgemma_keras.dedup_index import FileSum
-from embgemma_keras.dedup_index import IndexConflictError
-from embgemma_keras.dedup_index import IndexMismatchError
-from embgemma_keras.dedup_index import IndexSettings
-from embgemma_keras.dedup_index import Manifest
-from embgemma_keras.dedup_index import centroids_bytes
-from embgemma_keras.dedup_index import centroids_from
-from embgemma_keras.dedup_index import next_manifest
-from embgemma_keras.dedup_index import segment_bytes
-from embgemma_keras.dedup_index import segment_entries
-from embgemma_keras.dedup_index import stream_mismatches
+from embgemma_keras.index.format import CENTROIDS
+from embgemma_keras.index.format import CURRENT
+from embgemma_keras.index.format import SEGMENTS
+from embgemma_keras.index.format import VERSIONS
+from embgemma_keras.index.format import FileSum
+from embgemma_keras.index.format import IndexConflictError
+from embgemma_keras.index.format import IndexMismatchError
+from embgemma_keras.index.format import IndexSettings
+from embgemma_keras.index.format import Manifest
+from embgemma_keras.index.format import centroids_bytes
+from embgemma_keras.index.format import centroids_from
+from embgemma_keras.index.format import next_manifest
+from embgemma_keras.index.format import segment_bytes
+from embgemma_keras.index.format import segment_entries
+from embgemma_keras.index.format import stream_mismatches
 from embgemma_keras.progress import say
 
 # Entries a segment file holds at most (one file per bundle or so many).

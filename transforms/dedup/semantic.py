@@ -18,18 +18,18 @@ import itertools
 import apache_beam as beam
 import numpy as np
 
-from embgemma_keras.centroids import kmeans
+from embgemma_keras.clusters.centroids import kmeans
 from embgemma_keras.config import SemanticDedupConfig
-from embgemma_keras.dedup_index import IndexEntry
-from embgemma_keras.grouping import THIS_RUN
-from embgemma_keras.grouping import edges_between
-from embgemma_keras.grouping import node
-from embgemma_keras.grouping import within_bucket_edges
-from embgemma_keras.schema import EMBEDDINGS
-from embgemma_keras.schema import DuplicateKind
-from embgemma_keras.schema import Vector
-from transforms.dedup import Deduplicated
-from transforms.dedup import split_by_edges
+from embgemma_keras.index.format import IndexEntry
+from embgemma_keras.dedup.grouping import THIS_RUN
+from embgemma_keras.dedup.grouping import edges_between
+from embgemma_keras.dedup.grouping import node
+from embgemma_keras.dedup.grouping import within_bucket_edges
+from embgemma_keras.records.schema import EMBEDDINGS
+from embgemma_keras.records.schema import DuplicateKind
+from embgemma_keras.records.schema import Vector
+from transforms.dedup.exact_and_lexical import Deduplicated
+from transforms.dedup.exact_and_lexical import split_by_edges
 
 
 def _id_rank(record_id: str) -> bytes:

@@ -7,27 +7,27 @@ import numpy as np
 from apache_beam import coders
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from embgemma_keras.centroids import Centroids
-from embgemma_keras.schema import CLUSTER
-from embgemma_keras.schema import DEAD_LETTERS
-from embgemma_keras.schema import EMBEDDINGS
-from embgemma_keras.schema import Stage
-from embgemma_keras.schema import Vector
-from embgemma_keras.schema import dead_letter
-from transforms.dead_letters import WithDeadLetters
+from embgemma_keras.clusters.centroids import Centroids
+from embgemma_keras.records.schema import CLUSTER
+from embgemma_keras.records.schema import DEAD_LETTERS
+from embgemma_keras.records.schema import EMBEDDINGS
+from embgemma_keras.records.schema import Stage
+from embgemma_keras.records.schema import Vector
+from embgemma_keras.records.schema import dead_letter
+from transforms.records.dead_letters import WithDeadLetters
 from transforms.state_cache import skip_module_scan
 
 
 class _AssignDoFn(beam.DoFn):
-    def __init__(self, centroids, stage):
+    def __init__(self, centroids, vector):
         self._centroids = centroids
-        self._stage = stage
+        self._vector = vector
 
     def process(self, record):
-        vector = record.get(EMBEDDINGS, {}).get(self._stage)
+        vector = record.get(EMBEDDINGS, {}).get(self._vector)
         if vector is None:
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
-                Stage.CLUSTER, f"record has no {self._stage!r} embedding",
+                Stage.CLUSTER, f"record has no {self._vector!r} embedding",
                 record))
             return
         (cluster,), (distance,) = self._centroids.assign([vector])
@@ -49,9 +49,9 @@ class AssignClusters(beam.PTransform):
     """
 
     def __init__(self, centroids: Centroids,
-                 stage: Vector | str = Vector.CLUSTERING):
+                 vector: Vector | str = Vector.CLUSTERING):
         super().__init__()
-        self._fn = _AssignDoFn(centroids, getattr(stage, "value", stage))
+        self._fn = _AssignDoFn(centroids, getattr(vector, "value", vector))
 
     def expand(self, records) -> WithDeadLetters:
         results = records | "Assign" >> beam.ParDo(self._fn).with_outputs(
@@ -65,9 +65,9 @@ class _OnlineKMeansDoFn(beam.DoFn):
     STATE = ReadModifyWriteStateSpec("kmeans", coders.TupleCoder(
         [coders.BytesCoder(), coders.BytesCoder(), coders.VarIntCoder()]))
 
-    def __init__(self, initial, stage, snapshot_every):
+    def __init__(self, initial, vector, snapshot_every):
         self._initial = initial
-        self._stage = stage
+        self._vector = vector
         self._snapshot_every = snapshot_every
 
     def setup(self):
@@ -80,7 +80,7 @@ class _OnlineKMeansDoFn(beam.DoFn):
             self._initial.centroids.tobytes(), bytes(8 * k), 0)
         centroids = np.frombuffer(centroids, np.float32).reshape(k, dim).copy()
         counts = np.frombuffer(counts, np.int64).copy()
-        vectors = np.stack([r[EMBEDDINGS][self._stage] for r in batch])
+        vectors = np.stack([r[EMBEDDINGS][self._vector] for r in batch])
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True),
                               1e-12)
         nearest = (vectors @ centroids.T).argmax(axis=1)
@@ -112,10 +112,10 @@ class UpdateCentroids(beam.PTransform):
     """
 
     def __init__(self, initial: Centroids,
-                 stage: Vector | str = Vector.CLUSTERING,
+                 vector: Vector | str = Vector.CLUSTERING,
                  snapshot_every: int = 1000, batch_size: int = 64):
         super().__init__()
-        self._fn = _OnlineKMeansDoFn(initial, getattr(stage, "value", stage),
+        self._fn = _OnlineKMeansDoFn(initial, getattr(vector, "value", vector),
                                      snapshot_every)
         self._batch_size = batch_size
 

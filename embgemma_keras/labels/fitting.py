@@ -1,4 +1,4 @@
-"""Training label heads and fitting centroids from embedded examples.
+"""Training label heads from embedded examples.
 
 Beam-free: the jobs gather `(label, text, vector)` examples in Beam and
 hand them to these functions on one worker.
@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from embgemma_keras import evaluation
+from embgemma_keras.labels import evaluation
 from embgemma_keras.artifacts import ModelIdentity
-from embgemma_keras.centroids import Centroids
-from embgemma_keras.config import ClusterConfig
 from embgemma_keras.config import HeadConfig
-from embgemma_keras.heads import LinearHead
-from embgemma_keras.heads import ZeroShotHead
-from embgemma_keras.heads import check_labels
+from embgemma_keras.labels.heads import LinearHead
+from embgemma_keras.labels.heads import ZeroShotHead
+from embgemma_keras.labels.heads import check_labels
 
 Example = tuple[str, str, np.ndarray]  # (label, text, vector)
 
@@ -82,26 +80,6 @@ def metrics_table(metrics: dict) -> str:
         report += "\n" + evaluation.format_table(
             metrics["baseline"]["tfidf"], "TF-IDF baseline (same folds)")
     return report
-
-
-def fit_centroids(vectors: list[np.ndarray], config: ClusterConfig,
-                  identity: ModelIdentity):
-    """k-means centroids and their metrics: `(centroids, metrics)`."""
-    from sklearn.metrics import silhouette_score
-
-    vectors = np.stack(vectors)
-    centroids = Centroids.fit(vectors, config.k, task=config.cluster_task,
-                              model_identity=identity)
-    labels, distances = centroids.assign(vectors)
-    metrics = {"records": len(vectors), "k": config.k,
-               "sizes": centroids.sizes.tolist(),
-               "mean_cosine_distance": float(distances.mean())}
-    if 1 < config.k < len(vectors):
-        sample = np.random.default_rng(0).permutation(len(vectors))[
-            :config.silhouette_sample]
-        metrics["silhouette_cosine"] = float(silhouette_score(
-            vectors[sample], labels[sample], metric="cosine"))
-    return centroids, metrics
 
 
 def _columns(examples):

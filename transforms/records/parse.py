@@ -1,6 +1,6 @@
 """`ParseRecords`: raw lines (JSONL, TSV, CSV, text) to validated records.
 
-What a valid record is lives in `embgemma_keras.records`; this transform
+What a valid record is lives in `embgemma_keras.records.validation`; this transform
 applies it in Beam and routes every line that fails to a dead letter that
 says why, instead of failing the bundle.
 """
@@ -13,14 +13,14 @@ from apache_beam.metrics import Metrics
 from embgemma_keras.config import MAX_RECORD_BYTES
 from embgemma_keras.progress import BYTES_READ
 from embgemma_keras.progress import LINES_READ
-from embgemma_keras.records import BadRecord
-from embgemma_keras.records import RecordParser
-from embgemma_keras.schema import DEAD_LETTERS
-from embgemma_keras.schema import TEXT
-from embgemma_keras.schema import Stage
-from embgemma_keras.schema import dead_letter
-from transforms.dead_letters import WithDeadLetters
-from transforms.progress import count
+from embgemma_keras.records.validation import BadRecord
+from embgemma_keras.records.validation import RecordParser
+from embgemma_keras.records.schema import DEAD_LETTERS
+from embgemma_keras.records.schema import TEXT
+from embgemma_keras.records.schema import Stage
+from embgemma_keras.records.schema import dead_letter
+from transforms.records.dead_letters import WithDeadLetters
+from transforms.counters import count
 
 
 class _ParseDoFn(beam.DoFn):
@@ -56,7 +56,7 @@ class ParseRecords(beam.PTransform):
         parsed.dead_letters  # {"stage": "parse", "error": ..., "raw": ...}
     ```
 
-    Args: as `embgemma_keras.records.RecordParser` (format, columns,
+    Args: as `embgemma_keras.records.validation.RecordParser` (format, columns,
     text_column, max_bytes). Read TSV/CSV with `skip_header_lines=1`.
 
     A record without `id` gets one from a hash of its content, so a replayed

@@ -1,0 +1,2 @@
+"""k-means clusters of EmbeddingGemma vectors (`centroids`).
+"""

@@ -1,0 +1,3 @@
+"""The dedup index, Beam-free: its settings, manifests and segment
+format (`format`).
+"""

@@ -1,0 +1,3 @@
+"""Records: the field names and tags every floor shares (`schema`), and
+what a valid record is (`validation`).
+"""

@@ -1,0 +1,3 @@
+"""Clusters in a pipeline: assigning and updating centroids (`assign`),
+and fitting them (`fit_centroids`).
+"""

@@ -1,0 +1,3 @@
+"""The dedup index in a pipeline: opened, read and committed
+(`read_commit`).
+"""
