@@ -127,8 +127,8 @@ def stream_state_per_entry(index: pathlib.Path) -> float:
     """Bytes of bucket state an index entry takes in stream_tag: one
     bucket entry per band of each sketcher, through the job's coder."""
     from embgemma_keras.config import StreamDedupConfig
-    from embgemma_keras.index.format import segment_entries
     from embgemma_keras.dedup.sketches import stream_sketchers
+    from embgemma_keras.index.format import segment_entries
     from transforms.dedup.streaming import BUCKET_CODER
     from transforms.dedup.streaming import HELD
 

@@ -54,11 +54,11 @@ from benchmarks.load_run import corpus_lines  # noqa: E402
 from benchmarks.load_run import count_lines  # noqa: E402
 from benchmarks.load_run import real_texts  # noqa: E402
 from benchmarks.load_run import run_job  # noqa: E402
+from embgemma_keras import BadRecord  # noqa: E402
 from embgemma_keras import Centroids  # noqa: E402
 from embgemma_keras import EmbeddingGemma  # noqa: E402
-from embgemma_keras import ZeroShotHead  # noqa: E402
-from embgemma_keras import BadRecord  # noqa: E402
 from embgemma_keras import RecordParser  # noqa: E402
+from embgemma_keras import ZeroShotHead  # noqa: E402
 from embgemma_keras import make_tiny_preset  # noqa: E402
 from embgemma_keras.records.schema import Vector  # noqa: E402
 from transforms.tagging import expected_task  # noqa: E402
@@ -130,8 +130,8 @@ def detector_costs(records, vectors, dim, flags):
 
     from embgemma_keras.config import StreamDedupConfig
     from embgemma_keras.progress import DUPLICATES
-    from transforms.state_cache import without_local_cache
     from transforms.dedup.streaming import StreamingNearDuplicates
+    from transforms.state_cache import without_local_cache
 
     without_local_cache()
     items = [(i / DETECTOR_RATE, {**r, "embeddings": {"similarity": v}})
@@ -237,9 +237,9 @@ def state_bytes(records, vectors):
     from apache_beam.utils.timestamp import Timestamp
 
     from embgemma_keras.config import StreamDedupConfig
-    from embgemma_keras.records.schema import to_json_line
-    from embgemma_keras.dedup.sketches import stream_sketchers
     from embgemma_keras.dedup.grouping import THIS_RUN
+    from embgemma_keras.dedup.sketches import stream_sketchers
+    from embgemma_keras.records.schema import to_json_line
     from transforms.dedup.streaming import BUCKET_CODER
     from transforms.dedup.streaming import HELD
 

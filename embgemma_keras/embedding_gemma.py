@@ -96,7 +96,7 @@ class EmbeddingGemma:
     @classmethod
     def from_preset(cls, handle: str | None = None, dtype: str = "float32",
                     max_length: int = MAX_CONTEXT,
-                    **kwargs) -> "EmbeddingGemma":
+                    **kwargs) -> EmbeddingGemma:
         """Loads the model from a directory, a Keras preset or a hub handle.
 
         Args:

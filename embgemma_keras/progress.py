@@ -118,7 +118,7 @@ class ProgressReporter:
                                         name="progress")
         self._bar = None
 
-    def __enter__(self) -> "ProgressReporter":
+    def __enter__(self) -> ProgressReporter:
         self._started = time.time()
         self._thread.start()
         return self

@@ -29,7 +29,7 @@ class Task(str, enum.Enum):
     NONE = "none"
 
     @classmethod
-    def parse(cls, task: "Task | str") -> "Task":
+    def parse(cls, task: Task | str) -> Task:
         """Returns the `Task` named by `task` (a `Task` or its string value)."""
         if isinstance(task, cls):
             return task
@@ -64,7 +64,7 @@ _PREFIXES = {
 }
 
 
-def format_prompts(texts: list[str], task: "Task | str",
+def format_prompts(texts: list[str], task: Task | str,
                    titles: list[str | None] | None = None) -> list[str]:
     """Prefixes each text with the prompt of `task`.
 

@@ -135,7 +135,7 @@ class FlinkCluster:
         """The `--flink_master` of this cluster."""
         return f"localhost:{self.rest_port}"
 
-    def __enter__(self) -> "FlinkCluster":
+    def __enter__(self) -> FlinkCluster:
         self.start()
         return self
 

@@ -62,7 +62,7 @@ class PubSubServer:
         self._process: subprocess.Popen | None = None
         self._saved_env: str | None = None
 
-    def __enter__(self) -> "PubSubServer":
+    def __enter__(self) -> PubSubServer:
         self.start()
         self._saved_env = os.environ.get("PUBSUB_EMULATOR_HOST")
         os.environ["PUBSUB_EMULATOR_HOST"] = self.host

@@ -47,8 +47,8 @@ from pipelines.options import checked_model
 from pipelines.options import embed_config
 from pipelines.options import run
 from transforms.dedup.corpus import DeduplicateFiles
-from transforms.index.read_commit import open_index
 from transforms.embedding.model_handler import EmbeddingGemmaModelHandler
+from transforms.index.read_commit import open_index
 
 REQUIRED = ("input", "output")
 

@@ -23,8 +23,8 @@ from pipelines.options import ModelOptions
 from pipelines.options import checked_model
 from pipelines.options import embed_config
 from pipelines.options import run
-from transforms.embedding.model_handler import EmbeddingGemmaModelHandler
 from transforms.clusters.fit_centroids import FitCentroids
+from transforms.embedding.model_handler import EmbeddingGemmaModelHandler
 
 REQUIRED = ("input", "output", "k")
 

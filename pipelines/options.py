@@ -22,18 +22,18 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
 from embgemma_keras.artifacts import ModelIdentity
+from embgemma_keras.config import VERBOSE_ENV_VAR
 from embgemma_keras.config import EmbedConfig
 from embgemma_keras.config import IndexConfig
 from embgemma_keras.config import MinHashConfig
-from embgemma_keras.config import VERBOSE_ENV_VAR
 from embgemma_keras.config import SemanticDedupConfig
 from embgemma_keras.config import add_flags
 from embgemma_keras.config import from_flags
 from embgemma_keras.index.format import IndexMismatchError
 from embgemma_keras.presets import ModelNotFoundError
-from embgemma_keras.progress import ProgressReporter
 from embgemma_keras.presets import fingerprint_files
 from embgemma_keras.presets import resolve_handle
+from embgemma_keras.progress import ProgressReporter
 from embgemma_keras.records.schema import TEXT
 from transforms.state_cache import without_local_cache
 

@@ -58,11 +58,11 @@ from pipelines.options import SemanticOptions
 from pipelines.options import checked_model
 from pipelines.options import embed_config
 from pipelines.options import run
+from transforms.embedding.model_handler import EmbeddingGemmaModelHandler
 from transforms.index.read_commit import ReadIndex
 from transforms.index.read_commit import open_index_for_stream
 from transforms.records.files import ReadRecords
 from transforms.records.files import local_artifact
-from transforms.embedding.model_handler import EmbeddingGemmaModelHandler
 from transforms.records.parse import ParseRecords
 from transforms.tagging import TaggedSinks
 from transforms.tagging import TagRecords

@@ -36,15 +36,15 @@ from embgemma_keras.records.schema import bigquery_row
 from embgemma_keras.records.schema import bigquery_schema
 from embgemma_keras.records.schema import to_json_line
 from embgemma_keras.tasks import Task
-from transforms.labels.classify import ClassifyLabels
 from transforms.clusters.assign import AssignClusters
-from transforms.records.dead_letters import WithDeadLetters
+from transforms.dedup.streaming import StreamingNearDuplicates
 from transforms.embedding.embed import EmbedRecords
 from transforms.embedding.embed import prompts_for
+from transforms.embedding.model_handler import EmbeddingGemmaModelHandler
+from transforms.labels.classify import ClassifyLabels
+from transforms.records.dead_letters import WithDeadLetters
 from transforms.records.files import write_jsonl
 from transforms.records.files import write_windowed_jsonl
-from transforms.embedding.model_handler import EmbeddingGemmaModelHandler
-from transforms.dedup.streaming import StreamingNearDuplicates
 
 
 def expected_task(vector: Vector, prompts: str) -> Task:

@@ -18,10 +18,10 @@ from numpy.typing import ArrayLike
 from embgemma_keras.artifacts import ArtifactMismatchError
 from embgemma_keras.artifacts import ModelIdentity
 from embgemma_keras.artifacts import PathLike
-from embgemma_keras.config import ClusterConfig
 from embgemma_keras.artifacts import describe_model
 from embgemma_keras.artifacts import read_artifact
 from embgemma_keras.artifacts import save_artifact
+from embgemma_keras.config import ClusterConfig
 from embgemma_keras.tasks import Task
 
 ARTIFACT_KIND = "kmeans_centroids"
@@ -69,7 +69,7 @@ class Centroids:
     @classmethod
     def fit(cls, vectors: ArrayLike, k: int, *, task: Task | str,
             model_identity: ModelIdentity,
-            seed: int = 0) -> "Centroids":
+            seed: int = 0) -> Centroids:
         """k-means (mini-batch above 20,000 vectors) on unit vectors."""
         vectors = _unit(vectors)
         if not 1 <= k <= len(vectors):

@@ -23,9 +23,9 @@ import numpy as np
 
 from embgemma_keras.config import MinHashConfig
 from embgemma_keras.config import StreamDedupConfig
-from embgemma_keras.index.format import IndexEntry
 from embgemma_keras.dedup.minhash import MinHasher
 from embgemma_keras.dedup.minhash import normalize
+from embgemma_keras.index.format import IndexEntry
 from embgemma_keras.records.schema import EMBEDDINGS
 from embgemma_keras.records.schema import TEXT
 from embgemma_keras.records.schema import DuplicateKind

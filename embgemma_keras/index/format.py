@@ -83,7 +83,7 @@ class IndexSettings:
 
     @classmethod
     def of(cls, config: DedupConfig, identity: ModelIdentity | None = None,
-           dim: int | None = None) -> "IndexSettings":
+           dim: int | None = None) -> IndexSettings:
         lexical = config.lexical
         semantic = config.semantic
         return cls(config.case_fold, lexical.shingles, lexical.num_perm,
@@ -92,7 +92,7 @@ class IndexSettings:
                    dim if semantic else None,
                    SEMANTIC_TASK.value if semantic else None)
 
-    def mismatches(self, index: "IndexSettings") -> list[str]:
+    def mismatches(self, index: IndexSettings) -> list[str]:
         """Why entries made with `index` cannot be compared with this run's."""
         return _differences(index, {field.name: getattr(self, field.name)
                                     for field in dataclasses.fields(self)},
@@ -132,7 +132,7 @@ class FileSum:
     records: int = 0
 
     @classmethod
-    def of(cls, path: str, content: bytes, records: int = 0) -> "FileSum":
+    def of(cls, path: str, content: bytes, records: int = 0) -> FileSum:
         return cls(path, hashlib.sha256(content).hexdigest(), len(content),
                    records)
 
@@ -173,7 +173,7 @@ class Manifest:
                            **dataclasses.asdict(self)}, indent=2)
 
     @classmethod
-    def from_json(cls, text: str, where: str) -> "Manifest":
+    def from_json(cls, text: str, where: str) -> Manifest:
         try:
             raw = json.loads(text)
             if raw.pop("format_version") != FORMAT_VERSION:

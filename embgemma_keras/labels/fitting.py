@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from embgemma_keras.labels import evaluation
 from embgemma_keras.artifacts import ModelIdentity
 from embgemma_keras.config import HeadConfig
+from embgemma_keras.labels import evaluation
 from embgemma_keras.labels.heads import LinearHead
 from embgemma_keras.labels.heads import ZeroShotHead
 from embgemma_keras.labels.heads import check_labels

@@ -106,12 +106,12 @@ class TaggedRow(typing.TypedDict):
     id: str
     text: str
     labels: Json
-    cluster_id: typing.Optional[int]
-    cluster_distance: typing.Optional[float]
-    duplicate_of: typing.Optional[str]
-    duplicate_of_run: typing.Optional[str]
-    similarity: typing.Optional[float]
-    kind: typing.Optional[str]
+    cluster_id: int | None
+    cluster_distance: float | None
+    duplicate_of: str | None
+    duplicate_of_run: str | None
+    similarity: float | None
+    kind: str | None
     record: Json
 
 

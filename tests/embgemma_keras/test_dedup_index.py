@@ -4,6 +4,9 @@ import pytest
 from embgemma_keras.artifacts import ModelIdentity
 from embgemma_keras.config import DedupConfig
 from embgemma_keras.config import MinHashConfig
+from embgemma_keras.dedup.minhash import MinHasher
+from embgemma_keras.dedup.sketches import LexicalSketch
+from embgemma_keras.dedup.sketches import SemanticSketch
 from embgemma_keras.index.format import FileSum
 from embgemma_keras.index.format import IndexMismatchError
 from embgemma_keras.index.format import IndexSettings
@@ -13,9 +16,6 @@ from embgemma_keras.index.format import next_manifest
 from embgemma_keras.index.format import segment_bytes
 from embgemma_keras.index.format import segment_entries
 from embgemma_keras.index.format import stream_mismatches
-from embgemma_keras.dedup.minhash import MinHasher
-from embgemma_keras.dedup.sketches import LexicalSketch
-from embgemma_keras.dedup.sketches import SemanticSketch
 
 RECORDS = [{"id": "a", "text": "The cat sat on the mat."},
            {"id": "b", "text": "An unrelated line about planets."}]

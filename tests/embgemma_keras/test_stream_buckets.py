@@ -1,7 +1,7 @@
 import numpy as np
 
-from embgemma_keras.records.schema import DuplicateKind
 from embgemma_keras.dedup.stream_buckets import BucketJudge
+from embgemma_keras.records.schema import DuplicateKind
 
 SECOND = 1_000_000  # microseconds
 

@@ -10,6 +10,7 @@ from tests.helpers import read_outputs
 from tests.helpers import write_jsonl
 from tests.helpers import write_tsv
 
+
 def _run(tiny_preset, tmp_path, *args):
     out = tmp_path / "out"
     train_classifier.main(["--model", tiny_preset, "--output", str(out),

@@ -131,9 +131,9 @@ def _dockerfile_args():
     return text, dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.M))
 
 
-def test_the_image_runs_the_beam_version_of_setup_py():
-    setup_version = re.search(r'^BEAM_VERSION = "([^"]+)"$',
-                              (ROOT / "setup.py").read_text(), re.M).group(1)
+def test_the_image_runs_the_beam_version_of_pyproject():
+    setup_version = re.search(r'"apache-beam\[gcp\]==([^"]+)"',
+                              (ROOT / "pyproject.toml").read_text()).group(1)
     _, args = _dockerfile_args()
     assert args["BEAM_VERSION"] == setup_version
 

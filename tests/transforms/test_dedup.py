@@ -11,10 +11,10 @@ from apache_beam.testing.util import equal_to
 from hypothesis import given
 from hypothesis import strategies as st
 
+from embgemma_keras.dedup.grouping import connected_components
 from transforms.dedup.exact_and_lexical import ExactDuplicates
 from transforms.dedup.exact_and_lexical import LexicalDuplicates
 from transforms.dedup.exact_and_lexical import UniqueIds
-from embgemma_keras.dedup.grouping import connected_components
 
 BASE = ("the quarterly report shows that revenue grew by twelve percent "
         "while costs stayed flat across all regions")

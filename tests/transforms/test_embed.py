@@ -12,13 +12,13 @@ from apache_beam.testing.util import equal_to
 from apache_beam.transforms.window import FixedWindows
 from apache_beam.transforms.window import TimestampedValue
 
+from embgemma_keras.records.schema import to_json_line
+from tests.helpers import model_loads
 from transforms import DEFAULT_PROMPTS
 from transforms import EmbeddingGemmaModelHandler
 from transforms import EmbedRecords
 from transforms import ParseRecords
 from transforms import prompts_for
-from embgemma_keras.records.schema import to_json_line
-from tests.helpers import model_loads
 from transforms.embedding.model_handler import METRICS_NAMESPACE
 
 GOOD = [

@@ -7,8 +7,8 @@ from apache_beam.ml.inference.base import RunInference
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 
-from transforms import EmbeddingGemmaModelHandler
 from tests.helpers import model_loads
+from transforms import EmbeddingGemmaModelHandler
 from transforms.embedding.model_handler import METRICS_NAMESPACE
 
 TEXTS = [f"text number {i} about {'spam' if i % 3 else 'films'}"

@@ -11,8 +11,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from embgemma_keras.records.schema import DEAD_LETTERS
-from transforms import ParseRecords
 from embgemma_keras.records.validation import record_id
+from transforms import ParseRecords
 
 GOOD = [
     b'{"id": "a", "text": "plain English text", "lang": "en"}',

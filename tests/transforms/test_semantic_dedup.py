@@ -2,10 +2,10 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from embgemma_keras.records.schema import EMBEDDINGS
 from embgemma_keras.config import SemanticDedupConfig
-from transforms.dedup.semantic import SemanticDuplicates
 from embgemma_keras.dedup.grouping import within_bucket_edges
+from embgemma_keras.records.schema import EMBEDDINGS
+from transforms.dedup.semantic import SemanticDuplicates
 
 
 def _records(seed=0):

@@ -6,12 +6,12 @@ import pytest
 
 from embgemma_keras.config import MinHashConfig
 from embgemma_keras.config import StreamDedupConfig
-from embgemma_keras.index.format import IndexEntry
 from embgemma_keras.dedup.grouping import THIS_RUN
 from embgemma_keras.dedup.minhash import MinHasher
 from embgemma_keras.dedup.minhash import normalize
-from embgemma_keras.records.schema import DuplicateKind
 from embgemma_keras.dedup.sketches import SemanticSketch
+from embgemma_keras.index.format import IndexEntry
+from embgemma_keras.records.schema import DuplicateKind
 from tests.helpers import EVENT_TIME
 from tests.helpers import run_events
 from transforms.dedup.streaming import StreamingNearDuplicates

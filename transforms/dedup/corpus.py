@@ -19,13 +19,13 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from embgemma_keras.config import DedupConfig
-from embgemma_keras.index.format import index_entries
+from embgemma_keras.dedup.grouping import node
+from embgemma_keras.dedup.minhash import MinHasher
 from embgemma_keras.dedup.report import build_report
 from embgemma_keras.dedup.report import render_html
-from embgemma_keras.dedup.minhash import MinHasher
+from embgemma_keras.index.format import index_entries
 from embgemma_keras.progress import DUPLICATES
 from embgemma_keras.progress import say
-from embgemma_keras.dedup.grouping import node
 from embgemma_keras.records.schema import DEAD_LETTERS
 from embgemma_keras.records.schema import DUPLICATE_OF
 from embgemma_keras.records.schema import DUPLICATE_OF_RUN
@@ -38,16 +38,16 @@ from embgemma_keras.records.schema import without_embeddings
 from transforms.dedup.exact_and_lexical import ExactDuplicates
 from transforms.dedup.exact_and_lexical import LexicalDuplicates
 from transforms.dedup.exact_and_lexical import UniqueIds
-from transforms.embedding.embed import EmbedRecords
-from transforms.records.files import ReadRecords
-from transforms.records.files import write_jsonl
-from transforms.index.read_commit import CommitIndex
-from transforms.index.read_commit import OpenIndex
-from transforms.index.read_commit import ReadIndex
-from transforms.embedding.model_handler import EmbeddingGemmaModelHandler
 from transforms.dedup.semantic import FitBuckets
 from transforms.dedup.semantic import SemanticDuplicates
 from transforms.dedup.semantic import similarity_vector
+from transforms.embedding.embed import EmbedRecords
+from transforms.embedding.model_handler import EmbeddingGemmaModelHandler
+from transforms.index.read_commit import CommitIndex
+from transforms.index.read_commit import OpenIndex
+from transforms.index.read_commit import ReadIndex
+from transforms.records.files import ReadRecords
+from transforms.records.files import write_jsonl
 
 EXAMPLES_PER_KIND = 5
 

@@ -33,7 +33,6 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from embgemma_keras.config import MinHashConfig
-from embgemma_keras.index.format import IndexEntry
 from embgemma_keras.dedup.grouping import THIS_RUN
 from embgemma_keras.dedup.grouping import connected_components
 from embgemma_keras.dedup.grouping import exact_key
@@ -42,6 +41,7 @@ from embgemma_keras.dedup.grouping import representative_order
 from embgemma_keras.dedup.minhash import MinHasher
 from embgemma_keras.dedup.minhash import estimated_jaccard
 from embgemma_keras.dedup.minhash import normalize
+from embgemma_keras.index.format import IndexEntry
 from embgemma_keras.records.schema import DEAD_LETTERS
 from embgemma_keras.records.schema import DUPLICATE_OF
 from embgemma_keras.records.schema import DUPLICATE_OF_RUN

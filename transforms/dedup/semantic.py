@@ -20,11 +20,11 @@ import numpy as np
 
 from embgemma_keras.clusters.centroids import kmeans
 from embgemma_keras.config import SemanticDedupConfig
-from embgemma_keras.index.format import IndexEntry
 from embgemma_keras.dedup.grouping import THIS_RUN
 from embgemma_keras.dedup.grouping import edges_between
 from embgemma_keras.dedup.grouping import node
 from embgemma_keras.dedup.grouping import within_bucket_edges
+from embgemma_keras.index.format import IndexEntry
 from embgemma_keras.records.schema import EMBEDDINGS
 from embgemma_keras.records.schema import DuplicateKind
 from embgemma_keras.records.schema import Vector

@@ -72,8 +72,14 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from embgemma_keras.config import StreamDedupConfig
-from embgemma_keras.progress import DUPLICATES
 from embgemma_keras.dedup.grouping import THIS_RUN
+from embgemma_keras.dedup.sketches import Sketcher
+from embgemma_keras.dedup.sketches import stream_sketchers
+from embgemma_keras.dedup.stream_buckets import BucketJudge
+from embgemma_keras.dedup.stream_buckets import Judgement
+from embgemma_keras.dedup.stream_buckets import better_match
+from embgemma_keras.dedup.stream_buckets import match_rank
+from embgemma_keras.progress import DUPLICATES
 from embgemma_keras.records.schema import DUPLICATE_OF
 from embgemma_keras.records.schema import DUPLICATE_OF_RUN
 from embgemma_keras.records.schema import ID
@@ -81,12 +87,6 @@ from embgemma_keras.records.schema import KIND
 from embgemma_keras.records.schema import SIMILARITY
 from embgemma_keras.records.schema import to_json_line
 from embgemma_keras.records.schema import without_embeddings
-from embgemma_keras.dedup.sketches import Sketcher
-from embgemma_keras.dedup.sketches import stream_sketchers
-from embgemma_keras.dedup.stream_buckets import BucketJudge
-from embgemma_keras.dedup.stream_buckets import Judgement
-from embgemma_keras.dedup.stream_buckets import better_match
-from embgemma_keras.dedup.stream_buckets import match_rank
 from transforms.counters import count
 from transforms.state_cache import skip_module_scan
 

@@ -25,8 +25,8 @@ from embgemma_keras.records.schema import Stage
 from embgemma_keras.records.schema import Vector
 from embgemma_keras.records.schema import dead_letter
 from embgemma_keras.tasks import Task
-from transforms.records.dead_letters import WithDeadLetters
 from transforms.counters import count
+from transforms.records.dead_letters import WithDeadLetters
 
 # Each stage's own prompt: the model card's recommendation.
 DEFAULT_PROMPTS = {

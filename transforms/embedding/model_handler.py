@@ -122,7 +122,7 @@ class EmbeddingGemmaModelHandler(ModelHandler):
 
     @classmethod
     def from_config(cls, config: EmbedConfig, model_handle: str | None = None,
-                    **kwargs) -> "EmbeddingGemmaModelHandler":
+                    **kwargs) -> EmbeddingGemmaModelHandler:
         """A handler for `config` (`model_handle`: its checked handle)."""
         return cls(model_handle or config.model, dim=config.dim,
                    dtype=config.dtype, max_length=config.max_length,
@@ -175,7 +175,7 @@ class EmbeddingGemmaModelHandler(ModelHandler):
         return METRICS_NAMESPACE
 
     def with_tasks(self, tasks: Iterable[Task | str]
-                   ) -> "EmbeddingGemmaModelHandler":
+                   ) -> EmbeddingGemmaModelHandler:
         """The same model and settings, embedding with `tasks` instead."""
         clone = copy.copy(self)
         clone._tasks = tuple(dict.fromkeys(Task.parse(t) for t in tasks))

@@ -19,6 +19,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from embgemma_keras.artifacts import ModelIdentity
 from embgemma_keras.config import HeadConfig
+from embgemma_keras.labels.fitting import metrics_table
+from embgemma_keras.labels.fitting import train_and_evaluate
+from embgemma_keras.labels.fitting import zero_shot_labels
 from embgemma_keras.labels.heads import check_labels
 from embgemma_keras.progress import say
 from embgemma_keras.records.schema import DEAD_LETTERS
@@ -27,17 +30,14 @@ from embgemma_keras.records.schema import ID
 from embgemma_keras.records.schema import TEXT
 from embgemma_keras.records.schema import Stage
 from embgemma_keras.records.schema import dead_letter
-from embgemma_keras.labels.fitting import metrics_table
-from embgemma_keras.labels.fitting import train_and_evaluate
-from embgemma_keras.labels.fitting import zero_shot_labels
-from transforms.records.dead_letters import WithDeadLetters
 from transforms.embedding.embed import EmbedRecords
+from transforms.embedding.model_handler import EmbeddingGemmaModelHandler
+from transforms.records.dead_letters import WithDeadLetters
 from transforms.records.files import ReadRecords
 from transforms.records.files import read_records
 from transforms.records.files import record_parser
 from transforms.records.files import save_artifact_to
 from transforms.records.files import write_jsonl
-from transforms.embedding.model_handler import EmbeddingGemmaModelHandler
 
 _VECTOR = "vector"  # the one embedding these graphs make
 

@@ -23,14 +23,14 @@ from apache_beam.transforms import window
 from embgemma_keras.artifacts import ARRAYS_FILE
 from embgemma_keras.artifacts import META_FILE
 from embgemma_keras.config import MAX_RECORD_BYTES
+from embgemma_keras.records.schema import TEXT
+from embgemma_keras.records.schema import to_json_line
 from embgemma_keras.records.validation import BadRecord
 from embgemma_keras.records.validation import RecordParser
 from embgemma_keras.records.validation import file_format
-from embgemma_keras.records.schema import TEXT
-from embgemma_keras.records.schema import to_json_line
+from transforms.counters import count
 from transforms.records.dead_letters import WithDeadLetters
 from transforms.records.parse import ParseRecords
-from transforms.counters import count
 
 ARTIFACT_FILES = (META_FILE, ARRAYS_FILE)
 

@@ -13,14 +13,14 @@ from apache_beam.metrics import Metrics
 from embgemma_keras.config import MAX_RECORD_BYTES
 from embgemma_keras.progress import BYTES_READ
 from embgemma_keras.progress import LINES_READ
-from embgemma_keras.records.validation import BadRecord
-from embgemma_keras.records.validation import RecordParser
 from embgemma_keras.records.schema import DEAD_LETTERS
 from embgemma_keras.records.schema import TEXT
 from embgemma_keras.records.schema import Stage
 from embgemma_keras.records.schema import dead_letter
-from transforms.records.dead_letters import WithDeadLetters
+from embgemma_keras.records.validation import BadRecord
+from embgemma_keras.records.validation import RecordParser
 from transforms.counters import count
+from transforms.records.dead_letters import WithDeadLetters
 
 
 class _ParseDoFn(beam.DoFn):
