@@ -12,13 +12,12 @@ import hashlib
 import io
 import json
 import os
-import typing
 
 import numpy as np
 
 from embgemma_keras.tasks import Task
 
-PathLike = typing.Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 FORMAT_VERSION = 1
 META_FILE = "artifact.json"

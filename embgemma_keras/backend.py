@@ -30,7 +30,7 @@ def _user_wants_logs() -> bool:
             or "TF_CPP_MIN_LOG_LEVEL" in os.environ)
 
 
-def quiet():
+def quiet() -> contextlib.AbstractContextManager[None]:
     """A context in which the process's stderr goes to /dev/null, unless
     the user asked for logs: for native libraries that print notices
     (SentencePiece's "precompiled_charsmap is empty" when a tokenizer

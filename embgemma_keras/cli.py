@@ -39,7 +39,7 @@ from embgemma_keras.tasks import Task
 _CHUNK_LINES = 2048
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.verbose:
         os.environ[VERBOSE_ENV_VAR] = "1"
@@ -101,7 +101,7 @@ def _embed_chunk(model, chunk, args, sink):
             dim=args.dim,
             batch_size=args.batch_size,
         )
-        for record, vector in zip(records, vectors):
+        for record, vector in zip(records, vectors, strict=True):
             record["embedding"] = vector.tolist()
             sink.write(json.dumps(record, ensure_ascii=False) + "\n")
     return failed

@@ -68,8 +68,10 @@ class EmbeddingGemma:
             (512-2048 were tried; see benchmarks/embed_throughput.py).
     """
 
-    def __init__(self, backbone, tokenizer, max_length=MAX_CONTEXT,
-                 max_batch_tokens=1024, handle=None):
+    def __init__(self, backbone: keras_hub.models.Gemma3Backbone,
+                 tokenizer: keras_hub.tokenizers.Gemma3Tokenizer,
+                 max_length: int = MAX_CONTEXT, max_batch_tokens: int = 1024,
+                 handle: str | None = None):
         if not getattr(backbone, "is_embedding_model", False):
             raise ValueError(
                 "EmbeddingGemma needs a Gemma3Backbone built with "
@@ -96,7 +98,7 @@ class EmbeddingGemma:
     @classmethod
     def from_preset(cls, handle: str | None = None, dtype: str = "float32",
                     max_length: int = MAX_CONTEXT,
-                    **kwargs) -> EmbeddingGemma:
+                    **kwargs: object) -> EmbeddingGemma:
         """Loads the model from a directory, a Keras preset or a hub handle.
 
         Args:
@@ -126,7 +128,7 @@ class EmbeddingGemma:
                    **kwargs)
 
     @functools.cached_property
-    def identity(self):
+    def identity(self) -> ModelIdentity:
         """`ModelIdentity`: the handle and a fingerprint of the weights.
 
         The fingerprint hashes the dense projection head rounded to
@@ -153,7 +155,8 @@ class EmbeddingGemma:
 
     def encode(self, texts: list[str], task: Task | str = Task.CLASSIFICATION,
                titles: list[str | None] | None = None, dim: int = 768,
-               batch_size: int = 32, return_stats: bool = False):
+               batch_size: int = 32, return_stats: bool = False
+               ) -> np.ndarray | tuple[np.ndarray, EncodeStats]:
         """Embeds texts with the prompt of `task`.
 
         Args:
@@ -191,13 +194,16 @@ class EmbeddingGemma:
         vectors = truncate_embeddings(vectors, dim)
         return (vectors, stats) if return_stats else vectors
 
-    def count_tokens(self, texts, task=Task.CLASSIFICATION, titles=None):
+    def count_tokens(self, texts: list[str],
+                     task: Task | str = Task.CLASSIFICATION,
+                     titles: list[str | None] | None = None) -> list[int]:
         """Tokens each text takes with its prompt, before truncation."""
         prompts = format_prompts(list(texts), task, titles)
         return [len(t) + 2 for t in self.tokenizer(prompts)]
 
     def _tokenize(self, prompts):
-        """Token ids with <bos>/<eos>, cut to `max_length`; and the cut count."""
+        """Token ids with <bos>/<eos>, cut to `max_length`, and the number
+        of texts cut."""
         bos, eos = self.tokenizer.start_token_id, self.tokenizer.end_token_id
         room = self.max_length - 2
         token_lists, truncated = [], 0
@@ -213,7 +219,7 @@ class EmbeddingGemma:
         return tf.cast(outputs["pooled_output"], tf.float32)
 
 
-def truncate_embeddings(vectors, dim: int) -> np.ndarray:
+def truncate_embeddings(vectors: np.ndarray, dim: int) -> np.ndarray:
     """Keeps the first `dim` values of each row and re-normalises them."""
     _check_dim(dim)
     vectors = np.asarray(vectors, dtype=np.float32)[:, :dim]

@@ -5,9 +5,11 @@ then costs nothing, and `package.Name` imports only Name's module.
 """
 
 import importlib
+from collections.abc import Callable
 
 
-def lazy_exports(package: str, exports: dict[str, str]):
+def lazy_exports(package: str, exports: dict[str, str]
+                 ) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
     """`(__getattr__, __dir__)` for `package`, from {name: module}."""
     names = sorted(exports)
 

@@ -111,7 +111,7 @@ def check_dtype(dtype: str) -> str:
     return dtype
 
 
-def is_huggingface_directory(path):
+def is_huggingface_directory(path: str) -> bool:
     """True for a Transformers-style snapshot, False for a Keras preset."""
     return "model_type" in _read_config(path)
 
@@ -218,7 +218,7 @@ def _check_keras_preset(path, config):
             f"or corrupt ({e}); save or copy the preset again.") from None
 
 
-def weights_fingerprint(kernels):
+def weights_fingerprint(kernels: list[np.ndarray]) -> str:
     """Hashes the dense projection head (Keras kernel layout) in bfloat16.
 
     Rounding to bfloat16 first makes the float32 and bfloat16 forms of one

@@ -89,5 +89,5 @@ def format_prompts(texts: list[str], task: Task | str,
         )
     return [
         f"title: {title or 'none'} | text: {text}"
-        for text, title in zip(texts, titles)
+        for text, title in zip(texts, titles, strict=True)
     ]

@@ -28,7 +28,8 @@ ARTIFACT_KIND = "kmeans_centroids"
 MINIBATCH_ABOVE = 20_000
 
 
-def kmeans(vectors, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def kmeans(vectors: np.ndarray, k: int, seed: int = 0
+           ) -> tuple[np.ndarray, np.ndarray]:
     """Unit-length k-means centres of unit `vectors`, and each one's label.
 
     Lloyd's k-means up to 20,000 vectors, mini-batch k-means above (one
@@ -59,7 +60,9 @@ def _unit(rows):
 class Centroids:
     """Unit-length cluster centres; records go to the closest by cosine."""
 
-    def __init__(self, centroids, task, model_identity, sizes=None):
+    def __init__(self, centroids: ArrayLike, task: Task | str,
+                 model_identity: ModelIdentity,
+                 sizes: ArrayLike | None = None):
         self.centroids = _unit(centroids)
         self.task = Task.parse(task)
         self.dim = self.centroids.shape[1]
@@ -112,7 +115,7 @@ def load_centroids(directory: PathLike, *,
 
 
 def fit_centroids(vectors: list[np.ndarray], config: ClusterConfig,
-                  identity: ModelIdentity):
+                  identity: ModelIdentity) -> tuple[Centroids, dict]:
     """k-means centroids and their metrics: `(centroids, metrics)`."""
     from sklearn.metrics import silhouette_score
 

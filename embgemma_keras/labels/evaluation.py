@@ -6,6 +6,9 @@ TF-IDF baseline, so their difference is the gain of the embeddings.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from collections.abc import Sequence
+
 import numpy as np
 from sklearn.metrics import accuracy_score
 from sklearn.metrics import confusion_matrix
@@ -29,7 +32,7 @@ def classification_metrics(y_true: list, y_pred: list,
             label: {"precision": float(p), "recall": float(r),
                     "f1": float(f), "support": int(n)}
             for label, p, r, f, n in zip(labels, precision, recall, f1,
-                                         support)
+                                         support, strict=True)
         },
         "confusion_matrix": {
             "labels": list(labels),
@@ -39,7 +42,10 @@ def classification_metrics(y_true: list, y_pred: list,
     }
 
 
-def cross_validate(fit_predict, features, labels, folds: int = 5) -> dict:
+def cross_validate(fit_predict: Callable[[object, np.ndarray, object],
+                                         Sequence],
+                   features: object, labels: Sequence,
+                   folds: int = 5) -> dict:
     """Stratified k-fold CV of `fit_predict(train_x, train_y, test_x)`.
 
     Returns the metrics of the pooled out-of-fold predictions plus the
@@ -71,7 +77,8 @@ def cross_validate(fit_predict, features, labels, folds: int = 5) -> dict:
     return result
 
 
-def tfidf_fit_predict(train_texts, train_labels, test_texts):
+def tfidf_fit_predict(train_texts: Sequence[str], train_labels: Sequence,
+                      test_texts: Sequence[str]) -> np.ndarray:
     """The baseline: word 1-2-gram TF-IDF and balanced logistic regression."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression

@@ -33,7 +33,8 @@ def zero_shot_labels(config: HeadConfig) -> dict[str, str]:
 def train_and_evaluate(train: list[Example], config: HeadConfig, dim: int,
                        identity: ModelIdentity,
                        evaluate: list[Example] | None = None,
-                       prototypes: np.ndarray | None = None):
+                       prototypes: np.ndarray | None = None
+                       ) -> tuple[LinearHead | ZeroShotHead, dict]:
     """Fits the head (or builds the zero-shot one) and measures it.
 
     Returns `(head, metrics)`: cross-validated metrics for a fitted head,
@@ -85,7 +86,7 @@ def metrics_table(metrics: dict) -> str:
 def _columns(examples):
     if not examples:
         raise ValueError("no usable labelled example; see the dead letters")
-    labels, texts, vectors = zip(*examples)
+    labels, texts, vectors = zip(*examples, strict=True)
     return np.asarray(labels), list(texts), np.stack(vectors)
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -42,6 +43,9 @@ from embgemma_keras.artifacts import read_artifact
 from embgemma_keras.artifacts import save_artifact
 from embgemma_keras.records.schema import Label
 from embgemma_keras.tasks import Task
+
+if TYPE_CHECKING:
+    from embgemma_keras.embedding_gemma import EmbeddingGemma
 
 UNKNOWN = "unknown"
 DEFAULT_CS = (1.0, 4.0, 16.0, 64.0, 256.0)
@@ -87,7 +91,9 @@ class LinearHead(_Head):
 
     kind = "logistic_regression"
 
-    def __init__(self, labels, coef, intercept, task, dim, model_identity):
+    def __init__(self, labels: Sequence[str], coef: ArrayLike,
+                 intercept: ArrayLike, task: Task | str, dim: int,
+                 model_identity: ModelIdentity):
         super().__init__(labels, task, dim, model_identity)
         self.coef = np.asarray(coef, dtype=np.float32)
         self.intercept = np.asarray(intercept, dtype=np.float32)
@@ -99,7 +105,8 @@ class LinearHead(_Head):
     @classmethod
     def fit(cls, vectors: ArrayLike, labels: Sequence, *, task: Task | str,
             model_identity: ModelIdentity,
-            cs=DEFAULT_CS, inner_folds=3):
+            cs: Sequence[float] = DEFAULT_CS,
+            inner_folds: int = 3) -> LinearHead:
         """Fits a class-balanced logistic regression.
 
         The inverse regularisation strength is chosen among `cs` by
@@ -142,7 +149,7 @@ class LinearHead(_Head):
         probabilities = self.predict_proba(vectors)
         best = probabilities.argmax(axis=1)
         return [{"label": self.labels[i], "score": float(p[i])}
-                for i, p in zip(best, probabilities)]
+                for i, p in zip(best, probabilities, strict=True)]
 
     def _arrays(self):
         return {"coef": self.coef, "intercept": self.intercept}
@@ -153,8 +160,10 @@ class ZeroShotHead(_Head):
 
     kind = "zero_shot"
 
-    def __init__(self, labels, prototypes, task, dim, model_identity,
-                 descriptions=None, min_score=0.0):
+    def __init__(self, labels: Sequence[str], prototypes: ArrayLike,
+                 task: Task | str, dim: int, model_identity: ModelIdentity,
+                 descriptions: Sequence[str] | None = None,
+                 min_score: float = 0.0):
         super().__init__(labels, task, dim, model_identity)
         prototypes = np.asarray(prototypes, dtype=np.float32)
         norms = np.linalg.norm(prototypes, axis=1, keepdims=True)
@@ -163,9 +172,11 @@ class ZeroShotHead(_Head):
         self.min_score = float(min_score)
 
     @classmethod
-    def from_descriptions(cls, model, descriptions: dict[str, str], *,
+    def from_descriptions(cls, model: EmbeddingGemma,
+                          descriptions: dict[str, str], *,
                           task: Task | str = "classification",
-                          dim=768, model_identity, min_score=0.0):
+                          dim: int = 768, model_identity: ModelIdentity,
+                          min_score: float = 0.0) -> ZeroShotHead:
         """Embeds `{label: description}` with `model` into prototypes."""
         if len(descriptions) < 2:
             raise ValueError("a zero-shot head needs at least two labels.")
@@ -182,7 +193,7 @@ class ZeroShotHead(_Head):
         return [
             {"label": self.labels[i] if s[i] >= self.min_score else UNKNOWN,
              "score": float(s[i])}
-            for i, s in zip(best, scores)
+            for i, s in zip(best, scores, strict=True)
         ]
 
     def _arrays(self):
@@ -206,7 +217,8 @@ def check_labels(labels: Sequence) -> None:
 
 
 def load_head(directory: PathLike, *, expect: ModelIdentity | None = None,
-              task: Task | str | None = None, dim: int | None = None):
+              task: Task | str | None = None, dim: int | None = None
+              ) -> LinearHead | ZeroShotHead:
     """Loads a head saved by `save`, as data only.
 
     Args:

@@ -109,7 +109,8 @@ def validate_record(record: dict) -> dict:
         raise BadRecord("field 'text' is empty")
     title = record.get(TITLE)
     if title is not None and not isinstance(title, str):
-        raise BadRecord(f"field 'title' is {type(title).__name__}, not a string")
+        raise BadRecord(
+            f"field 'title' is {type(title).__name__}, not a string")
     return record
 
 
@@ -192,11 +193,12 @@ class RecordParser:
         try:
             (values,) = csv.reader([raw], delimiter=delimiter, quoting=quoting)
         except (csv.Error, ValueError) as e:
-            raise BadRecord(f"malformed {self.format.upper()} row: {e}") from None
+            raise BadRecord(
+                f"malformed {self.format.upper()} row: {e}") from None
         if len(values) != len(self.columns):
             raise BadRecord(f"row has {len(values)} fields, the header "
                             f"{len(self.columns)}")
-        record = dict(zip(self.columns, values))
+        record = dict(zip(self.columns, values, strict=True))
         if self.text_column != TEXT:
             record[TEXT] = record.pop(self.text_column)
         return record

@@ -14,6 +14,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -31,6 +32,11 @@ from embgemma_keras.records.validation import file_format
 from transforms.counters import count
 from transforms.records.dead_letters import WithDeadLetters
 from transforms.records.parse import ParseRecords
+
+if TYPE_CHECKING:
+    from embgemma_keras.clusters.centroids import Centroids
+    from embgemma_keras.labels.heads import LinearHead
+    from embgemma_keras.labels.heads import ZeroShotHead
 
 ARTIFACT_FILES = (META_FILE, ARRAYS_FILE)
 
@@ -114,8 +120,8 @@ def read_records(pattern: str, parser: RecordParser) -> Iterator[dict]:
                     continue
 
 
-def write_jsonl(pcoll, prefix: str, label: str,
-                count_as: str | None = None):
+def write_jsonl(pcoll: beam.PCollection | tuple, prefix: str, label: str,
+                count_as: str | None = None) -> beam.PCollection:
     """Writes records as `prefix-SSSSS-of-NNNNN.jsonl`, counting each
     under the progress name `count_as` when given."""
     def json_line(record):
@@ -128,8 +134,9 @@ def write_jsonl(pcoll, prefix: str, label: str,
                 prefix, file_name_suffix=".jsonl"))
 
 
-def write_windowed_jsonl(pcoll, directory: str, prefix: str, label: str,
-                         window_secs: int, allowed_lateness_secs: int):
+def write_windowed_jsonl(pcoll: beam.PCollection, directory: str,
+                         prefix: str, label: str, window_secs: int,
+                         allowed_lateness_secs: int) -> beam.PCollection:
     """Writes a stream as one file per event-time window and pane.
 
     A window's records land in `directory/prefix-<start>-<end>-pane0.jsonl`
@@ -189,7 +196,8 @@ def local_artifact(directory: str) -> str:
     return staging
 
 
-def save_artifact_to(output: str, artifact, metrics: dict) -> None:
+def save_artifact_to(output: str, artifact: LinearHead | ZeroShotHead
+                     | Centroids, metrics: dict) -> None:
     """Saves `artifact` (a head or centroids) and metrics.json to `output`.
 
     Artifacts save to a local directory, so they are staged in a temporary
