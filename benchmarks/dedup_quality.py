@@ -57,9 +57,11 @@ def main():
     print(f"MRPC train: {len(rows)} pairs, {labels.mean():.1%} paraphrases")
     print(f"average precision {average_precision_score(labels, cosines):.4f}"
           f"   ROC AUC {roc_auc_score(labels, cosines):.4f}")
-    print(f"cosine quartiles, paraphrases: "
-          f"{np.percentile(cosines[labels == 1], [25, 50, 75]).round(3)}; "
-          f"others: {np.percentile(cosines[labels == 0], [25, 50, 75]).round(3)}")
+    def quartiles(values):
+        return np.percentile(values, [25, 50, 75]).round(3)
+
+    print(f"cosine quartiles, paraphrases: {quartiles(cosines[labels == 1])}; "
+          f"others: {quartiles(cosines[labels == 0])}")
     folds = StratifiedKFold(5, shuffle=True, random_state=0)
     chosen, scores = [], []
     for train, test in folds.split(cosines, labels):

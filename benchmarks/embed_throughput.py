@@ -1,7 +1,8 @@
 """Encoding throughput and memory of `EmbeddingGemma`, optionally vs a peer.
 
-    python benchmarks/embed_throughput.py --model DIR [--dtypes float32 bfloat16]
-        [--compare-sentence-transformers] [--scale 1.0]
+    python benchmarks/embed_throughput.py --model DIR \
+        [--dtypes float32 bfloat16] [--compare-sentence-transformers] \
+        [--scale 1.0]
 
 Measures texts/s and tokens/s on four corpora built from ../shared/data:
 short (~20 tokens), medium (~100), long (~500) and a mix of real SMS and
@@ -156,7 +157,8 @@ def main():
     parser.add_argument("--compare-sentence-transformers", action="store_true")
     parser.add_argument("--data-dir", type=pathlib.Path, default=DATA_DIR)
     parser.add_argument("--scale", type=float, default=1.0,
-                        help="Multiply corpus sizes (e.g. 0.25 for a smoke run).")
+                        help="Multiply corpus sizes (e.g. 0.25 for a smoke "
+                             "run).")
     parser.add_argument("--repeats", type=int, default=3,
                         help="Times each corpus is encoded; the median counts.")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)

@@ -1,6 +1,7 @@
 """dedup_corpus on a standalone Flink cluster against the DirectRunner.
 
-    python -m benchmarks.flink_cluster --model DIR [--input examples/corpus.jsonl]
+    python -m benchmarks.flink_cluster --model DIR \
+        [--input examples/corpus.jsonl]
 
 Runs the job once on the DirectRunner (in a child process) and once on a
 Flink cluster of a JobManager and two TaskManagers (`local_runners.flink`)

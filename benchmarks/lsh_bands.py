@@ -82,7 +82,7 @@ def semantic_rows(model_dir, dtype, data_dir, rng):
         planes = np.random.default_rng(0).normal(size=(a.shape[1],
                                                        bands * bits))
 
-        def keys(vectors):
+        def keys(vectors, planes=planes, bands=bands, bits=bits):
             signs = (vectors @ planes > 0).reshape(len(vectors), bands, bits)
             return np.packbits(signs, axis=2).view(np.uint8).reshape(
                 len(vectors), bands, -1)

@@ -84,7 +84,8 @@ def main():
     print(f"\n{'signature + LSH':26} {'docs/s':>10} {'speed-up':>9}")
     for name, rate in results.items():
         print(f"{name:26} {rate:10,.0f} {rate / base:8.2f}x")
-    print(f"\npeak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\npeak RSS {peak_mb:.0f} MB")
 
 
 if __name__ == "__main__":

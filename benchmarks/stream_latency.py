@@ -5,8 +5,8 @@
 
 Real SMS and SST-2 texts (one in ten re-sent, so duplicates are found)
 arrive evenly at each rate (records/s) for --seconds; `max` sends them all
-at once and measures throughput. Each record runs the whole
-`TagRecords` graph (stream_tag's) on the DirectRunner in streaming mode (TestStream
+at once and measures throughput. Each record runs the whole `TagRecords`
+graph (stream_tag's) on the DirectRunner in streaming mode (TestStream
 source): parse, embed with the classification, clustering and similarity
 prompts, two zero-shot heads (spam, sentiment), k-means clusters, lexical and
 semantic near-duplicates.
@@ -23,6 +23,7 @@ the same prompts: a floor for what embedding alone costs.
 """
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -215,10 +216,12 @@ def main():
         ticks = schedule(count, rate, args.tick_secs)
         label = "all at once" if rate is None else f"{rate:g} rec/s"
         runs = [("stream_tag graph, " + label,
-                 lambda: run_graph(texts, ticks, handler, heads, centroids))]
+                 functools.partial(run_graph, texts, ticks, handler, heads,
+                                   centroids))]
         if args.compare_sentence_transformers:
             runs.append(("sentence-transformers embed, " + label,
-                         lambda: run_peer(texts, ticks, args.model)))
+                         functools.partial(run_peer, texts, ticks,
+                                           args.model)))
         for name, run in runs:
             n, per_sec, p50, p95, worst, dups = summarise(run())
             print(f"{name:40} {n:7} {per_sec:6.1f} {p50:6.2f} {p95:6.2f} "

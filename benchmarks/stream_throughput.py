@@ -135,7 +135,7 @@ def detector_costs(records, vectors, dim, flags):
 
     without_local_cache()
     items = [(i / DETECTOR_RATE, {**r, "embeddings": {"similarity": v}})
-             for i, (r, v) in enumerate(zip(records, vectors))]
+             for i, (r, v) in enumerate(zip(records, vectors, strict=True))]
 
     def run(items, bounded, requests):
         start = time.perf_counter()
@@ -247,7 +247,7 @@ def state_bytes(records, vectors):
     held = {}
     for sketcher in stream_sketchers(StreamDedupConfig(), vectors.shape[1]):
         sizes = []
-        for record, vector in zip(records, vectors):
+        for record, vector in zip(records, vectors, strict=True):
             sketch, keys = sketcher.sketch(
                 {**record, "embeddings": {"similarity": vector}})
             sizes.append(len(keys) * len(BUCKET_CODER.encode(

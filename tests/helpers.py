@@ -25,7 +25,8 @@ from transforms.embedding.model_handler import METRICS_NAMESPACE
 
 # Under the default 1 MiB record limit with its JSON wrapping; truncated to
 # the model's context when embedded.
-ONE_MB_TEXT = ("All work and no play makes a long record. " * 23_810)[:1_000_000]
+ONE_MB_TEXT = ("All work and no play makes a long record. "
+               * 23_810)[:1_000_000]
 TOKENS_100K = " ".join(f"w{i % 97}" for i in range(100_000))
 
 
@@ -43,7 +44,8 @@ def _accepted(label):
         ("right-to-left", {"text": "مرحبا بالعالم، هذه رسالة قصيرة "
                                    "שלום עולם"}),
         ("emoji", {"text": "party time 🎉😀 thumbs up 👍🏽 family 👨‍👩‍👧"}),
-        ("CJK", {"text": "今日は良い天気です。我们明天去公园吧。오늘 날씨 좋다"}),
+        ("CJK", {"text": "今日は良い天気です。我们明天去公园吧。"
+                         "오늘 날씨 좋다"}),
         ("1 MB text", {"text": ONE_MB_TEXT}),
         ("100k-token text", {"text": TOKENS_100K}),
         ("duplicate id, first", {"id": "shared", "text": "The first record "

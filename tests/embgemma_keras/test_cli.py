@@ -36,8 +36,10 @@ def test_embed_writes_good_lines_and_reports_each_bad_one(tiny_preset,
     assert written[0]["id"] == "a" and written[0]["lang"] == "en"
     assert all(len(r["embedding"]) == 256 for r in written)
     errors = capsys.readouterr().err
-    for number, reason in [(2, "malformed JSON"), (3, "field 'text' is empty"),
-                           (5, "not valid UTF-8"), (6, "expected a JSON object, got list")]:
+    for number, reason in [(2, "malformed JSON"),
+                           (3, "field 'text' is empty"),
+                           (5, "not valid UTF-8"),
+                           (6, "expected a JSON object, got list")]:
         assert f"in.jsonl:{number}: {reason}" in errors
     assert "4 line(s) failed" in errors
 

@@ -30,7 +30,7 @@ def test_encode_returns_unit_float32_vectors(tiny_model):
 def test_results_come_back_in_input_order(tiny_model):
     texts = TEXTS + [LONG]
     vectors = tiny_model.encode(texts, batch_size=2)
-    for text, vector in zip(texts, vectors):
+    for text, vector in zip(texts, vectors, strict=True):
         np.testing.assert_allclose(
             tiny_model.encode([text])[0], vector, atol=1e-6
         )
@@ -136,7 +136,7 @@ def test_bfloat16_runs_and_stays_close_to_float32(tiny_preset):
     assert bf16_model.dtype == "bfloat16"
     bf16 = bf16_model.encode(TEXTS)
     assert bf16.dtype == np.float32
-    assert min(cosine(a, b) for a, b in zip(fp32, bf16)) > 0.95
+    assert min(cosine(a, b) for a, b in zip(fp32, bf16, strict=True)) > 0.95
 
 
 def test_the_tiny_preset_is_deterministic(tiny_model, tmp_path):

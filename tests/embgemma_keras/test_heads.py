@@ -70,7 +70,8 @@ def test_a_head_for_other_weights_prompt_or_dim_is_refused(tmp_path):
     vectors, labels = _blobs()
     LinearHead.fit(vectors, labels, task="classification",
                    model_identity=IDENTITY).save(tmp_path / "h")
-    with pytest.raises(ArtifactMismatchError, match="retrain it for this model"):
+    with pytest.raises(ArtifactMismatchError,
+                       match="retrain it for this model"):
         load_head(tmp_path / "h", expect=ModelIdentity("models/b", "bbbb"))
     with pytest.raises(ArtifactMismatchError, match="expects 'classification'"):
         load_head(tmp_path / "h", task="clustering")

@@ -43,7 +43,7 @@ def test_online_kmeans_moves_centres_to_the_stream_and_snapshots():
             snapshots, key=lambda s: s["records_seen"])][-1] == 200
         final = max(snapshots, key=lambda s: s["records_seen"])
         assert final["counts"].sum() == 200
-        for centre, truth in zip(final["centroids"], true_centres):
+        for centre, truth in zip(final["centroids"], true_centres, strict=True):
             assert centre @ truth > 0.99  # moved from ~0.8 to the data
         assert len(snapshots) == 4  # one per 50 records
 

@@ -16,11 +16,13 @@ from transforms import ParseRecords
 
 GOOD = [
     b'{"id": "a", "text": "plain English text", "lang": "en"}',
-    '{"text": "RTL \u0645\u0631\u062d\u0628\u0627 emoji \U0001F600 CJK \u4f60\u597d"}'.encode(),
+    '{"text": "RTL \u0645\u0631\u062d\u0628\u0627 emoji \U0001F600 CJK '
+    '\u4f60\u597d"}'.encode(),
     b'{"text": "control \\u0007 chars and a NUL \\u0000 byte"}',
     b'{"id": "dup", "text": "same id once"}',
     b'{"id": "dup", "text": "same id twice"}',
-    json.dumps({"text": "many fields", **{f"f{i}": i for i in range(500)}}).encode(),
+    json.dumps({"text": "many fields",
+                **{f"f{i}": i for i in range(500)}}).encode(),
     b'{"text": "with title", "title": "T"}',
 ]
 BAD = {
@@ -73,8 +75,8 @@ def _each_reason_matches(expected):
 def test_missing_ids_are_derived_from_content_and_stable():
     line = b'{"text": "no id here", "x": 1}'
     with TestPipeline() as p:
-        ids = (p | beam.Create([line, line]) | ParseRecords()).output | beam.Map(
-            lambda r: r["id"])
+        parsed = p | beam.Create([line, line]) | ParseRecords()
+        ids = parsed.output | beam.Map(lambda r: r["id"])
         expected = record_id({"text": "no id here", "x": 1})
         assert_that(ids, equal_to([expected, expected]))
 
