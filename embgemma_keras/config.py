@@ -1,8 +1,10 @@
 """Every setting of the project, as frozen dataclasses: one default each.
 
 Transforms take these objects; the jobs' flags and the CLI's are generated
-from them (`add_flags`, `from_flags`), so a default, its type and its help
-text are written once, here.
+from them (`add_flags`, `from_flags`), so a default, its type, its help
+text and the values it may take (`Bounds`, choices) are written once, here.
+A config refuses a value out of its bounds however it is made, from flags
+or in Python, with the bounds in the message.
 
 >>> MinHashConfig().bands, MinHashConfig(shingles="word:3").shingle_kind
 (16, 'word')
@@ -10,13 +12,20 @@ text are written once, here.
 Traceback (most recent call last):
 ...
 ValueError: bands x rows (10 x 8) must equal num_perm (128)
+>>> ClusterConfig(k=0)
+Traceback (most recent call last):
+...
+ValueError: --k must be > 0, got 0 (ClusterConfig.k)
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import typing
+
+from embgemma_keras.tasks import Task
 
 MATRYOSHKA_DIMS = (768, 512, 256, 128)
 MAX_CONTEXT = 2048
@@ -25,9 +34,53 @@ MAX_RECORD_BYTES = 1 << 20
 PROMPT_MODES = ("all", "shared")
 # Set (to 1) to see TensorFlow's start-up logs; `--verbose` sets it.
 VERBOSE_ENV_VAR = "EMBGEMMA_VERBOSE"
+TASKS = tuple(task.value for task in Task)
+# A run's name is a path component of the index (segments/RUN/...).
+RUN_ID = re.compile(r"[A-Za-z0-9._-]+")
+_Config = typing.TypeVar("_Config")
 
 
-def setting(default, help, *, flag=None, aliases=(), choices=None):
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """The numbers a setting may take: from `low` to `high` (None: no
+    bound on that side), each bound included unless marked open.
+
+    >>> str(Bounds(0, 1, low_open=True)), 0 in Bounds(0, 1, low_open=True)
+    ('in (0, 1]', False)
+    >>> str(Bounds(2)), 2 in Bounds(2)
+    ('>= 2', True)
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = self.low is None or value > self.low or (
+            value == self.low and not self.low_open)
+        below = self.high is None or value < self.high or (
+            value == self.high and not self.high_open)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {self.high}"
+        return (f"in {'(' if self.low_open else '['}{self.low}, "
+                f"{self.high}{')' if self.high_open else ']'}")
+
+
+POSITIVE = Bounds(0, low_open=True)  # counts, sizes, durations
+NON_NEGATIVE = Bounds(0)
+FRACTION = Bounds(0, 1, low_open=True)  # similarity thresholds
+
+
+def setting(default: object, help: str, *, flag: str | None = None,
+            aliases: tuple[str, ...] = (),
+            choices: typing.Sequence[object] | None = None,
+            bounds: Bounds | None = None) -> dataclasses.Field:
     """A dataclass field that is also a command-line flag.
 
     Args:
@@ -37,14 +90,53 @@ def setting(default, help, *, flag=None, aliases=(), choices=None):
             `threshold` of `MinHashConfig` is `--lexical_threshold`).
         aliases: older spellings still accepted.
         choices: the values allowed.
+        bounds: the `Bounds` of a number (None, the default of an
+            optional setting, is always allowed).
     """
     return dataclasses.field(default=default, metadata={
         "help": help, "flag": flag, "aliases": tuple(aliases),
-        "choices": choices})
+        "choices": choices, "bounds": bounds})
+
+
+def bounded(default: object, bounds: Bounds) -> dataclasses.Field:
+    """A dataclass field that is no flag but has `bounds` all the same."""
+    return dataclasses.field(default=default, metadata={"bounds": bounds})
+
+
+class Settings:
+    """What every config dataclass shares: it refuses, when made, a value
+    outside its setting's `Bounds` or choices, naming the flag, the range
+    and the field, so the flags and the Python API refuse alike."""
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is None and field.default is None:
+                continue
+            bounds = field.metadata.get("bounds")
+            choices = field.metadata.get("choices")
+            if bounds is not None and value not in bounds:
+                raise ValueError(f"{self._name(field)} must be {bounds}, "
+                                 f"got {value!r}{self._where(field)}")
+            if choices is not None and value not in choices:
+                raise ValueError(
+                    f"{self._name(field)} must be one of "
+                    f"{', '.join(map(str, choices))}, got {value!r}"
+                    f"{self._where(field)}")
+
+    def _name(self, field: dataclasses.Field) -> str:
+        if "help" in field.metadata:
+            return f"--{flag_name(field)}"
+        return f"{type(self).__name__}.{field.name}"
+
+    def _where(self, field: dataclasses.Field) -> str:
+        if "help" in field.metadata:
+            return f" ({type(self).__name__}.{field.name})"
+        return ""
 
 
 @dataclasses.dataclass(frozen=True)
-class EmbedConfig:
+class EmbedConfig(Settings):
     """Which model embeds, and how."""
 
     model: str | None = setting(
@@ -56,14 +148,15 @@ class EmbedConfig:
                        choices=MATRYOSHKA_DIMS)
     max_length: int = setting(
         MAX_CONTEXT, "Tokens per text; longer texts are truncated.",
-        aliases=("--max-length",))
+        aliases=("--max-length",), bounds=Bounds(1, MAX_CONTEXT))
     model_copies: int | None = setting(
         None, "Models per worker VM, shared by all its SDK processes "
-              "(Beam's large_model). Default: one per process.")
+              "(Beam's large_model). Default: one per process.",
+        bounds=POSITIVE)
 
 
 @dataclasses.dataclass(frozen=True)
-class MinHashConfig:
+class MinHashConfig(Settings):
     """Lexical near-duplicates: MinHash over shingles, LSH banding.
 
     Two texts become candidates when they share one of `bands` band keys,
@@ -73,16 +166,21 @@ class MinHashConfig:
 
     shingles: str = setting("char:5", "Lexical: shingles, 'char:N' or "
                                       "'word:N'.")
-    num_perm: int = setting(128, "Lexical: MinHash permutations.")
-    bands: int = setting(16, "Lexical: LSH bands (bands x rows = num_perm).")
-    rows: int = setting(8, "Lexical: rows per LSH band.")
+    num_perm: int = setting(128, "Lexical: MinHash permutations.",
+                            bounds=POSITIVE)
+    bands: int = setting(16, "Lexical: LSH bands (bands x rows = num_perm).",
+                         bounds=POSITIVE)
+    rows: int = setting(8, "Lexical: rows per LSH band.", bounds=POSITIVE)
     threshold: float = setting(
         0.7, "Estimated Jaccard for a lexical duplicate.",
-        flag="lexical_threshold", aliases=("--lexical_dup_threshold",))
+        flag="lexical_threshold", aliases=("--lexical_dup_threshold",),
+        bounds=FRACTION)
+    # datasketch seeds NumPy's RandomState with it: 32 bits.
     seed: int = setting(1, "Lexical: MinHash permutation seed.",
-                        flag="minhash_seed")
+                        flag="minhash_seed", bounds=Bounds(0, 2**32 - 1))
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.bands * self.rows != self.num_perm:
             raise ValueError(f"bands x rows ({self.bands} x {self.rows}) "
                              f"must equal num_perm ({self.num_perm})")
@@ -101,25 +199,32 @@ class MinHashConfig:
         return int(self.shingles.partition(":")[2])
 
 
+def _semantic_threshold() -> dataclasses.Field:
+    """`--semantic_threshold`, a setting of both the batch and the stream
+    dedup (one flag: a job takes it from `SemanticDedupConfig`)."""
+    return setting(0.9, "Cosine for a semantic duplicate.",
+                   flag="semantic_threshold",
+                   aliases=("--semantic_dup_threshold",), bounds=FRACTION)
+
+
 @dataclasses.dataclass(frozen=True)
-class SemanticDedupConfig:
+class SemanticDedupConfig(Settings):
     """Same-meaning duplicates on sentence-similarity vectors (SemDeDup).
 
     0.9 flags MRPC paraphrase pairs with precision 0.91 and recall 0.55
     (0.85: 0.85 / 0.78; 0.95: 0.97 / 0.25; `benchmarks/dedup_quality.py`).
     """
 
-    threshold: float = setting(
-        0.9, "Cosine for a semantic duplicate.", flag="semantic_threshold",
-        aliases=("--semantic_dup_threshold",))
+    threshold: float = _semantic_threshold()
     clusters: int = setting(100, "Batch dedup: k-means buckets for the "
-                                 "semantic stage.")
+                                 "semantic stage.", bounds=POSITIVE)
     sample_size: int = setting(50_000, "Batch dedup: vectors the k-means "
-                                       "buckets are fitted on.")
+                                       "buckets are fitted on.",
+                               bounds=POSITIVE)
 
 
 @dataclasses.dataclass(frozen=True)
-class DedupConfig:
+class DedupConfig(Settings):
     """`dedup_corpus`: exact, then lexical, then (optionally) semantic."""
 
     case_fold: bool = setting(True, "Exact stage: fold case.")
@@ -130,7 +235,7 @@ class DedupConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class IndexConfig:
+class IndexConfig(Settings):
     """A dedup index of what earlier `dedup_corpus` runs kept (`stream_tag`
     takes `index` alone: it reads the index and never adds to it)."""
 
@@ -144,9 +249,18 @@ class IndexConfig:
         None, "This run's name in the index (default: its start time and "
               "a random suffix).")
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("index_read_only", "run_id"):
+            if getattr(self, name) and not self.index:
+                raise ValueError(f"--{name} needs --index")
+        if self.run_id is not None and not RUN_ID.fullmatch(self.run_id):
+            raise ValueError(f"--run_id takes letters, digits, '.', '_' and "
+                             f"'-', got {self.run_id!r}")
+
 
 @dataclasses.dataclass(frozen=True)
-class StreamDedupConfig:
+class StreamDedupConfig(Settings):
     """Near-duplicates in a stream, within a horizon of event time.
 
     Semantic candidates come from random-hyperplane LSH: vectors at angle
@@ -155,19 +269,21 @@ class StreamDedupConfig:
     """
 
     horizon_secs: float = setting(
-        3600, "Near-duplicates are looked for this far back in event time.")
+        3600, "Near-duplicates are looked for this far back in event time.",
+        bounds=POSITIVE)
     max_originals: int = setting(
         200, "Originals remembered per LSH bucket; the oldest are "
-             "forgotten past it.")
-    semantic_bands: int = setting(16, "Stream semantic LSH: bands.")
+             "forgotten past it.", bounds=POSITIVE)
+    semantic_bands: int = setting(16, "Stream semantic LSH: bands.",
+                                  bounds=POSITIVE)
     semantic_bits: int = setting(12, "Stream semantic LSH: sign bits per "
-                                     "band.")
+                                     "band.", bounds=POSITIVE)
     lexical: MinHashConfig = dataclasses.field(default_factory=MinHashConfig)
-    semantic_threshold: float = SemanticDedupConfig.threshold
+    semantic_threshold: float = _semantic_threshold()
 
 
 @dataclasses.dataclass(frozen=True)
-class StreamConfig:
+class StreamConfig(Settings):
     """`stream_tag`: prompts, micro-batches and windowed file output."""
 
     prompts: str = setting(
@@ -177,17 +293,19 @@ class StreamConfig:
                "(heads and centroids must be made with that prompt).",
         choices=PROMPT_MODES)
     max_batch_duration_secs: float = setting(
-        2, "Streaming: longest a record waits for its micro-batch.")
+        2, "Streaming: longest a record waits for its micro-batch.",
+        bounds=POSITIVE)
     output_window_secs: int = setting(
         60, "Streaming with --output: one file per window of this many "
-            "seconds of event time (and per pane).")
+            "seconds of event time (and per pane).", bounds=POSITIVE)
     allowed_lateness_secs: int = setting(
         86400, "Streaming with --output: records this late still reach the "
-               "files (in a late pane); later ones only Pub/Sub/BigQuery.")
+               "files (in a late pane); later ones only Pub/Sub/BigQuery.",
+        bounds=NON_NEGATIVE)
 
 
 @dataclasses.dataclass(frozen=True)
-class HeadConfig:
+class HeadConfig(Settings):
     """`train_classifier`: the prompt, the folds, the baseline, zero-shot.
 
     Heads for `stream_tag --prompts shared` are trained with
@@ -196,44 +314,62 @@ class HeadConfig:
 
     task: str = setting("classification", "Prompt to embed with "
                                           "(sentence_similarity for heads "
-                                          "used with --prompts shared).")
-    folds: int = setting(5, "Cross-validation folds.")
+                                          "used with --prompts shared).",
+                        choices=TASKS)
+    folds: int = setting(5, "Cross-validation folds.", bounds=Bounds(2))
     baseline: str = setting("none", "Also cross-validate TF-IDF + logistic "
                                     "regression on the same folds.",
                             choices=("none", "tfidf"))
     min_score: float = setting(0.0, "Zero-shot: below this cosine, "
-                                    "'unknown'.")
+                                    "'unknown'.", bounds=Bounds(-1, 1))
     zero_shot: tuple[str, ...] = ()  # "LABEL=DESCRIPTION", one per label
 
 
 @dataclasses.dataclass(frozen=True)
-class ClusterConfig:
+class ClusterConfig(Settings):
     """`fit_clusters`: k-means on embeddings of a corpus."""
 
-    k: int | None = setting(None, "Number of clusters (required).")
+    k: int | None = setting(None, "Number of clusters (required).",
+                            bounds=POSITIVE)
     cluster_task: str = setting(
         "clustering", "Prompt to embed with (sentence_similarity for "
-                      "centroids used with --prompts shared).")
-    silhouette_sample: int = 5000
+                      "centroids used with --prompts shared).",
+        choices=TASKS)
+    silhouette_sample: int = bounded(5000, POSITIVE)
 
 
 def flag_name(field: dataclasses.Field) -> str:
+    """The flag of a setting, without its dashes."""
     return field.metadata.get("flag") or field.name
 
 
-def flag_fields(config_class) -> list[dataclasses.Field]:
+def flag_fields(config_class: type) -> list[dataclasses.Field]:
     """The fields of `config_class` that are flags (nested configs aren't)."""
     return [f for f in dataclasses.fields(config_class) if "help" in
             f.metadata]
 
 
-def add_flags(parser, config_class, skip=()) -> None:
+class Switch(argparse.Action):
+    """A boolean flag: `--NAME` alone turns it on, and it also takes
+    `--NAME=true|false` (Flex Templates pass every parameter as
+    `--name=value`); `--help` shows it as a switch, `--NAME`."""
+
+    def __init__(self, option_strings: list[str], dest: str,
+                 help: str | None = None):
+        super().__init__(option_strings, dest, nargs="?", const=True,
+                         default=False, type=parse_bool, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+
+
+def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+              config_class: type, skip: typing.Iterable[str] = ()) -> None:
     """Declares one flag per setting of `config_class` on `parser`.
 
     Underscores are the one flag style (Beam's); a boolean that defaults to
     true is turned off with `--no_NAME`, one that defaults to false on with
-    `--NAME`; both also take `=true|false` (Flex Templates pass every
-    parameter as `--name=value`).
+    `--NAME` (a `Switch`).
     """
     hints = typing.get_type_hints(config_class)
     for field in flag_fields(config_class):
@@ -243,16 +379,16 @@ def add_flags(parser, config_class, skip=()) -> None:
         kind = _scalar_type(hints[field.name])
         if kind is bool:
             switch = name if not field.default else f"no_{name}"
-            parser.add_argument(f"--{switch}", nargs="?", const=True,
-                                default=False, type=parse_bool,
-                                dest=switch, help=meta["help"])
+            parser.add_argument(f"--{switch}", action=Switch, dest=switch,
+                                help=meta["help"])
             continue
         parser.add_argument(f"--{name}", *meta["aliases"], dest=name,
                             type=kind, default=field.default,
                             choices=meta["choices"], help=meta["help"])
 
 
-def from_flags(config_class, flags, **nested):
+def from_flags(config_class: type[_Config], flags: object,
+               **nested: object) -> _Config:
     """Builds `config_class` from parsed flags (an object with attributes)."""
     values = {}
     for field in flag_fields(config_class):

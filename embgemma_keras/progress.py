@@ -18,6 +18,7 @@ import collections
 import sys
 import threading
 import time
+import typing
 
 from embgemma_keras.records.schema import DEAD_LETTERS
 
@@ -71,7 +72,9 @@ def describe(now: dict, before: dict, elapsed_secs: float,
     >>> describe({"lines_read": 50, "bytes_read": 500,
     ...           "queued_for_embedding": 40, "records_embedded": 20},
     ...          {"bytes_read": 400, "records_embedded": 10}, 10.0, 1000)
-    ('50 lines read (50%), 20 embedded (1.0/s), 0 duplicates, 0 dead letters; ETA 50s', 50.0)
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ('50 lines read (50%), 20 embedded (1.0/s), 0 duplicates, 0 dead
+    letters; ETA 50s', 50.0)
     """
     def rate(name):
         return (now.get(name, 0) - before.get(name, 0)) / max(elapsed_secs,
@@ -109,7 +112,8 @@ class ProgressReporter:
     """
 
     def __init__(self, total_bytes: int | None = None,
-                 interval_secs: float = 10.0, stream=None):
+                 interval_secs: float = 10.0,
+                 stream: typing.TextIO | None = None):
         self._total = total_bytes
         self._interval = interval_secs
         self._stream = stream or sys.stderr

@@ -12,6 +12,8 @@ benchmarks and the README's "Run locally on Prism and Flink".
   started from that jar.
 - `pubsub`: a Pub/Sub server speaking the real gRPC API
   (`cloud.google.com/go/pubsub/v2/pstest`), built with Go.
+- `postgres`: PostgreSQL 16 with pgvector from the `pgserver` wheel, for a
+  dedup index in a database.
 
 Each build is cached under `~/.cache/embgemma-beam` (or `$XDG_CACHE_HOME`)
 and reused, keyed by the versions it is built at and, for Flink and the

@@ -43,7 +43,8 @@ from local_runners import source_key
 FLINK_VERSION = "1.19"
 BEAM_JAVA_VERSION = "2.62.0"
 POM = pathlib.Path(__file__).with_name("flink") / "pom.xml"
-JOB_MANAGER = "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint"
+JOB_MANAGER = ("org.apache.flink.runtime.entrypoint."
+               "StandaloneSessionClusterEntrypoint")
 TASK_MANAGER = "org.apache.flink.runtime.taskexecutor.TaskManagerRunner"
 # Flink's own calculator of JVM and memory settings, as its scripts use it.
 MEMORY_SETTINGS = "org.apache.flink.runtime.util.bash.BashJavaUtils"
@@ -143,6 +144,18 @@ class FlinkCluster:
         self.stop()
 
     def start(self, timeout_secs: float = 180) -> None:
+        """Starts the cluster and waits until every TaskManager has joined.
+
+        A start that fails or is interrupted (Ctrl-C, SIGTERM) stops the
+        processes it started.
+        """
+        try:
+            self._start(timeout_secs)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout_secs):
         jar = job_server_jar()
         classpath = f"{jar}{os.pathsep}{jar.with_name('slf4j-simple.jar')}"
         conf = self.workdir / "conf"
@@ -205,14 +218,11 @@ class FlinkCluster:
         while time.monotonic() < deadline:
             dead = [p for p in self.processes if p.poll() is not None]
             if dead:
-                self.stop()
-                raise RunnerUnavailable(
-                    "a Flink process exited at start; logs in "
-                    f"{self.workdir}:\n{self._log_tails()}")
+                raise RunnerUnavailable("a Flink process exited at start:\n"
+                                        f"{self._log_tails()}")
             if self.overview().get("taskmanagers") == self.task_managers:
                 return
             time.sleep(1)
-        self.stop()
         raise RunnerUnavailable(f"the Flink cluster was not up after "
                                 f"{timeout_secs} s:\n{self._log_tails()}")
 

@@ -76,19 +76,29 @@ class PubSubServer:
         self.stop()
 
     def start(self) -> None:
+        """Starts the server and waits until it listens; a start that
+        fails or is interrupted (Ctrl-C, SIGTERM) stops it again."""
         self._process = subprocess.Popen(
             [str(server_binary())], stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True)
-        first = self._process.stdout.readline().strip()
-        if not first.startswith("listening on "):
+        try:
+            first = self._process.stdout.readline().strip()
+            if not first.startswith("listening on "):
+                raise RunnerUnavailable(f"the Pub/Sub server did not start: "
+                                        f"{first!r}")
+        except BaseException:
             self.stop()
-            raise RunnerUnavailable(f"the Pub/Sub server did not start: "
-                                    f"{first!r}")
+            raise
         self.host = first.removeprefix("listening on ")
 
     def stop(self) -> None:
+        """Stops the server: SIGTERM, then SIGKILL after 30 s."""
         if self._process is not None:
             self._process.terminate()
-            self._process.wait(timeout=30)
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
             self._process.stdout.close()
             self._process = None

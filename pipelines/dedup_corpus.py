@@ -28,9 +28,16 @@ leaves the index as it is. An index made with another model, dim or
 MinHash or exact-match setting is refused before the job starts.
 """
 
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from embgemma_keras.config import DedupConfig
+from embgemma_keras.config import EmbedConfig
 from embgemma_keras.config import IndexConfig
 from embgemma_keras.config import MinHashConfig
 from embgemma_keras.config import SemanticDedupConfig
@@ -39,12 +46,13 @@ from embgemma_keras.config import from_flags
 from embgemma_keras.index.format import IndexSettings
 from embgemma_keras.index.format import new_run_id
 from pipelines.options import FileOptions
+from pipelines.options import Files
 from pipelines.options import IndexOptions
+from pipelines.options import JobConfig
 from pipelines.options import LexicalOptions
 from pipelines.options import ModelOptions
 from pipelines.options import SemanticOptions
 from pipelines.options import checked_model
-from pipelines.options import embed_config
 from pipelines.options import run
 from transforms.dedup.corpus import DeduplicateFiles
 from transforms.embedding.model_handler import EmbeddingGemmaModelHandler
@@ -63,36 +71,61 @@ class DedupCorpusOptions(PipelineOptions):
         add_flags(parser, IndexConfig, skip=("index",))
 
 
-def build(pipeline, job):
+@dataclasses.dataclass(frozen=True)
+class DedupCorpusConfig(JobConfig):
+    """dedup_corpus's flags, parsed once.
+
+    Args:
+        files: the corpus and the output directory.
+        dedup: the stages and their settings.
+        embed: the model of the semantic stage.
+        index: the dedup index to dedup against and add to.
+    """
+
+    files: Files
+    dedup: DedupConfig = dataclasses.field(default_factory=DedupConfig)
+    embed: EmbedConfig = dataclasses.field(default_factory=EmbedConfig)
+    index: IndexConfig = dataclasses.field(default_factory=IndexConfig)
+
+    # The option groups the job takes, its own first.
+    OPTIONS = (DedupCorpusOptions, IndexOptions, FileOptions, LexicalOptions,
+               SemanticOptions, ModelOptions)
+
+    @classmethod
+    def from_flags(cls, flags: argparse.Namespace) -> DedupCorpusConfig:
+        return cls(
+            Files.from_flags(flags),
+            from_flags(DedupConfig, flags,
+                       lexical=from_flags(MinHashConfig, flags),
+                       similar=from_flags(SemanticDedupConfig, flags)),
+            from_flags(EmbedConfig, flags), from_flags(IndexConfig, flags))
+
+
+OPTIONS = DedupCorpusConfig.OPTIONS
+
+
+def build(pipeline: beam.Pipeline,
+          config: DedupCorpusConfig) -> beam.PCollection:
     """Wires the job; returns the PCollection of its report."""
-    config = from_flags(DedupConfig, job,
-                        lexical=from_flags(MinHashConfig, job),
-                        similar=from_flags(SemanticDedupConfig, job))
     handler = identity = None
-    if config.semantic:
-        embed = embed_config(job)
-        handle, identity = checked_model(embed)
-        handler = EmbeddingGemmaModelHandler.from_config(embed, handle)
-    indexing = from_flags(IndexConfig, job)
-    index = None
+    if config.dedup.semantic:
+        handle, identity = checked_model(config.embed)
+        handler = EmbeddingGemmaModelHandler.from_config(config.embed,
+                                                         handle)
+    indexing, index = config.index, None
     if indexing.index:
         index = open_index(indexing.index, IndexSettings.of(
-            config, identity, handler.dim if handler else None),
+            config.dedup, identity, handler.dim if handler else None),
             must_exist=indexing.index_read_only)
     run_id = None if indexing.index_read_only else (
         indexing.run_id or new_run_id())
     return pipeline | DeduplicateFiles(
-        job.input, job.output, config, handler, job.text_column, index,
-        run_id)
+        config.files.input, config.files.output, config.dedup, handler,
+        config.files.text_column, index, run_id)
 
 
-# The option groups the job takes, its own first.
-OPTIONS = [DedupCorpusOptions, IndexOptions, FileOptions, LexicalOptions,
-           SemanticOptions, ModelOptions]
-
-
-def main(argv=None):
-    run(argv, OPTIONS, REQUIRED, build, __doc__)
+def main(argv: list[str] | None = None) -> None:
+    run(argv, REQUIRED, build, __doc__)
 
 
 if __name__ == "__main__":

@@ -1,24 +1,42 @@
 """What every job shares: option groups made from the config dataclasses,
-the model check, and running.
+one parse of a job's flags into its typed config, the model check, and
+running.
 
 Beam parses the flags of every `PipelineOptions` subclass in the process
 with one parser, so a flag may be declared by one class only: each group of
 flags below is declared once, generated from its config dataclass
 (`embgemma_keras.config`), and the jobs that take it list it.
+
+A job's flags are parsed once (`parse_flags`), with the job's groups and
+Beam's own, into the job's `JobConfig`: frozen dataclasses of settings,
+each checked when made. `build(pipeline, config)` receives that config.
+A mistake (a flag that is neither the job's nor Beam's, a value out of its
+range, an input that matches no file, an index another run moved) ends the
+program with one `error: ...` line and exit status 1; `--verbose` keeps the
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import difflib
 import logging
 import os
 import sys
-import types
-from typing import NoReturn
+import textwrap
+import typing
+from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Sequence
+from typing import ClassVar
 
 import apache_beam as beam
+from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import _BeamArgumentParser
 from apache_beam.runners.runner import PipelineResult
 
 from embgemma_keras.artifacts import ModelIdentity
@@ -27,8 +45,9 @@ from embgemma_keras.config import EmbedConfig
 from embgemma_keras.config import IndexConfig
 from embgemma_keras.config import MinHashConfig
 from embgemma_keras.config import SemanticDedupConfig
+from embgemma_keras.config import Switch
 from embgemma_keras.config import add_flags
-from embgemma_keras.config import from_flags
+from embgemma_keras.index.format import IndexConflictError
 from embgemma_keras.index.format import IndexMismatchError
 from embgemma_keras.presets import ModelNotFoundError
 from embgemma_keras.presets import fingerprint_files
@@ -36,6 +55,14 @@ from embgemma_keras.presets import resolve_handle
 from embgemma_keras.progress import ProgressReporter
 from embgemma_keras.records.schema import TEXT
 from transforms.state_cache import without_local_cache
+
+# A user's mistake found before the job starts: a flag, a setting, a file,
+# an artifact or index that does not fit.
+REFUSED_BEFORE_START = (ValueError, ModelNotFoundError)
+# A user's mistake found while the job runs (the DirectRunner runs a bounded
+# job inside `pipeline.run()`); other errors keep their traceback.
+REFUSED_WHILE_RUNNING = (ModelNotFoundError, IndexMismatchError,
+                         IndexConflictError)
 
 
 class FileOptions(PipelineOptions):
@@ -61,7 +88,8 @@ class RunOptions(PipelineOptions):
         parser.add_argument(
             "--verbose", action="store_true",
             help="Beam's INFO logs and TensorFlow's start-up logs (CUDA "
-                 "probing, oneDNN notices), hidden by default.")
+                 "probing, oneDNN notices), hidden by default; a refused "
+                 "job's traceback.")
 
 
 class ModelOptions(PipelineOptions):
@@ -97,6 +125,108 @@ class SemanticOptions(PipelineOptions):
                   skip=("clusters", "sample_size"))
 
 
+@dataclasses.dataclass(frozen=True)
+class Files:
+    """The records a job reads and the directory it writes (`FileOptions`).
+
+    Args:
+        input: a file or glob, local or gs://; None when the job reads
+            something else (Pub/Sub, `--train`).
+        output: the output directory, local or gs://.
+        text_column: the TSV/CSV column holding the text.
+    """
+
+    input: str | None = None
+    output: str | None = None
+    text_column: str = TEXT
+
+    @classmethod
+    def from_flags(cls, flags: argparse.Namespace) -> Files:
+        return cls(flags.input, flags.output, flags.text_column)
+
+
+class JobConfig:
+    """A job's flags, parsed once: the base of each job's frozen config.
+
+    A job's config lists the option groups its flags come from (`OPTIONS`,
+    its own first), builds itself from the parsed flags (`from_flags`) and
+    names the input files it reads (`inputs`), which must exist before the
+    job starts.
+    """
+
+    OPTIONS: ClassVar[Sequence[type[PipelineOptions]]] = ()
+    files: Files
+
+    @classmethod
+    def from_flags(cls, flags: argparse.Namespace) -> JobConfig:
+        raise NotImplementedError
+
+    def inputs(self) -> dict[str, str]:
+        """{flag: file pattern} of the input files given."""
+        return {"input": self.files.input} if self.files.input else {}
+
+
+def parse_flags(argv: Sequence[str], config_class: type[JobConfig],
+                required: Sequence[str] = ()) -> JobConfig:
+    """Parses `argv` once into `config_class`.
+
+    Known flags are the job's (`config_class.OPTIONS` and `RunOptions`) and
+    Beam's own (every `PipelineOptions` subclass Beam defines); any other
+    is refused with the closest known flag, where Beam would drop it with
+    a warning and run with the default.
+
+    Args:
+        argv: the command line, without the program.
+        config_class: the job's `JobConfig`.
+        required: flags that must be given (not declared required=True:
+            that would break every other pipeline in the process).
+
+    Raises:
+        ValueError: a flag unknown, missing or unparseable, or a setting
+            out of its range, with the reason.
+    """
+    parser = _flag_parser([*config_class.OPTIONS, RunOptions])
+    try:
+        flags, unknown = parser.parse_known_args(argv)
+    except argparse.ArgumentError as e:
+        raise ValueError(str(e)) from e
+    if unknown:
+        raise ValueError(_unknown(unknown, parser))
+    config = config_class.from_flags(flags)
+    for flag in required:
+        if getattr(flags, flag) in (None, ""):
+            raise ValueError(f"--{flag} is required; see --help")
+    return config
+
+
+def _flag_parser(groups: Sequence[type[PipelineOptions]]
+                 ) -> argparse.ArgumentParser:
+    """A parser of the `groups`' flags and of Beam's own, as Beam builds
+    its (one class of each name; no abbreviations), that raises its errors
+    rather than printing them with the usage."""
+    beams = {str(cls): cls for cls in PipelineOptions.__subclasses__()
+             if cls.__module__.startswith("apache_beam.")}
+    parser = _BeamArgumentParser(allow_abbrev=False, exit_on_error=False)
+    for group in [*groups, *beams.values()]:
+        group._add_argparse_args(parser)
+    return parser
+
+
+def _unknown(unknown: list[str], parser: argparse.ArgumentParser) -> str:
+    """Why the first unknown argument is refused, with the closest flag."""
+    flags = [arg for arg in unknown if arg.startswith("-")]
+    if not flags:
+        return f"unexpected argument {unknown[0]!r}; see --help"
+    flag = flags[0].split("=", 1)[0]
+    known = [name for name in parser._option_string_actions
+             if name.startswith("--")]
+    # Above difflib's default cutoff: typos score over 0.8, and an unrelated
+    # flag that happens to share letters is a worse hint than none.
+    closest = difflib.get_close_matches(flag, known, n=1, cutoff=0.75)
+    hint = f"did you mean {closest[0]}?" if closest else "see --help"
+    return f"unknown flag {flag}; {hint}"
+
+
 def checked_model(config: EmbedConfig) -> tuple[str, ModelIdentity]:
     """The model's checked handle and identity, read without loading it.
 
@@ -106,84 +236,120 @@ def checked_model(config: EmbedConfig) -> tuple[str, ModelIdentity]:
     return handle, ModelIdentity(handle, fingerprint_files(handle) or handle)
 
 
-def embed_config(job) -> EmbedConfig:
-    return from_flags(EmbedConfig, job)
+Build = Callable[[beam.Pipeline, typing.Any], object]
 
 
-def run(argv, groups, required, build, description) -> None:
-    """Parses all flags, checks `required`, runs `build(pipeline, job)`
-    and waits until the job ends.
+def run(argv: Sequence[str] | None, required: Sequence[str], build: Build,
+        description: str) -> None:
+    """Parses the flags once, builds the job with `build(pipeline,
+    config)` and runs it until it ends, printing its progress.
 
-    `groups` are the option classes the job takes (for `--help`); `job`
-    holds every flag by name. Flags are not declared required=True: that
-    would break every other pipeline in the process (see above). Beam's
-    runner flags (`--runner`, `--project`, ...) are passed through.
+    `build`'s `config` parameter is annotated with the job's `JobConfig`,
+    which parses the flags. Beam's runner flags (`--runner`, `--project`,
+    ...) are passed through to Beam.
     """
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
+    config_class = _config_class(build)
     if "--help" in argv or "-h" in argv:
-        _print_help([*groups, RunOptions], description)
+        _print_help([*config_class.OPTIONS, RunOptions], description)
         return
-    # The DirectRunner runs a bounded job inside `start`: report from here.
-    with ProgressReporter(total_bytes=_input_bytes(argv)):
-        try:
-            result = start(argv, required, build)
-        except (ModelNotFoundError, IndexMismatchError) as e:
-            # Also raised while the DirectRunner runs a bounded job inside
-            # `start`, as when an index segment fails its checksum.
-            _refuse(e, verbose="--verbose" in argv)
-        result.wait_until_finish()
+    verbose = "--verbose" in argv
+    with _refusing(REFUSED_BEFORE_START, verbose):
+        config = parse_flags(argv, config_class, required)
+        total_bytes = _input_bytes(config)
+        pipeline = _built(argv, config, build, verbose)
+    with _refusing(REFUSED_WHILE_RUNNING, verbose), ProgressReporter(
+            total_bytes=total_bytes):
+        pipeline.run().wait_until_finish()
 
 
-def _input_bytes(argv) -> int | None:
-    """The size of the job's input files, or None (a stream, or unknown)."""
-    flags = PipelineOptions(argv).get_all_options()
-    pattern = flags.get("input") or flags.get("train")
-    if not pattern:
-        return None
-    try:
-        found = FileSystems.match([pattern])[0].metadata_list
-    except Exception:  # the job itself reports a bad pattern
-        return None
-    return sum(metadata.size_in_bytes for metadata in found) or None
-
-
-def start(argv, required, build) -> PipelineResult:
+def start(argv: Sequence[str], required: Sequence[str],
+          build: Build) -> PipelineResult:
     """As `run`, but returns once the job is started: a stream runs until
     the returned result is cancelled."""
-    options = PipelineOptions(argv)
-    job = types.SimpleNamespace(**options.get_all_options())
-    if job.verbose:
-        os.environ[VERBOSE_ENV_VAR] = "1"
-    logging.getLogger().setLevel(logging.INFO if job.verbose
-                                 else logging.WARNING)
-    for flag in required:
-        if getattr(job, flag) in (None, ""):
-            sys.exit(f"--{flag} is required; see --help")
-    without_local_cache()
-    pipeline = beam.Pipeline(options=options)
-    try:
-        build(pipeline, job)
-    except (ValueError, ModelNotFoundError) as e:
-        # A bad flag or artifact, found before any worker starts.
-        _refuse(e, job.verbose)
-    return pipeline.run()
+    argv = list(argv)
+    verbose = "--verbose" in argv
+    with _refusing(REFUSED_BEFORE_START, verbose):
+        config = parse_flags(argv, _config_class(build), required)
+        _input_bytes(config)
+        pipeline = _built(argv, config, build, verbose)
+    with _refusing(REFUSED_WHILE_RUNNING, verbose):
+        return pipeline.run()
 
 
-def _refuse(error: Exception, verbose: bool) -> NoReturn:
-    """Ends the program with `error`'s message, which says what to do: a
-    traceback would only bury it (--verbose keeps it)."""
+def _config_class(build: Build) -> type[JobConfig]:
+    """The `JobConfig` `build` takes: its `config` parameter's annotation."""
+    return typing.get_type_hints(build)["config"]
+
+
+def _input_bytes(config: JobConfig) -> int | None:
+    """The size of the job's input files (None: none, as a stream reads);
+    refuses a pattern that matches no file."""
+    total = None
+    for flag, pattern in config.inputs().items():
+        try:
+            found = FileSystems.match([pattern])[0].metadata_list
+        except BeamIOError as e:
+            raise ValueError(f"--{flag} {pattern}: {e}") from e
+        if not found:
+            raise ValueError(f"--{flag} {pattern} matches no file")
+        total = (total or 0) + sum(meta.size_in_bytes for meta in found)
+    return total
+
+
+def _not_a_refusal(record: logging.LogRecord) -> bool:
+    """A log filter: drops Beam's log (with a traceback) of a DoFn's error
+    that the job reports in one line once Beam re-raises it."""
+    error = record.exc_info[1] if record.exc_info else None
+    return not isinstance(error, REFUSED_WHILE_RUNNING)
+
+
+def _built(argv: Sequence[str], config: JobConfig, build: Build,
+           verbose: bool) -> beam.Pipeline:
+    """The job's pipeline, built, with Beam's logs as `--verbose` asks."""
     if verbose:
-        raise error
-    sys.exit(f"error: {error}")
+        os.environ[VERBOSE_ENV_VAR] = "1"
+    logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
+    dofn_errors = logging.getLogger("apache_beam.runners.common")
+    if verbose:
+        dofn_errors.removeFilter(_not_a_refusal)
+    else:
+        dofn_errors.addFilter(_not_a_refusal)
+    without_local_cache()
+    pipeline = beam.Pipeline(options=PipelineOptions(argv))
+    build(pipeline, config)
+    return pipeline
 
 
-def _print_help(groups, description):
+@contextlib.contextmanager
+def _refusing(errors: tuple[type[Exception], ...],
+              verbose: bool) -> Iterator[None]:
+    """Ends the program with the message of any of `errors`, which says
+    what to do: a traceback would only bury it (--verbose keeps it)."""
+    try:
+        yield
+    except errors as e:
+        if verbose:
+            raise
+        sys.exit(f"error: {e}")
+
+
+def _print_help(groups: Sequence[type[PipelineOptions]],
+                description: str) -> None:
     parser = argparse.ArgumentParser(
         description=description,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Any Beam pipeline option (--runner, --project, --region, "
-               "--temp_location, ...) is accepted too.")
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     for group in groups:
         group._add_argparse_args(parser.add_argument_group(
             group.__doc__.split("\n")[0].rstrip(".")))
+    switches = [a for a in parser._actions if isinstance(a, Switch)]
+    for switch in switches:
+        # Shown as `--no_semantic`, not `--no_semantic [NO_SEMANTIC]`; this
+        # parser only prints.
+        switch.nargs = 0
+    parser.epilog = textwrap.fill(
+        (f"A switch ({switches[0].option_strings[0]}, ...) also takes =true "
+         "or =false, as Flex Templates pass it. " if switches else "")
+        + "Any Beam pipeline option (--runner, --project, --region, "
+          "--temp_location, ...) is accepted too.", width=79)
     parser.print_help()

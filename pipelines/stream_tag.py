@@ -18,6 +18,10 @@ On Dataflow, streaming from Pub/Sub:
         --dead_letter_topic projects/P/topics/DL [--dead_letter_table ...] \\
         --model /opt/models/embeddinggemma-bf16 --heads spam=gs://.../spam ...
 
+Tagged records and dead letters each need a sink (`--output` serves
+both): a job whose records go to Pub/Sub or BigQuery but whose dead
+letters go nowhere is refused before it starts, naming the flag to add.
+
 With a Pub/Sub source, `--output DIR` (local or gs://) writes
 `DIR/tagged-<window start>-<window end>-pane<N>.jsonl` per
 --output_window_secs of event time; a record up to --allowed_lateness_secs
@@ -38,11 +42,18 @@ the run in `duplicate_of_run`; the job only reads the index, and refuses
 one whose MinHash settings, model, dim or prompt differ from its own.
 """
 
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.options.pipeline_options import StandardOptions
 
+from embgemma_keras.artifacts import ModelIdentity
 from embgemma_keras.clusters.centroids import load_centroids
+from embgemma_keras.config import EmbedConfig
 from embgemma_keras.config import MinHashConfig
 from embgemma_keras.config import StreamConfig
 from embgemma_keras.config import StreamDedupConfig
@@ -51,12 +62,13 @@ from embgemma_keras.config import from_flags
 from embgemma_keras.labels.heads import load_head
 from embgemma_keras.records.schema import Vector
 from pipelines.options import FileOptions
+from pipelines.options import Files
 from pipelines.options import IndexOptions
+from pipelines.options import JobConfig
 from pipelines.options import LexicalOptions
 from pipelines.options import ModelOptions
 from pipelines.options import SemanticOptions
 from pipelines.options import checked_model
-from pipelines.options import embed_config
 from pipelines.options import run
 from transforms.embedding.model_handler import EmbeddingGemmaModelHandler
 from transforms.index.read_commit import ReadIndex
@@ -110,75 +122,144 @@ class StreamDedupOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        add_flags(parser, StreamDedupConfig)
+        # --semantic_threshold is SemanticOptions', shared with dedup_corpus.
+        add_flags(parser, StreamDedupConfig, skip=("semantic_threshold",))
 
 
-def load_heads(spec, identity, dim, prompts):
-    """`name=dir,...` -> {name: head}, each checked against the model."""
-    heads = {}
+def parse_heads(spec: str) -> tuple[tuple[str, str], ...]:
+    """`NAME=DIR,...` -> `((name, dir), ...)`; refuses a malformed item or
+    a name given twice.
+
+    >>> parse_heads("spam=gs://b/spam,mood=heads/mood")
+    (('spam', 'gs://b/spam'), ('mood', 'heads/mood'))
+    """
+    heads = []
     for item in filter(None, spec.split(",")):
         name, _, directory = item.partition("=")
-        if not directory:
+        if not name or not directory:
             raise ValueError(f"--heads takes NAME=DIR,..., got {item!r}")
-        heads[name] = load_head(
-            local_artifact(directory), expect=identity, dim=dim,
-            task=expected_task(Vector.CLASSIFICATION, prompts))
-    return heads
+        if name in dict(heads):
+            raise ValueError(f"--heads names {name!r} twice")
+        heads.append((name, directory))
+    return tuple(heads)
 
 
-def build(pipeline, job):
-    stream = from_flags(StreamConfig, job)
-    embed = embed_config(job)
+@dataclasses.dataclass(frozen=True)
+class StreamTagConfig(JobConfig):
+    """stream_tag's flags, parsed once.
+
+    Args:
+        files: `files.input`, records to tag from files (or a Pub/Sub
+            `input_subscription` or `input_topic`: one source), and the
+            text column.
+        sinks: where tagged records and dead letters go.
+        heads: `(name, directory)` of each label head.
+        centroids: the centroids' directory, or None.
+        index: a dedup index to flag duplicates of, or None.
+        stream: prompts, micro-batches and windowed files.
+        dedup: near-duplicates within the horizon.
+        embed: the model.
+    """
+
+    files: Files
+    sinks: TaggedSinks
+    input_subscription: str | None = None
+    input_topic: str | None = None
+    heads: tuple[tuple[str, str], ...] = ()
+    centroids: str | None = None
+    index: str | None = None
+    stream: StreamConfig = dataclasses.field(default_factory=StreamConfig)
+    dedup: StreamDedupConfig = dataclasses.field(
+        default_factory=StreamDedupConfig)
+    embed: EmbedConfig = dataclasses.field(default_factory=EmbedConfig)
+
+    # The option groups the job takes, its own first.
+    OPTIONS = (StreamTagOptions, StreamOptions, StreamDedupOptions,
+               IndexOptions, FileOptions, LexicalOptions, SemanticOptions,
+               ModelOptions)
+
+    def __post_init__(self) -> None:
+        sources = [f"--{name}" for name, value in (
+            ("input", self.files.input),
+            ("input_subscription", self.input_subscription),
+            ("input_topic", self.input_topic)) if value]
+        if len(sources) != 1:
+            raise ValueError(
+                "give one of --input, --input_subscription or --input_topic"
+                + (f", not {' and '.join(sources)}" if sources else ""))
+
+    @property
+    def streaming(self) -> bool:
+        """Whether the records come from Pub/Sub (else from files)."""
+        return not self.files.input
+
+    @classmethod
+    def from_flags(cls, flags: argparse.Namespace) -> StreamTagConfig:
+        stream = from_flags(StreamConfig, flags)
+        return cls(
+            Files.from_flags(flags),
+            TaggedSinks(flags.output, flags.output_topic, flags.output_table,
+                        flags.dead_letter_topic, flags.dead_letter_table,
+                        streaming=not flags.input,
+                        window_secs=stream.output_window_secs,
+                        allowed_lateness_secs=stream.allowed_lateness_secs),
+            flags.input_subscription, flags.input_topic,
+            parse_heads(flags.heads), flags.centroids, flags.index, stream,
+            from_flags(StreamDedupConfig, flags,
+                       lexical=from_flags(MinHashConfig, flags)),
+            from_flags(EmbedConfig, flags))
+
+
+OPTIONS = StreamTagConfig.OPTIONS
+
+
+def load_heads(heads: tuple[tuple[str, str], ...], identity: ModelIdentity,
+               dim: int, prompts: str) -> dict:
+    """`(name, dir), ...` -> {name: head}, each checked against the model."""
+    return {name: load_head(
+        local_artifact(directory), expect=identity, dim=dim,
+        task=expected_task(Vector.CLASSIFICATION, prompts))
+        for name, directory in heads}
+
+
+def build(pipeline: beam.Pipeline, config: StreamTagConfig) -> None:
+    """Wires the job: tagged records and dead letters to their sinks."""
+    embed, stream = config.embed, config.stream
     handle, identity = checked_model(embed)
-    heads = load_heads(job.heads, identity, embed.dim, stream.prompts)
+    heads = load_heads(config.heads, identity, embed.dim, stream.prompts)
     centroids = None
-    if job.centroids:
+    if config.centroids:
         centroids = load_centroids(
-            local_artifact(job.centroids), expect=identity, dim=embed.dim,
+            local_artifact(config.centroids), expect=identity, dim=embed.dim,
             task=expected_task(Vector.CLUSTERING, stream.prompts))
-    streaming = bool(job.input_subscription or job.input_topic)
-    if streaming:
+    if config.streaming:
         pipeline.options.view_as(StandardOptions).streaming = True
         parsed = (pipeline | "ReadPubSub" >> beam.io.ReadFromPubSub(
-            subscription=job.input_subscription, topic=job.input_topic)
+            subscription=config.input_subscription, topic=config.input_topic)
                   ) | "Parse" >> ParseRecords()
-    elif job.input:
-        parsed = pipeline | "Read" >> ReadRecords(job.input, job.text_column)
     else:
-        raise ValueError("give --input, --input_subscription or "
-                         "--input_topic")
+        parsed = pipeline | "Read" >> ReadRecords(config.files.input,
+                                                  config.files.text_column)
     # Micro-batch deadlines only in a stream: over files, Beam's stateful
     # batcher would flush its last batch after the file sinks have closed.
     handler = EmbeddingGemmaModelHandler.from_config(
         embed, handle, max_batch_duration_secs=(
-            stream.max_batch_duration_secs if streaming else None))
-    dedup = from_flags(StreamDedupConfig, job,
-                       lexical=from_flags(MinHashConfig, job),
-                       semantic_threshold=job.semantic_threshold)
+            stream.max_batch_duration_secs if config.streaming else None))
     against = None
-    if job.index:
-        index = open_index_for_stream(job.index, dedup.lexical, identity,
-                                      embed.dim)
+    if config.index:
+        index = open_index_for_stream(config.index, config.dedup.lexical,
+                                      identity, embed.dim)
         against = pipeline | "ReadIndex" >> ReadIndex(index)
     tagged = parsed.output | "Tag" >> TagRecords(
-        handler, heads, centroids, dedup, stream.prompts, against)
+        handler, heads, centroids, config.dedup, stream.prompts, against)
     dead = ((parsed.dead_letters, tagged.dead_letters)
             | "AllDeadLetters" >> beam.Flatten())
-    write_tagged(TaggedSinks(
-        job.output, job.output_topic, job.output_table,
-        job.dead_letter_topic, job.dead_letter_table, streaming,
-        stream.output_window_secs, stream.allowed_lateness_secs),
-        tagged.output, dead)
+    write_tagged(config.sinks, tagged.output, dead)
 
 
-# The option groups the job takes, its own first.
-OPTIONS = [StreamTagOptions, StreamOptions, StreamDedupOptions,
-           IndexOptions, FileOptions, LexicalOptions, SemanticOptions,
-           ModelOptions]
+def main(argv: list[str] | None = None) -> None:
+    run(argv, REQUIRED, build, __doc__)
 
-
-def main(argv=None):
-    run(argv, OPTIONS, REQUIRED, build, __doc__)
 
 if __name__ == "__main__":
     main()

@@ -24,15 +24,23 @@ head is fitted: the labels' descriptions become prototypes, and the
 labelled file only measures how well they do.
 """
 
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from embgemma_keras.config import EmbedConfig
 from embgemma_keras.config import HeadConfig
 from embgemma_keras.config import add_flags
 from embgemma_keras.config import from_flags
 from pipelines.options import FileOptions
+from pipelines.options import Files
+from pipelines.options import JobConfig
 from pipelines.options import ModelOptions
 from pipelines.options import checked_model
-from pipelines.options import embed_config
 from pipelines.options import run
 from transforms.embedding.model_handler import EmbeddingGemmaModelHandler
 from transforms.labels.train_head import TrainHead
@@ -59,23 +67,61 @@ class TrainClassifierOptions(PipelineOptions):
         add_flags(parser, HeadConfig)
 
 
-def build(pipeline, job):
+@dataclasses.dataclass(frozen=True)
+class TrainClassifierConfig(JobConfig):
+    """train_classifier's flags, parsed once.
+
+    Args:
+        train: the labelled file to train on.
+        files: the output directory and the text column (`files.input` is
+            not read: the job reads `train`).
+        eval: a labelled file to evaluate on, or None.
+        label_column: the column (or JSON field) holding the label.
+        head: the prompt, folds, baseline and zero-shot labels.
+        embed: the model.
+    """
+
+    train: str
+    files: Files
+    eval: str | None = None
+    label_column: str = "label"
+    head: HeadConfig = dataclasses.field(default_factory=HeadConfig)
+    embed: EmbedConfig = dataclasses.field(default_factory=EmbedConfig)
+
+    # The option groups the job takes, its own first.
+    OPTIONS = (TrainClassifierOptions, FileOptions, ModelOptions)
+
+    @classmethod
+    def from_flags(cls, flags: argparse.Namespace) -> TrainClassifierConfig:
+        if flags.input:
+            raise ValueError("train_classifier reads --train, not --input")
+        return cls(flags.train, Files.from_flags(flags), flags.eval,
+                   flags.label_column,
+                   from_flags(HeadConfig, flags,
+                              zero_shot=tuple(flags.zero_shot)),
+                   from_flags(EmbedConfig, flags))
+
+    def inputs(self) -> dict[str, str]:
+        return {flag: pattern for flag, pattern in (
+            ("train", self.train), ("eval", self.eval)) if pattern}
+
+
+OPTIONS = TrainClassifierConfig.OPTIONS
+
+
+def build(pipeline: beam.Pipeline,
+          config: TrainClassifierConfig) -> beam.PCollection:
     """Wires the job; returns the PCollection holding its metrics."""
-    config = from_flags(HeadConfig, job, zero_shot=tuple(job.zero_shot))
-    embed = embed_config(job)
-    handle, identity = checked_model(embed)
+    handle, identity = checked_model(config.embed)
     return pipeline | TrainHead(
-        job.train, job.output, EmbeddingGemmaModelHandler.from_config(
-            embed, handle), config, identity, job.eval, job.label_column,
-        job.text_column)
+        config.train, config.files.output,
+        EmbeddingGemmaModelHandler.from_config(config.embed, handle),
+        config.head, identity, config.eval, config.label_column,
+        config.files.text_column)
 
 
-# The option groups the job takes, its own first.
-OPTIONS = [TrainClassifierOptions, FileOptions, ModelOptions]
-
-
-def main(argv=None):
-    run(argv, OPTIONS, REQUIRED, build, __doc__)
+def main(argv: list[str] | None = None) -> None:
+    run(argv, REQUIRED, build, __doc__)
 
 
 if __name__ == "__main__":

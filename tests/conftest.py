@@ -2,10 +2,18 @@
 
 Real-weight tests read the model directory from EMBGEMMA_MODEL. Without it
 they are skipped locally, but fail under CI (CI=true), where .ci/run fetches
-the weights: a real-weight test must never be skipped there silently.
+the weights: a real-weight test must never be skipped there silently. The
+local runners (`set_up_runner`) are treated alike.
+
+`python -m pytest -m "not slow"` is the quick loop: it leaves out the tests
+marked `slow` (see pytest.ini), among them every test on a real runner or
+on the real weights, which the hook below marks; plain `python -m pytest`
+runs everything.
 """
 
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -17,6 +25,15 @@ collect_ignore = ["data/make_reference.py"]
 
 from embgemma_keras import EmbeddingGemma  # noqa: E402
 from embgemma_keras import make_tiny_preset  # noqa: E402
+from local_runners import RunnerUnavailable  # noqa: E402
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks `slow` the tests on real runners or on the real weights."""
+    for item in items:
+        if (item.get_closest_marker("runners")
+                or "real_model_path" in getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +54,27 @@ def real_model_path():
             pytest.fail("CI must set EMBGEMMA_MODEL (see .ci/run).")
         pytest.skip("EMBGEMMA_MODEL is not set; real-weight test skipped.")
     return path
+
+
+Made = TypeVar("Made")
+
+
+@pytest.fixture(scope="session")
+def set_up_runner() -> Callable[[Callable[[], Made]], Made]:
+    """`set_up_runner(make)`: what `make()` builds or starts.
+
+    When it raises RunnerUnavailable (no Go, Java or Maven, a failed build
+    or start), the test fails under CI=true and skips elsewhere, with the
+    reason.
+    """
+    def set_up(make: Callable[[], Made]) -> Made:
+        try:
+            return make()
+        except RunnerUnavailable as e:
+            if os.environ.get("CI"):
+                pytest.fail(f"runner unavailable: {e}")
+            pytest.skip(f"runner unavailable: {e}")
+    return set_up
 
 
 @pytest.fixture(scope="session")

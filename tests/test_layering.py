@@ -95,11 +95,14 @@ def test_only_the_model_modules_import_tensorflow(floor):
 
 
 def test_pipelines_hold_no_transforms_or_dofns():
+    beam_blocks = {"PTransform", "DoFn", "CombineFn",
+                   "PTransformWithSideInputs"}
     for name, tree in _modules("pipelines"):
         for node in ast.walk(tree):
             if isinstance(node, ast.ClassDef):
-                bases = {ast.unparse(base) for base in node.bases}
-                assert bases == {"PipelineOptions"}, (
+                bases = {ast.unparse(base).split(".")[-1]
+                         for base in node.bases}
+                assert not bases & beam_blocks, (
                     f"{name}.{node.name} derives from {bases}: Beam "
                     "building blocks belong in transforms/")
 
@@ -114,6 +117,7 @@ def _loaded_after(code):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_importing_every_beam_module_loads_no_tensorflow():
     modules = [name for floor in ("transforms", "pipelines")
                for name, _ in _modules(floor)]
@@ -121,6 +125,7 @@ def test_importing_every_beam_module_loads_no_tensorflow():
     assert _loaded_after(imports) == []
 
 
+@pytest.mark.slow
 def test_a_dedup_without_the_model_runs_without_tensorflow(tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("\n".join(json.dumps({"id": str(i), "text": text})
@@ -137,6 +142,7 @@ def test_a_dedup_without_the_model_runs_without_tensorflow(tmp_path):
     assert report["counts"]["duplicates_by_kind"]["exact"] == 1
 
 
+@pytest.mark.slow
 def test_the_embedding_model_package_loads_tensorflow_only_for_the_model():
     assert _loaded_after("from embgemma_keras import MinHasher, "
                          "RecordParser, load_head, Task") == []

@@ -5,10 +5,9 @@ which hard-codes a 100 MB cache; on Dataflow, Prism or Flink only with
 `--max_cache_memory_usage_mb` > 0), it weighs every value it loads with
 `objsize.get_deep_size`. objsize starts each call by collecting the ids of
 every loaded module's globals, to exclude them from the walk: with
-TensorFlow loaded (6,000 modules) that costs 1.75 ms per call, whatever the
-value, against 0.02 ms for the walk itself (measured on the development
-machine). A streaming dedup reads one state cell per LSH band per record,
-so the scan dominated the job.
+TensorFlow loaded that scan costs far more than the walk itself, whatever
+the value. A streaming dedup reads one state cell per LSH band per record,
+so the scan dominated the job (the figures: docs/streaming.md).
 
 The scan is redundant for Beam: its filter (`statecache._filter_func`)
 never walks into modules, types or functions, the only ways from a value
@@ -21,8 +20,7 @@ The local runner's cache itself is there for Beam's own tests (its
 runners"); in-process, a cached read costs more than the read it saves,
 since every value is still weighed on the way in. `without_local_cache()`
 runs the local runner's embedded worker as production harnesses run, with
-no cache: `stream_tag` on 2,000 records with the tiny model took 20.6 s
-instead of 30.1 s (the jobs call it in `pipelines.options.start`).
+no cache, which is faster (the jobs call it in `pipelines.options.start`).
 """
 
 import objsize

@@ -37,6 +37,7 @@ from embgemma_keras.records.schema import bigquery_schema
 from embgemma_keras.records.schema import to_json_line
 from embgemma_keras.tasks import Task
 from transforms.clusters.assign import AssignClusters
+from transforms.counters import count
 from transforms.dedup.streaming import StreamingNearDuplicates
 from transforms.embedding.embed import EmbedRecords
 from transforms.embedding.embed import prompts_for
@@ -109,7 +110,11 @@ class TagRecords(beam.PTransform):
 
 @dataclasses.dataclass(frozen=True)
 class TaggedSinks:
-    """Where tagged records and dead letters go (any combination)."""
+    """Where tagged records and dead letters go (any combination, but
+    each needs one: a record with nowhere to go would be lost silently).
+
+    The fields are named as `stream_tag`'s flags, which the refusals name.
+    """
 
     output: str | None = None  # directory, local or gs://
     output_topic: str | None = None
@@ -120,13 +125,32 @@ class TaggedSinks:
     window_secs: int = StreamConfig.output_window_secs
     allowed_lateness_secs: int = StreamConfig.allowed_lateness_secs
 
+    def __post_init__(self) -> None:
+        records = [f"--{name}" for name in ("output", "output_topic",
+                                            "output_table")
+                   if getattr(self, name)]
+        if not records:
+            raise ValueError("tagged records have no sink: give --output, "
+                             "--output_topic or --output_table")
+        if not (self.output or self.dead_letter_topic
+                or self.dead_letter_table):
+            raise ValueError(
+                f"dead letters have no sink (tagged records go to "
+                f"{' and '.join(records)}): add --dead_letter_topic or "
+                f"--dead_letter_table")
 
-def write_tagged(sinks: TaggedSinks, tagged, dead_letters) -> None:
+
+def write_tagged(sinks: TaggedSinks, tagged: beam.PCollection,
+                 dead_letters: beam.PCollection) -> None:
     """Sends tagged records and dead letters to every sink named.
 
-    Over files (not streaming) it also prints the count of each label and
-    of duplicates when the job ends.
+    Every dead letter is counted (the progress line's and Beam's
+    `progress/dead_letters`), whichever its sinks. Over files (not
+    streaming) it also prints the count of each label and of duplicates
+    when the job ends.
     """
+    dead_letters = dead_letters | "CountDeadLetters" >> beam.Map(
+        _counted_dead_letter)
     if sinks.output and sinks.streaming:
         for pcoll, name, label in ((tagged, "tagged", "Tagged"),
                                    (dead_letters, "dead_letters",
@@ -139,7 +163,7 @@ def write_tagged(sinks: TaggedSinks, tagged, dead_letters) -> None:
                     "Tagged")
         write_jsonl(dead_letters,
                     FileSystems.join(sinks.output, "dead_letters"),
-                    "DeadLetters", count_as=DEAD_LETTERS)
+                    "DeadLetters")
         _ = (tagged
              | "LabelKeys" >> beam.FlatMap(_label_keys)
              | "CountLabels" >> beam.combiners.Count.PerElement()
@@ -163,6 +187,11 @@ def write_tagged(sinks: TaggedSinks, tagged, dead_letters) -> None:
                 write_disposition=beam.io.BigQueryDisposition.WRITE_APPEND)
 
 
+def _counted_dead_letter(dead_letter: dict) -> dict:
+    count(DEAD_LETTERS)
+    return dead_letter
+
+
 def _label_keys(record):
     for head, result in record.get(LABELS, {}).items():
         yield f"{head}={result['label']}"
@@ -170,6 +199,6 @@ def _label_keys(record):
 
 
 def _print_counts(counts):
-    for key, count in sorted(counts):
-        say(f"{key:32} {count:8d}")
+    for key, total in sorted(counts):
+        say(f"{key:32} {total:8d}")
 

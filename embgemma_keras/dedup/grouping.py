@@ -12,11 +12,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from collections.abc import Iterator
+from collections.abc import Mapping
 
 import numpy as np
 
 from embgemma_keras.dedup.minhash import normalize
+from embgemma_keras.records.schema import DUPLICATE_OF
+from embgemma_keras.records.schema import DUPLICATE_OF_RUN
 from embgemma_keras.records.schema import ID
+from embgemma_keras.records.schema import KEPT_ID
 from embgemma_keras.records.schema import TEXT
 
 # Vectors compared at once within a bucket: 2,048 x 2,048 cosines (16 MB).
@@ -42,7 +46,7 @@ def representative_order(record: dict) -> tuple:
     return (-len(record[TEXT]), record[ID])
 
 
-def exact_key(text: str, **normalisation) -> bytes:
+def exact_key(text: str, **normalisation: bool) -> bytes:
     """Equal for texts that are identical after `normalize`."""
     return hashlib.sha256(
         normalize(text, **normalisation).encode("utf-8")).digest()
@@ -68,6 +72,28 @@ def connected_components(
         yield node, find(node)
 
 
+def with_kept_id(duplicate: dict, kept_later: Mapping[str, str]) -> dict:
+    """The duplicate with `kept_id`: the record its group kept in the end.
+
+    A stage's duplicate names (`duplicate_of`) the record the stage kept,
+    which a later stage may flag in turn: `kept_later` maps the id of each
+    record a later stage flagged to its own `kept_id`. An index entry
+    (`duplicate_of_run`) is kept for good.
+
+    >>> kept_later = {"typo": "paraphrased"}
+    >>> with_kept_id({"id": "copy", "duplicate_of": "typo"},
+    ...              kept_later)["kept_id"]
+    'paraphrased'
+    >>> with_kept_id({"id": "c", "duplicate_of": "typo",
+    ...               "duplicate_of_run": "run1"}, kept_later)["kept_id"]
+    'typo'
+    """
+    original = duplicate[DUPLICATE_OF]
+    if DUPLICATE_OF_RUN not in duplicate:
+        original = kept_later.get(original, original)
+    return {**duplicate, KEPT_ID: original}
+
+
 def within_bucket_edges(members: list[tuple[str, np.ndarray]],
                         threshold: float
                         ) -> Iterator[tuple[str, str, float]]:
@@ -77,7 +103,7 @@ def within_bucket_edges(members: list[tuple[str, np.ndarray]],
     for start in range(0, len(ids), _BLOCK):
         block = vectors[start:start + _BLOCK] @ vectors.T
         rows, cols = np.nonzero(block >= threshold)
-        for row, col in zip(rows.tolist(), cols.tolist()):
+        for row, col in zip(rows.tolist(), cols.tolist(), strict=True):
             i = start + row
             if i < col:
                 yield ids[i], ids[col], float(block[row, col])
@@ -97,5 +123,5 @@ def edges_between(new: list[tuple[str, np.ndarray]],
         block = np.stack([v for _, v in chunk]).astype(np.float32) @ (
             old_vectors.T)
         rows, cols = np.nonzero(block >= threshold)
-        for row, col in zip(rows.tolist(), cols.tolist()):
+        for row, col in zip(rows.tolist(), cols.tolist(), strict=True):
             yield chunk[row][0], old_ids[col], float(block[row, col])

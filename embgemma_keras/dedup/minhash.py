@@ -25,6 +25,8 @@ import zlib
 import numpy as np
 
 from embgemma_keras.config import MinHashConfig
+from embgemma_keras.records.schema import MINHASH
+from embgemma_keras.records.schema import TEXT
 
 _SPACES = re.compile(r"\s+")
 _POLY = np.uint32(0x01000193)  # the 32-bit FNV prime: odd, well mixed bits
@@ -45,7 +47,7 @@ def normalize(text: str, nfkc: bool = True, casefold: bool = True,
     return text
 
 
-def fmix32(values):
+def fmix32(values: np.ndarray) -> np.ndarray:
     """MurmurHash3's 32-bit finalizer: an avalanching bijection on uint32."""
     values = np.asarray(values, dtype=np.uint32)
     values = values ^ (values >> np.uint32(16))
@@ -90,7 +92,7 @@ class MinHasher:
         lengths = np.array([max(len(u), self.size) for u in units])
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         joined = np.zeros(int(lengths.sum()), dtype=np.uint32)
-        for start, unit in zip(starts, units):
+        for start, unit in zip(starts, units, strict=True):
             joined[start:start + len(unit)] = unit
         hashes = self._window_hashes(joined)
         # Windows that straddle two texts are dropped.
@@ -117,14 +119,15 @@ class MinHasher:
                 np.minimum.reduceat(block, segment_starts, axis=0))
         return result
 
-    def shingle_hashes(self, text):
-        """Input hashes of one text's shingles (for checks against datasketch)."""
+    def shingle_hashes(self, text: str) -> np.ndarray:
+        """Input hashes of one text's shingles (for checks against
+        datasketch)."""
         units = self._units(text)
         padded = np.zeros(max(len(units), self.size), dtype=np.uint32)
         padded[:len(units)] = units
         return self._window_hashes(padded)
 
-    def band_hashes(self, signatures) -> np.ndarray:
+    def band_hashes(self, signatures: np.ndarray) -> np.ndarray:
         """A 64-bit hash of each band of each signature, `(n, bands)`.
 
         FNV-1a over the band's `rows` values, vectorised; two texts are LSH
@@ -137,7 +140,7 @@ class MinHasher:
             hashes = (hashes ^ rows[:, :, row]) * _FNV64_PRIME
         return hashes
 
-    def band_keys(self, signature) -> list[tuple[int, int]]:
+    def band_keys(self, signature: np.ndarray) -> list[tuple[int, int]]:
         """One `(band, hash)` key per band; equal keys are LSH candidates."""
         return list(enumerate(self.band_hashes([signature])[0].tolist()))
 
@@ -163,6 +166,21 @@ def _affine32_permutations(num_perm, seed):
     return a.astype(np.uint32), b.astype(np.uint32)
 
 
-def estimated_jaccard(signature_a, signature_b) -> float:
+def signed(records: list[dict], hasher: MinHasher) -> list[dict]:
+    """The records, each with the signature of its normalised text under
+    `MINHASH`: computed once, a batch at a time, for every stage that
+    compares or indexes it.
+
+    >>> [record] = signed([{"text": "hello"}], MinHasher())
+    >>> record["_minhash"].dtype, record["_minhash"].shape
+    (dtype('uint32'), (128,))
+    """
+    signatures = hasher.signatures([normalize(r[TEXT]) for r in records])
+    return [{**record, MINHASH: signature}
+            for record, signature in zip(records, signatures, strict=True)]
+
+
+def estimated_jaccard(signature_a: np.ndarray,
+                      signature_b: np.ndarray) -> float:
     """The fraction of equal MinHash values, an estimate of Jaccard."""
     return float(np.mean(np.asarray(signature_a) == np.asarray(signature_b)))

@@ -1,30 +1,71 @@
-"""report.json and report.html for a dedup_corpus run (plain Python)."""
+"""report.json and report.html for a dedup_corpus run (plain Python).
+
+What a run gathers at its end is a `RunTally`; `build_report` turns it,
+with the settings and what the run was (`run`: model, input files, start),
+into report.json, and `render_html` that into report.html.
+"""
 
 from __future__ import annotations
 
 import collections
 import html
+import typing
 
 import numpy as np
 
 _BINS = 20
+_FILES_LISTED = 20  # input files report.html names; report.json has all
 
 
-def build_report(counts: dict, duplicates: list, examples: list,
-                 settings: dict) -> dict:
-    """Assembles report.json from the job's gathered outputs.
+class RunTally(typing.NamedTuple):
+    """What a run's report counts, gathered once its outputs are written.
+
+    `duplicates` holds `(kind, similarity, kept_id)` for every duplicate,
+    `examples` `(kind, similarity, duplicate text, kept text)` for a few.
+    """
+
+    input: int  # lines read: records and dead letters
+    unique: int
+    dead_letters: int
+    embedded: int
+    duplicates: list[tuple[str, float, str]]
+    examples: list[tuple[str, float, str, str]]
+    output_files: int
+    duplicates_of_index: int | None = None  # only with a dedup index
+    index_version: str | None = None  # the version the run left current
+
+
+def build_report(tally: RunTally, settings: dict, run: dict,
+                 wall_secs: float) -> dict:
+    """Assembles report.json.
 
     Args:
-        counts: {"input", "unique", "dead_letters", "embedded"}, and
-            "duplicates_of_index" when a dedup index was used (then
-            "duplicates_within_run" is derived).
-        duplicates: [(kind, similarity, duplicate_of)] for every duplicate.
-        examples: [(kind, similarity, duplicate_text, kept_text)].
-        settings: the thresholds and parameters used.
+        tally: what the run gathered.
+        settings: the thresholds and parameters used; with a dedup index,
+            its "index" directory (then the counts say how many duplicates
+            were of the index, and the settings its version).
+        run: what the run was: its model and dtype, its input pattern and
+            files, when it started.
+        wall_secs: from the start of the run to its report.
+
+    Example:
+
+    >>> tally = RunTally(input=3, unique=2, dead_letters=0, embedded=0,
+    ...                  duplicates=[("exact", 1.0, "a")], examples=[],
+    ...                  output_files=3)
+    >>> report = build_report(tally, {}, {"model": "no model"}, 2.0)
+    >>> report["counts"]["duplicates"], report["run"]["records_per_sec"]
+    (1, 1.5)
     """
+    duplicates = tally.duplicates
+    counts = {"input": tally.input, "unique": tally.unique,
+              "dead_letters": tally.dead_letters, "embedded": tally.embedded}
+    if "index" in settings:
+        counts["duplicates_of_index"] = tally.duplicates_of_index
+        settings = {**settings, "index_version": tally.index_version}
     by_kind = collections.Counter(kind for kind, _, _ in duplicates)
     group_sizes = collections.Counter(
-        collections.Counter(of for _, _, of in duplicates).values())
+        collections.Counter(kept for _, _, kept in duplicates).values())
     histograms = {}
     for kind in sorted(set(by_kind) - {"exact"}):  # exact: always 1.0
         values = [s for k, s, _ in duplicates if k == kind]
@@ -45,14 +86,18 @@ def build_report(counts: dict, duplicates: list, examples: list,
             "embeddings_avoided": by_kind.get("exact", 0)
             + by_kind.get("lexical", 0),
         },
-        # group size (kept record + its direct duplicates) -> groups
+        # group size (kept record + all its duplicates) -> groups
         "group_sizes": {str(size + 1): n for size, n in
                         sorted(group_sizes.items())},
         "similarity_histograms": histograms,
+        "run": {**run, "wall_secs": round(wall_secs, 3),
+                "records_per_sec": round(tally.input / wall_secs, 3)
+                if wall_secs > 0 else None,
+                "output_files": tally.output_files},
         "settings": settings,
         "examples": [{"kind": k, "similarity": round(s, 4),
                       "duplicate": d, "kept": kept}
-                     for k, s, d, kept in examples],
+                     for k, s, d, kept in tally.examples],
     }
 
 
@@ -78,6 +123,8 @@ def render_html(report: dict) -> str:
         _table(["kind", "duplicates"],
                [[k, f"{v:,}"] for k, v in
                 counts["duplicates_by_kind"].items()]),
+        "<h2>Run</h2>",
+        _run_table(report["run"]),
     ]
     settings = report["settings"]
     for kind, histogram in report["similarity_histograms"].items():
@@ -100,6 +147,25 @@ def render_html(report: dict) -> str:
     parts.append(_table(["setting", "value"],
                         [[k, str(v)] for k, v in settings.items()]))
     return "\n".join(parts)
+
+
+def _run_table(run: dict) -> str:
+    """What the run was: model, input, timing (a few files named)."""
+    files = run["input_files"]
+    named = ", ".join(files[:_FILES_LISTED]) + (
+        f" and {len(files) - _FILES_LISTED:,} more"
+        if len(files) > _FILES_LISTED else "")
+    rate = run["records_per_sec"]
+    return _table(["run", "value"], [
+        ["model", run["model"]],
+        ["dtype", run["dtype"] or "-"],
+        ["input pattern", run["input_pattern"]],
+        [f"input files ({len(files):,})", named],
+        ["started (UTC)", run["started"]],
+        ["wall time", f"{run['wall_secs']:,.1f} s"],
+        ["records / s", "-" if rate is None else f"{rate:,.1f}"],
+        ["output files", f"{run['output_files']:,}"],
+    ])
 
 
 def _has_index(report: dict) -> bool:
@@ -128,7 +194,7 @@ def _bars_svg(labels, values, x_title, y_title, marker=None):
     bar = (width - 2 * pad) / max(len(values), 1)
     items = [f"<svg width='{width}' height='{height + 40}' "
              f"xmlns='http://www.w3.org/2000/svg' font-size='11'>"]
-    for i, (label, value) in enumerate(zip(labels, values)):
+    for i, (label, value) in enumerate(zip(labels, values, strict=True)):
         h = (height - pad) * value / top
         x = pad + i * bar
         items.append(f"<rect x='{x:.1f}' y='{height - h:.1f}' "

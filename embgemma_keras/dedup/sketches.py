@@ -117,7 +117,8 @@ class SemanticSketch:
         return {k: v for k, v in self.__dict__.items() if k != "planes"}
 
     @classmethod
-    def from_config(cls, config: StreamDedupConfig, dim: int):
+    def from_config(cls, config: StreamDedupConfig, dim: int
+                    ) -> SemanticSketch:
         return cls(dim, config.semantic_bands, config.semantic_bits,
                    config.semantic_threshold)
 

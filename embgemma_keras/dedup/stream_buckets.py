@@ -8,23 +8,28 @@ newcomers and the held entries come from (Beam state and timers in a
 stream, one group per bucket over a bounded input) is
 `transforms.dedup.streaming`'s business; the verdicts are the same.
 
+Newcomers, originals and index entries are all `BucketEntry`s, one field
+order for all; a verdict names its original with a `Match`; the
+detector's verdict join holds `JoinEntry`s (a record's line, or the
+verdicts of some of its bands).
+
 >>> from embgemma_keras.dedup.sketches import LexicalSketch
 >>> lexical = LexicalSketch()
 >>> judge = BucketJudge([lexical], horizon_secs=60, max_originals=200)
 >>> a, _ = lexical.sketch({"text": "see you at the station at nine"})
 >>> b, _ = lexical.sketch({"text": "See you at the station at nine!"})
->>> judged = judge([("lexical", "b", b, 5_000_000),
-...                 ("lexical", "a", a, 0)], held=[])
->>> [(record_id, match and match[1])
-...  for record_id, _, match in judged.verdicts]
+>>> judged = judge([BucketEntry.newcomer("lexical", "b", b, 5_000_000),
+...                 BucketEntry.newcomer("lexical", "a", a, 0)], held=[])
+>>> [(v.id, v.match and v.match.original) for v in judged.verdicts]
 [('a', None), ('b', 'a')]
->>> [entry[0] for entry in judged.held]
+>>> [entry.id for entry in judged.held]
 ['a']
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Iterable
 from collections.abc import Sequence
 
@@ -33,14 +38,95 @@ import numpy as np
 from embgemma_keras.dedup.grouping import THIS_RUN
 from embgemma_keras.dedup.sketches import Sketcher
 
-# (record id, sketch, event time in microseconds): an original held.
-Entry = tuple[str, bytes, int]
-# (kind, record id, sketch, event time in microseconds): a record to judge.
-Newcomer = tuple[str, str, bytes, int]
-# (run that kept it, record id, sketch): an entry of a dedup index.
-Indexed = tuple[str, str, bytes]
-# (kind, id of the original, similarity, the run that kept it or THIS_RUN)
-Match = tuple[str, str, float, str]
+# The `kind` of an entry a bucket holds: an original, or an index entry.
+HELD = ""
+
+
+class BucketEntry(typing.NamedTuple):
+    """A record or index entry in one LSH bucket.
+
+    A newcomer (a record still to judge) has its sketcher's `kind`; an
+    original the bucket holds, or an entry of a dedup index, is `HELD`.
+    """
+
+    kind: str
+    run: str  # THIS_RUN, or the run that kept an index entry
+    id: str
+    sketch: bytes
+    micros: int  # event time in microseconds; 0 for an index entry
+
+    @classmethod
+    def newcomer(cls, kind: str, record_id: str, sketch: bytes,
+                 micros: int) -> BucketEntry:
+        """A record of this run, to be judged by the sketcher `kind`."""
+        return cls(kind, THIS_RUN, record_id, sketch, micros)
+
+    @classmethod
+    def indexed_entry(cls, run: str, record_id: str,
+                      sketch: bytes) -> BucketEntry:
+        """A record the run `run` kept in a dedup index: held for good."""
+        return cls(HELD, run, record_id, sketch, 0)
+
+    @property
+    def indexed(self) -> bool:
+        """Whether it is an entry of a dedup index, not a record of this
+        run."""
+        return self.run != THIS_RUN
+
+    @property
+    def is_newcomer(self) -> bool:
+        """Whether it is still to be judged (not held)."""
+        return self.kind != HELD
+
+
+class Match(typing.NamedTuple):
+    """The original a newcomer near-duplicates."""
+
+    kind: str  # the sketcher that matched: a DuplicateKind
+    original: str  # its id
+    similarity: float
+    run: str  # the run that kept it (an index entry), or THIS_RUN
+
+    @property
+    def indexed(self) -> bool:
+        """Whether the original is an entry of a dedup index."""
+        return self.run != THIS_RUN
+
+
+# "No match" where None cannot be held (Beam state): a match of no kind.
+NO_MATCH = Match("", "", 0.0, "")
+
+
+class JoinEntry(typing.NamedTuple):
+    """A message to the verdict join, as its inbox holds it: a delivery of
+    a record (its line, no verdict), or verdicts of some of its bands."""
+
+    line: bytes  # the vector-free record as a JSON line; b"" for verdicts
+    judged: int  # bands judged
+    best: Match  # the best match of those bands, or NO_MATCH
+
+    @classmethod
+    def of_line(cls, line: bytes) -> JoinEntry:
+        """A delivery of a record, as its JSON line."""
+        return cls(line, 0, NO_MATCH)
+
+    @classmethod
+    def of_verdicts(cls, judged: int, best: Match | None) -> JoinEntry:
+        """The verdicts of `judged` bands, `best` the best match of them."""
+        return cls(b"", judged, best or NO_MATCH)
+
+    @property
+    def match(self) -> Match | None:
+        """The best match, or None."""
+        return self.best if self.best.kind else None
+
+
+class Verdict(typing.NamedTuple):
+    """A bucket's verdict on one newcomer: its best match, or None."""
+
+    id: str
+    micros: int
+    match: Match | None
 
 
 def match_rank(sketchers: Sequence[Sketcher]) -> dict[str, int]:
@@ -56,7 +142,7 @@ def better_match(rank: dict[str, int], one: Match | None,
     similarity."""
     if one is None or other is None:
         return other if one is None else one
-    return min(one, other, key=lambda m: (rank[m[0]], -m[2]))
+    return min(one, other, key=lambda m: (rank[m.kind], -m.similarity))
 
 
 @dataclasses.dataclass
@@ -65,9 +151,9 @@ class Judgement:
     the entries it held before, less those forgotten (the bucket was full,
     or past the horizon), and the newcomers `added` as originals."""
 
-    verdicts: list[tuple[str, int, Match | None]]  # (id, micros, match)
-    held: list[Entry]
-    added: list[Entry]
+    verdicts: list[Verdict]
+    held: list[BucketEntry]
+    added: list[BucketEntry]
     evicted: int  # originals forgotten because the bucket was full
 
 
@@ -89,36 +175,40 @@ class BucketJudge:
         self.horizon_micros = int(horizon_secs * 1_000_000)  # event time
         self._max_originals = max_originals
 
-    def __call__(self, newcomers: Iterable[Newcomer], held: Sequence[Entry],
-                 indexed: Sequence[Indexed] = ()) -> Judgement:
+    def __call__(self, newcomers: Iterable[BucketEntry],
+                 held: Sequence[BucketEntry],
+                 indexed: Sequence[BucketEntry] = ()) -> Judgement:
+        """Judges `newcomers` against the originals `held` and the index
+        entries `indexed`; returns the verdicts and what is held after."""
         judged = Judgement([], list(held), [], 0)
         newest = _newest(judged.held)
-        for kind, record_id, sketch, micros in sorted(
-                newcomers, key=lambda n: (n[3], n[1])):
-            if self._outlived(newest, micros):
+        for newcomer in sorted(newcomers, key=lambda n: (n.micros, n.id)):
+            if self._outlived(newest, newcomer.micros):
                 judged.held, newest = [], None
-            match = self._closest(kind, record_id, sketch, micros,
-                                  judged.held, indexed)
-            judged.verdicts.append((record_id, micros, match))
+            match = self._closest(newcomer, judged.held, indexed)
+            judged.verdicts.append(
+                Verdict(newcomer.id, newcomer.micros, match))
             # Only originals are held: a copy matches its original anyway,
             # so a burst of copies (a spam wave) leaves one entry and
             # `duplicate_of` names the original, not another copy. A
             # redelivered record (its id held) is not held twice.
-            if match is None and all(e[0] != record_id for e in judged.held):
+            if match is None and all(e.id != newcomer.id
+                                     for e in judged.held):
                 if self._make_room(judged):
                     newest = _newest(judged.held)  # a late one may be gone
-                judged.held.append((record_id, sketch, micros))
+                judged.held.append(newcomer._replace(kind=HELD))
                 judged.added.append(judged.held[-1])
-                newest = micros if newest is None else max(newest, micros)
+                newest = (newcomer.micros if newest is None
+                          else max(newest, newcomer.micros))
         return judged
 
-    def horizon_end(self, held: Sequence[Entry]) -> int | None:
+    def horizon_end(self, held: Sequence[BucketEntry]) -> int | None:
         """The last event time at which a newcomer still meets the newest
         original of `held` (None if it holds none)."""
         newest = _newest(held)
         return None if newest is None else newest + self.horizon_micros
 
-    def outlived(self, held: Sequence[Entry], micros: int) -> bool:
+    def outlived(self, held: Sequence[BucketEntry], micros: int) -> bool:
         """Whether a bucket holding `held` forgets them all by `micros`:
         its newest original is more than the horizon earlier."""
         return self._outlived(_newest(held), micros)
@@ -126,8 +216,8 @@ class BucketJudge:
     def _outlived(self, newest: int | None, micros: int) -> bool:
         return newest is not None and micros - newest > self.horizon_micros
 
-    def _closest(self, kind, record_id, sketch, micros, held, indexed
-                 ) -> Match | None:
+    def _closest(self, newcomer: BucketEntry, held: Sequence[BucketEntry],
+                 indexed: Sequence[BucketEntry]) -> Match | None:
         """The closest original or index entry, or None.
 
         Only a record seen before, at the same or an earlier event time
@@ -136,31 +226,31 @@ class BucketJudge:
         it and are not its near-duplicates. Any index entry can be, even
         one with the record's id (the same record sent again).
         """
-        earlier = [(THIS_RUN, other_id, other_sketch)
-                   for other_id, other_sketch, other_micros in held
-                   if other_id != record_id
-                   and 0 <= micros - other_micros <= self.horizon_micros]
+        earlier = [entry for entry in held if entry.id != newcomer.id
+                   and 0 <= newcomer.micros - entry.micros
+                   <= self.horizon_micros]
         earlier += indexed
         if not earlier:
             return None
-        sketcher = self._sketchers[kind]
-        scores = sketcher.similarities(sketch, [s for _, _, s in earlier])
+        sketcher = self._sketchers[newcomer.kind]
+        scores = sketcher.similarities(newcomer.sketch,
+                                       [entry.sketch for entry in earlier])
         best = int(np.argmax(scores))
         if scores[best] < sketcher.threshold:
             return None
-        run, original, _ = earlier[best]
-        return kind, original, float(scores[best]), run
+        return Match(newcomer.kind, earlier[best].id, float(scores[best]),
+                     earlier[best].run)
 
     def _make_room(self, judged: Judgement) -> int:
         """Forgets the oldest originals of a full bucket; how many."""
         if len(judged.held) < self._max_originals:
             return 0
-        judged.held.sort(key=lambda entry: entry[2])
+        judged.held.sort(key=lambda entry: entry.micros)
         drop = len(judged.held) - self._max_originals + 1
         del judged.held[:drop]
         judged.evicted += drop
         return drop
 
 
-def _newest(held: Sequence[Entry]) -> int | None:
-    return max((entry[2] for entry in held), default=None)
+def _newest(held: Sequence[BucketEntry]) -> int | None:
+    return max((entry.micros for entry in held), default=None)

@@ -41,9 +41,10 @@ from embgemma_keras.artifacts import ModelIdentity
 from embgemma_keras.config import DedupConfig
 from embgemma_keras.config import MinHashConfig
 from embgemma_keras.dedup.grouping import exact_key
-from embgemma_keras.dedup.minhash import normalize
+from embgemma_keras.dedup.minhash import MinHasher
 from embgemma_keras.records.schema import EMBEDDINGS
 from embgemma_keras.records.schema import ID
+from embgemma_keras.records.schema import MINHASH
 from embgemma_keras.records.schema import TEXT
 from embgemma_keras.records.schema import Vector
 from embgemma_keras.tasks import Task
@@ -188,7 +189,8 @@ class Manifest:
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, IndexMismatchError):
                 raise
-            raise IndexMismatchError(f"{where}: not an index manifest: {e}")
+            raise IndexMismatchError(
+                f"{where}: not an index manifest: {e}") from e
 
 
 def next_manifest(parent: Manifest | None, settings: IndexSettings,
@@ -292,15 +294,17 @@ def centroids_from(content: bytes) -> np.ndarray:
         return arrays["centroids"]
 
 
-def index_entries(records: list[dict], run: str, hasher, case_fold: bool,
+def index_entries(records: list[dict], run: str, hasher: MinHasher,
+                  case_fold: bool,
                   centroids: np.ndarray | None) -> list[IndexEntry]:
-    """The entries of records a run kept, a batch at a time (vectorised
-    MinHash; buckets from `centroids` when the semantic stage ran).
+    """The entries of records a run kept, a batch at a time (band hashes
+    vectorised; buckets from `centroids` when the semantic stage ran).
 
-    `hasher` is the run's `MinHasher`.
+    Each record carries its MinHash signature (`MINHASH`, from
+    `minhash.signed`: the lexical stage's, not computed again); `hasher`
+    is the run's `MinHasher`, which bands it.
     """
-    texts = [record[TEXT] for record in records]
-    signatures = hasher.signatures([normalize(text) for text in texts])
+    signatures = np.stack([record[MINHASH] for record in records])
     bands = hasher.band_hashes(signatures)
     vectors = buckets = None
     if centroids is not None:
@@ -309,7 +313,8 @@ def index_entries(records: list[dict], run: str, hasher, case_fold: bool,
             for record in records])
         buckets = np.argmax(vectors @ np.asarray(centroids).T, axis=1)
     return [IndexEntry(
-        record[ID], run, exact_key(text, casefold=case_fold), bands[i],
-        signatures[i], int(buckets[i]) if buckets is not None else -1,
+        record[ID], run, exact_key(record[TEXT], casefold=case_fold),
+        bands[i], signatures[i],
+        int(buckets[i]) if buckets is not None else -1,
         vectors[i] if vectors is not None else None)
-        for i, (record, text) in enumerate(zip(records, texts))]
+        for i, record in enumerate(records)]

@@ -3,7 +3,7 @@
 A head turns an embedding into `{"label": ..., "score": ...}`:
 
 - `LinearHead`: multinomial logistic regression fitted with scikit-learn
-  (class weights balanced, so a 13 % spam class counts as much as ham);
+  (class weights balanced, so a rare class counts as much as a common one);
   `score` is the predicted probability of the label.
 - `ZeroShotHead`: one prototype vector per label, embedded from a name or a
   description; `score` is the cosine to the closest prototype, and a score

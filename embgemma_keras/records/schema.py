@@ -26,15 +26,24 @@ ID = "id"
 TEXT = "text"
 TITLE = "title"
 EMBEDDINGS = "embeddings"  # {Vector: float32 array}, dropped before output
+# The uint32 MinHash signature of the text, sketched once by the lexical
+# stage for the later ones; dropped before output.
+MINHASH = "_minhash"
 LABELS = "labels"
 CLUSTER = "cluster"
 DUPLICATE_OF = "duplicate_of"
 DUPLICATE_OF_RUN = "duplicate_of_run"  # set when the original is indexed
+# The id of the record a duplicate's group kept, the end of its
+# `duplicate_of` chain (`duplicate_of` may name a record a later stage
+# flagged): in dedup_corpus, a record of unique-* or an index entry.
+KEPT_ID = "kept_id"
 SIMILARITY = "similarity"
 KIND = "kind"
 
 # The tag of every stage's dead-letter output.
 DEAD_LETTERS = "dead_letters"
+# What stages attach for later stages: never in an output or dead letter.
+WORKING_FIELDS = frozenset({EMBEDDINGS, MINHASH})
 
 
 class Vector(str, enum.Enum):
@@ -85,6 +94,7 @@ class TaggedRecord(Record, total=False):
     cluster: ClusterAssignment
     duplicate_of: str
     duplicate_of_run: str  # the run that kept the original (dedup index)
+    kept_id: str  # the record its group kept (see `KEPT_ID`)
     similarity: float
     kind: str  # a DuplicateKind
 
@@ -110,6 +120,7 @@ class TaggedRow(typing.TypedDict):
     cluster_distance: float | None
     duplicate_of: str | None
     duplicate_of_run: str | None
+    kept_id: str | None
     similarity: float | None
     kind: str | None
     record: Json
@@ -119,7 +130,7 @@ _BIGQUERY_TYPES = {str: "STRING", int: "INTEGER", float: "FLOAT",
                    bool: "BOOLEAN", Json: "JSON"}
 
 
-def bigquery_schema(row_type) -> str:
+def bigquery_schema(row_type: type) -> str:
     """`name:TYPE,...` for `WriteToBigQuery`, from a TypedDict's fields."""
     columns = []
     for name, hint in typing.get_type_hints(row_type).items():
@@ -136,11 +147,12 @@ def bigquery_row(record: TaggedRecord) -> TaggedRow:
         cluster_id=cluster.get("id"), cluster_distance=cluster.get("distance"),
         duplicate_of=record.get(DUPLICATE_OF),
         duplicate_of_run=record.get(DUPLICATE_OF_RUN),
-        similarity=record.get(SIMILARITY), kind=record.get(KIND),
-        record=to_json_line(record))
+        kept_id=record.get(KEPT_ID), similarity=record.get(SIMILARITY),
+        kind=record.get(KIND), record=to_json_line(record))
 
 
-def dead_letter(stage: Stage | str, error, raw) -> DeadLetter:
+def dead_letter(stage: Stage | str, error: object,
+                raw: bytes | str | dict) -> DeadLetter:
     """The dead letter for `raw` (bytes, str or a record) refused by `stage`.
 
     `raw` is kept as text, or base64 when it is not UTF-8, so a dead letter
@@ -154,15 +166,17 @@ def dead_letter(stage: Stage | str, error, raw) -> DeadLetter:
     elif isinstance(raw, str):
         encoding = "utf-8"
     else:
-        raw = {k: v for k, v in raw.items() if k != EMBEDDINGS}
+        raw = without_working_fields(raw)
         raw, encoding = json.dumps(raw, default=repr,
                                    ensure_ascii=False), "json"
     return DeadLetter(stage=Stage(stage).value, error=str(error), raw=raw,
                       raw_encoding=encoding)
 
 
-def without_embeddings(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k != EMBEDDINGS}
+def without_working_fields(record: dict) -> dict:
+    """The record as it is output: without the embeddings and signature
+    that stages attached for later ones (`WORKING_FIELDS`)."""
+    return {k: v for k, v in record.items() if k not in WORKING_FIELDS}
 
 
 def to_json_line(record: dict) -> str:

@@ -4,6 +4,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from embgemma_keras.cli import main
 from tests.helpers import hostile_lines
 from tests.helpers import write_jsonl
@@ -52,6 +54,7 @@ def test_embed_exits_zero_when_every_line_is_good(tiny_preset, tmp_path):
     assert len(sink.read_text().splitlines()) == 2
 
 
+@pytest.mark.slow
 def test_save_preset_writes_a_preset_that_gives_the_same_vectors(
         tiny_preset, tiny_model, tmp_path, capsys):
     from embgemma_keras import EmbeddingGemma
@@ -65,6 +68,7 @@ def test_save_preset_writes_a_preset_that_gives_the_same_vectors(
     assert (baked.encode(texts) == tiny_model.encode(texts)).all()
 
 
+@pytest.mark.slow
 def test_every_hostile_line_is_embedded_or_reported(tiny_preset, tmp_path,
                                                     capsys):
     lines = hostile_lines()
@@ -81,6 +85,7 @@ def test_every_hostile_line_is_embedded_or_reported(tiny_preset, tmp_path,
                         in enumerate(lines, start=1) if not ok]
 
 
+@pytest.mark.slow
 def test_the_log_holds_no_tensorflow_start_up_noise(tiny_preset, tmp_path):
     """A fresh process: TensorFlow prints its CUDA probing and oneDNN
     notices when first imported; only --verbose shows them."""

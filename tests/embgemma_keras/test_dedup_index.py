@@ -5,6 +5,8 @@ from embgemma_keras.artifacts import ModelIdentity
 from embgemma_keras.config import DedupConfig
 from embgemma_keras.config import MinHashConfig
 from embgemma_keras.dedup.minhash import MinHasher
+from embgemma_keras.dedup.minhash import normalize
+from embgemma_keras.dedup.minhash import signed
 from embgemma_keras.dedup.sketches import LexicalSketch
 from embgemma_keras.dedup.sketches import SemanticSketch
 from embgemma_keras.index.format import FileSum
@@ -16,6 +18,7 @@ from embgemma_keras.index.format import next_manifest
 from embgemma_keras.index.format import segment_bytes
 from embgemma_keras.index.format import segment_entries
 from embgemma_keras.index.format import stream_mismatches
+from embgemma_keras.records.schema import MINHASH
 
 RECORDS = [{"id": "a", "text": "The cat sat on the mat."},
            {"id": "b", "text": "An unrelated line about planets."}]
@@ -27,18 +30,18 @@ def test_entries_survive_a_parquet_round_trip(semantic):
     dim = 8 if semantic else None
     settings = IndexSettings.of(config, ModelIdentity("m", "f"), dim)
     centroids = None
-    records = RECORDS
+    records = signed(RECORDS, MinHasher(config.lexical))
     if semantic:
         rng = np.random.default_rng(0)
         vectors = rng.normal(size=(2, dim)).astype(np.float32)
         records = [{**r, "embeddings": {"similarity": v}}
-                   for r, v in zip(RECORDS, vectors)]
+                   for r, v in zip(records, vectors, strict=True)]
         centroids = np.eye(2, dim, dtype=np.float32)
     entries = index_entries(records, "run1", MinHasher(config.lexical),
                             config.case_fold, centroids)
     back = list(segment_entries(segment_bytes(entries, settings)))
     assert len(back) == 2
-    for entry, read in zip(entries, back):
+    for entry, read in zip(entries, back, strict=True):
         assert (read.id, read.run, read.exact_key, read.bucket) == (
             entry.id, entry.run, entry.exact_key, entry.bucket)
         np.testing.assert_array_equal(read.bands, entry.bands)
@@ -108,8 +111,26 @@ def test_a_stream_matches_an_index_by_signature_whatever_its_bands():
     assert stream_mismatches(lexical_only, MinHashConfig(), None, 768) == []
 
     stream = LexicalSketch(MinHashConfig())
-    entries = index_entries(RECORDS, "run1", MinHasher(config.lexical),
+    hasher = MinHasher(config.lexical)
+    entries = index_entries(signed(RECORDS, hasher), "run1", hasher,
                             case_fold=True, centroids=None)
-    for record, entry in zip(RECORDS, entries):
+    for record, entry in zip(RECORDS, entries, strict=True):
         assert stream.sketch_entry(entry) == stream.sketch(record)
     assert SemanticSketch(768).sketch_entry(entries[0]) is None
+
+
+def test_an_entry_keeps_the_signature_its_record_carries():
+    """The lexical stage signs each record once (`signed`); the record's
+    index entry keeps that signature and bands it, never signing the text
+    again."""
+    hasher = MinHasher(MinHashConfig())
+    a, b = signed(RECORDS, hasher)
+    np.testing.assert_array_equal(
+        a[MINHASH], hasher.signature(normalize(a["text"])))
+    # Given b's signature, a's entry has it, not one made from a's text.
+    (entry,) = index_entries([{**a, MINHASH: b[MINHASH]}], "run1", hasher,
+                             case_fold=True, centroids=None)
+    assert entry.id == "a"
+    np.testing.assert_array_equal(entry.signature, b[MINHASH])
+    np.testing.assert_array_equal(entry.bands,
+                                  hasher.band_hashes([b[MINHASH]])[0])

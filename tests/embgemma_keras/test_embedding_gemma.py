@@ -123,6 +123,7 @@ def test_many_batch_shapes_compile_one_graph(tiny_preset):
     assert model._embed.experimental_get_tracing_count() == 1
 
 
+@pytest.mark.slow
 def test_saved_preset_reloads_to_identical_vectors(tiny_model, tmp_path):
     tiny_model.save_preset(str(tmp_path / "copy"))
     reloaded = EmbeddingGemma.from_preset(str(tmp_path / "copy"))
@@ -130,6 +131,7 @@ def test_saved_preset_reloads_to_identical_vectors(tiny_model, tmp_path):
                                   tiny_model.encode(TEXTS))
 
 
+@pytest.mark.slow
 def test_bfloat16_runs_and_stays_close_to_float32(tiny_preset):
     fp32 = EmbeddingGemma.from_preset(tiny_preset).encode(TEXTS)
     bf16_model = EmbeddingGemma.from_preset(tiny_preset, dtype="bfloat16")
@@ -139,6 +141,7 @@ def test_bfloat16_runs_and_stays_close_to_float32(tiny_preset):
     assert min(cosine(a, b) for a, b in zip(fp32, bf16, strict=True)) > 0.95
 
 
+@pytest.mark.slow
 def test_the_tiny_preset_is_deterministic(tiny_model, tmp_path):
     from embgemma_keras import make_tiny_preset
 

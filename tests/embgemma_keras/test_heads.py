@@ -43,6 +43,7 @@ def test_saved_head_reloads_to_the_same_predictions(tmp_path):
     assert loaded.predict(vectors) == head.predict(vectors)
 
 
+@pytest.mark.slow
 def test_multiclass_heads_work():
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(90, 16))

@@ -8,6 +8,8 @@ import pytest
 
 from embgemma_keras import EmbeddingGemma
 
+pytestmark = pytest.mark.slow
+
 DATA = pathlib.Path(__file__).parents[1] / "data"
 QUERY = "Which planet is known as the Red Planet?"
 DOCUMENTS = [

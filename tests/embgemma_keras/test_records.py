@@ -80,6 +80,7 @@ def test_any_bytes_give_a_record_or_a_reason(raw):
 
 @settings(max_examples=500, deadline=None)
 @given(_OBJECTS, st.booleans())
+@pytest.mark.slow
 def test_any_json_object_gives_a_record_or_a_reason(record, ascii_only):
     raw = json.dumps(record, ensure_ascii=ascii_only)
     try:

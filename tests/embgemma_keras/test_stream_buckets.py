@@ -1,6 +1,8 @@
 import numpy as np
 
+from embgemma_keras.dedup.stream_buckets import BucketEntry
 from embgemma_keras.dedup.stream_buckets import BucketJudge
+from embgemma_keras.dedup.stream_buckets import Match
 from embgemma_keras.records.schema import DuplicateKind
 
 SECOND = 1_000_000  # microseconds
@@ -17,12 +19,13 @@ class _EqualTexts:
 
 
 def _newcomer(record_id, text, secs):
-    return ("exact", record_id, text.encode(), secs * SECOND)
+    return BucketEntry.newcomer("exact", record_id, text.encode(),
+                                secs * SECOND)
 
 
 def _matches(judged):
-    return {record_id: match and match[1]
-            for record_id, _, match in judged.verdicts}
+    return {verdict.id: verdict.match and verdict.match.original
+            for verdict in judged.verdicts}
 
 
 def test_newcomers_are_judged_in_event_time_then_id_order():
@@ -30,7 +33,7 @@ def test_newcomers_are_judged_in_event_time_then_id_order():
     judged = judge([_newcomer("b", "x", 0), _newcomer("c", "x", 1),
                     _newcomer("a", "x", 0)], held=[])
     assert _matches(judged) == {"a": None, "b": "a", "c": "a"}
-    assert [entry[0] for entry in judged.held] == ["a"]
+    assert [entry.id for entry in judged.held] == ["a"]
     assert judged.added == judged.held
 
 
@@ -49,7 +52,7 @@ def test_a_bucket_past_the_horizon_forgets_its_originals():
     past = judge([_newcomer("c", "x", 61)], held=held)
     assert _matches(within) == {"b": "a"} and within.held == held
     assert _matches(past) == {"c": None}
-    assert [entry[0] for entry in past.held] == ["c"]
+    assert [entry.id for entry in past.held] == ["c"]
     assert judge.horizon_end(held) == 60 * SECOND
     assert judge.horizon_end([]) is None
     assert not judge.outlived(held, 60 * SECOND)
@@ -63,14 +66,14 @@ def test_a_full_bucket_forgets_its_oldest_original():
     assert _matches(judged)["copy"] is None  # r0 was forgotten
     # r0 made room for r2, r1 for the copy (an original now).
     assert judged.evicted == 2
-    assert [entry[0] for entry in judged.held] == ["r2", "copy"]
+    assert [entry.id for entry in judged.held] == ["r2", "copy"]
 
 
 def test_index_entries_match_whatever_their_age_and_id():
     judge = BucketJudge([_EqualTexts()], horizon_secs=60, max_originals=10)
     judged = judge([_newcomer("kept", "x", 10_000)], held=[],
-                   indexed=[("run1", "kept", b"x")])
-    assert judged.verdicts[0][2] == ("exact", "kept", 1.0, "run1")
+                   indexed=[BucketEntry.indexed_entry("run1", "kept", b"x")])
+    assert judged.verdicts[0].match == Match("exact", "kept", 1.0, "run1")
     assert judged.held == []  # a duplicate is not an original
 
 
@@ -83,5 +86,5 @@ def test_a_late_original_that_fills_a_bucket_keeps_the_horizon_its_own():
                    held=held)
     # "next" is 61 s after "late", the newest left: the horizon forgets
     # it, so only "new" was evicted (the bucket_evictions metric).
-    assert [entry[0] for entry in judged.held] == ["next"]
+    assert [entry.id for entry in judged.held] == ["next"]
     assert judged.evicted == 1

@@ -1,4 +1,5 @@
 import json
+import time
 
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
@@ -7,6 +8,8 @@ from pipelines import dedup_corpus
 from pipelines.options import start
 from tests.helpers import hostile_lines
 from tests.helpers import read_outputs
+
+pytestmark = pytest.mark.slow
 
 BASE = ("the quarterly report shows that revenue grew by twelve percent while "
         "costs stayed flat across all regions")
@@ -57,16 +60,18 @@ def test_semantic_stage_groups_close_vectors(tmp_path, tiny_preset,
                                              tiny_model):
     texts = {"a": "hello world", "b": "hello world!",
              "c": "a very different text here"}
-    vectors = dict(zip(texts, tiny_model.encode(list(texts.values()),
-                                                task="sentence_similarity")))
+    encoded = tiny_model.encode(list(texts.values()),
+                                task="sentence_similarity")
+    vectors = dict(zip(texts, encoded, strict=True))
     close = float(vectors["a"] @ vectors["b"])
     assert close > max(vectors["a"] @ vectors["c"],
                        vectors["b"] @ vectors["c"]) + 0.01
     lines = [json.dumps({"id": i, "text": t}).encode()
              for i, t in texts.items()]
-    # The lexical stage is switched off (threshold above any Jaccard).
+    # The lexical stage is switched off: no two of the texts are equal
+    # once normalised, so none has a Jaccard of 1.
     out = _run(tmp_path, tiny_preset, lines, "--semantic_threshold",
-               str(close - 0.005), "--lexical_threshold", "1.01",
+               str(close - 0.005), "--lexical_threshold", "1",
                "--clusters", "1")
     dups = read_outputs(out, "duplicates")
     assert [(r["id"], r["kind"], r["duplicate_of"]) for r in dups] == [
@@ -106,7 +111,7 @@ def test_a_one_megabyte_text_is_deduplicated_not_dropped(tmp_path,
              json.dumps({"id": "huge-copy", "text": huge.upper()}).encode(),
              json.dumps({"id": "too-big", "text": huge * 2}).encode(),
              json.dumps({"id": "small", "text": "a small note"}).encode()]
-    out = _run(tmp_path, tiny_preset, lines, "--semantic_threshold", "1.01")
+    out = _run(tmp_path, tiny_preset, lines, "--semantic_threshold", "1")
     # Equal lengths: the smaller id is kept.
     assert {r["id"] for r in read_outputs(out, "unique")} == {"huge", "small"}
     assert [(r["id"], r["kind"]) for r in read_outputs(out, "duplicates")] == [
@@ -154,3 +159,80 @@ def test_progress_is_counted_in_beam_metrics(tmp_path, tiny_preset):
     # The exact copy is never embedded.
     assert counters["records_embedded"] == counters[
         "queued_for_embedding"] <= 6
+
+
+def _chain_ends(duplicates):
+    """Each duplicate's id -> the record its `duplicate_of` chain ends at."""
+    original = {r["id"]: r["duplicate_of"] for r in duplicates}
+
+    def end(record_id):
+        while record_id in original:
+            record_id = original[record_id]
+        return record_id
+
+    return {record_id: end(record_id) for record_id in original}
+
+
+def test_every_duplicate_names_the_record_its_group_kept(tmp_path,
+                                                         tiny_preset,
+                                                         tiny_model):
+    """An exact copy of a lexical copy of a paraphrase of the kept record:
+    three stages, a chain of three `duplicate_of`s, one `kept_id`."""
+    kept = ("the quarterly report shows that revenue grew by twelve percent "
+            "while costs stayed flat across all regions of the company")
+    paraphrase = ("revenue rose twelve percent this quarter and costs did "
+                  "not change anywhere")
+    typo = paraphrase[:-1]  # shorter: the paraphrase is kept over it
+    vectors = tiny_model.encode([kept, paraphrase], task="sentence_similarity")
+    close = float(vectors[0] @ vectors[1])
+    assert close > 0.5
+    records = [{"id": "a-kept", "text": kept},
+               {"id": "b-paraphrase", "text": paraphrase},
+               {"id": "c-typo", "text": typo},
+               {"id": "d-copy", "text": typo.upper()}]
+    lines = [json.dumps(r).encode() for r in records]
+    out = _run(tmp_path, tiny_preset, lines, "--semantic_threshold",
+               str(close - 0.005), "--clusters", "1")
+    unique, dups = read_outputs(out, "unique"), read_outputs(out, "duplicates")
+    assert [r["id"] for r in unique] == ["a-kept"]
+    assert sorted((r["id"], r["kind"], r["duplicate_of"]) for r in dups) == [
+        ("b-paraphrase", "semantic", "a-kept"),
+        ("c-typo", "lexical", "b-paraphrase"),
+        ("d-copy", "exact", "c-typo")]
+    ends = _chain_ends(dups)
+    for record in dups:
+        assert record["kept_id"] == ends[record["id"]] == "a-kept"
+    assert all("_minhash" not in r for r in unique + dups)
+    report = json.loads((out / "report.json").read_text())
+    assert report["group_sizes"] == {"4": 1}  # the whole group, not links
+
+
+def test_the_report_says_what_the_run_was(tmp_path, tiny_preset):
+    first, second = tmp_path / "part-0.jsonl", tmp_path / "part-1.jsonl"
+    first.write_text(json.dumps({"id": "a", "text": BASE}) + "\n")
+    second.write_text(json.dumps({"id": "b", "text": BASE.upper()}) + "\n"
+                      + json.dumps({"id": "c", "text": "a note"}) + "\n")
+    pattern = str(tmp_path / "part-*.jsonl")
+    runs = {}
+    for name, flags in (("model", ["--model", tiny_preset,
+                                   "--dtype", "bfloat16"]),
+                        ("none", ["--no_semantic"])):
+        out = tmp_path / name
+        before = time.time()
+        dedup_corpus.main(["--input", pattern, "--output", str(out), *flags])
+        elapsed = time.time() - before
+        report = json.loads((out / "report.json").read_text())
+        run = report["run"]
+        assert run["input_pattern"] == pattern
+        assert run["input_files"] == [str(first), str(second)]
+        assert 0 < run["wall_secs"] <= elapsed
+        assert run["records_per_sec"] == pytest.approx(
+            report["counts"]["input"] / run["wall_secs"], rel=1e-2)
+        assert run["output_files"] >= 3  # unique, duplicates, dead letters
+        page = (out / "report.html").read_text()
+        assert str(second) in page and "records / s" in page
+        runs[name] = run
+    assert (runs["model"]["model"], runs["model"]["dtype"]) == (
+        tiny_preset, "bfloat16")
+    assert (runs["none"]["model"], runs["none"]["dtype"]) == (
+        "no model", None)

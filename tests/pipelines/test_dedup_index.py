@@ -17,6 +17,8 @@ from pipelines import dedup_corpus
 from pipelines import stream_tag
 from tests.helpers import read_outputs
 
+pytestmark = pytest.mark.slow
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "examples" / "corpus.jsonl"
 
@@ -39,18 +41,24 @@ def _dedup(source, out, *flags):
 
 def _groups(*outs):
     """Records grouped by the record their `duplicate_of` chain ends at,
-    and the number of duplicates of each kind."""
-    original, ids = {}, set()
+    and the number of duplicates of each kind. Each duplicate's `kept_id`
+    must be that record: kept by its run or an earlier one."""
+    original, ids, kept_ids, unique = {}, set(), {}, set()
     for out in outs:
-        ids |= {r["id"] for r in read_outputs(out, "unique")}
+        unique |= {r["id"] for r in read_outputs(out, "unique")}
         for r in read_outputs(out, "duplicates"):
             ids.add(r["id"])
             original[r["id"]] = (r["duplicate_of"], r["kind"])
+            kept_ids[r["id"]] = r["kept_id"]
+    ids |= unique
 
     def root(record_id):
         while record_id in original:
             record_id = original[record_id][0]
         return record_id
+
+    for record_id, kept_id in kept_ids.items():
+        assert kept_id == root(record_id) and kept_id in unique
 
     groups = collections.defaultdict(set)
     for record_id in ids:
@@ -113,11 +121,12 @@ def test_semantic_duplicates_of_the_index_use_its_kept_centroids(
         tmp_path, tiny_preset, tiny_model):
     texts = {"a": "hello world", "b": "hello world!",
              "c": "a very different text here"}
-    vectors = dict(zip(texts, tiny_model.encode(list(texts.values()),
-                                                task="sentence_similarity")))
+    encoded = tiny_model.encode(list(texts.values()),
+                                task="sentence_similarity")
+    vectors = dict(zip(texts, encoded, strict=True))
     close = float(vectors["a"] @ vectors["b"])
     flags = ["--model", tiny_preset, "--semantic_threshold",
-             str(close - 0.005), "--lexical_threshold", "1.01",
+             str(close - 0.005), "--lexical_threshold", "1",
              "--clusters", "1"]
     first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
     first.write_text(json.dumps({"id": "a", "text": texts["a"]}) + "\n")
@@ -241,9 +250,10 @@ def test_a_corrupted_segment_fails_the_run_with_the_reason(tmp_path):
 
 
 def _stream_tag(source, out, model, *flags):
-    # Semantic matches off: the tiny model's vectors are noise.
+    # Semantic matches only of identical vectors: the tiny model's vectors
+    # are noise.
     stream_tag.main(["--input", str(source), "--output", str(out),
-                     "--model", model, "--semantic_threshold", "1.01",
+                     "--model", model, "--semantic_threshold", "1",
                      *flags])
     return out
 

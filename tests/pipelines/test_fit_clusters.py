@@ -1,10 +1,13 @@
 import json
 
+import pytest
+
 from embgemma_keras import load_centroids
 from pipelines import fit_clusters
 from tests.helpers import read_outputs
 
 
+@pytest.mark.slow
 def test_fit_clusters_job(tmp_path, tiny_preset, tiny_model):
     source = tmp_path / "corpus.txt"
     texts = [f"note {i} about {'planets' if i % 2 else 'food'}"

@@ -17,6 +17,8 @@ from PIL import Image
 
 from pipelines import dedup_corpus
 
+pytestmark = pytest.mark.slow
+
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 BAR_COLOUR = (0x48, 0x78, 0xa8)  # the plots' bars
 # No network, no first-run services: a page that loads anything remote fails.
@@ -56,6 +58,7 @@ def test_the_report_renders_counts_plots_and_pairs(chromium, report,
     dom = _chromium(chromium, tmp_path, "--dump-dom",
                     report.as_uri()).stdout
     assert "210 records in:" in dom
+    assert "records / s" in dom and "corpus.jsonl" in dom  # the run
     assert len(re.findall(r"<svg\b", dom)) >= 2
     assert "Example pairs" in dom
     assert not re.search(r"""(src|href)=["']?https?:""", dom)

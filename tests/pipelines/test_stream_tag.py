@@ -23,8 +23,10 @@ from transforms.tagging import TaggedSinks
 from transforms.tagging import TagRecords
 from transforms.tagging import write_tagged
 
+pytestmark = pytest.mark.slow
+
 # Semantic duplicates off: the tiny model's vectors are noise.
-NO_SEMANTIC = StreamDedupConfig(horizon_secs=3600, semantic_threshold=1.01)
+NO_SEMANTIC = StreamDedupConfig(horizon_secs=3600, semantic_threshold=1)
 
 TEXT = ("the quarterly report shows that revenue grew by twelve percent while "
         "costs stayed flat across all regions")
@@ -115,7 +117,7 @@ def test_local_form_tags_a_corpus_with_saved_heads(tiny_preset, tiny_model,
                      "--model", tiny_preset,
                      "--heads", f"topic={tmp_path / 'head'}",
                      "--centroids", str(tmp_path / "centroids"),
-                     "--semantic_threshold", "1.01"])
+                     "--semantic_threshold", "1"])
     tagged = read_outputs(out, "tagged")
     dead = read_outputs(out, "dead_letters")
     assert sorted(r["id"] for r in tagged) == ["a", "b", "c"]
@@ -133,6 +135,7 @@ def test_a_head_for_another_dim_is_refused_before_the_job(
     ZeroShotHead.from_descriptions(
         tiny_model, {"x": "x", "y": "y"}, dim=256,
         model_identity=tiny_model.identity).save(tmp_path / "head")
+    (tmp_path / "none.jsonl").touch()
     with pytest.raises(SystemExit, match="expects dim 256"):
         stream_tag.main(["--input", str(tmp_path / "none.jsonl"),
                          "--output", str(tmp_path / "out"),
@@ -241,7 +244,7 @@ def test_shared_prompts_end_to_end_with_heads_trained_for_them(
     out = tmp_path / "out"
     stream_tag.main(["--input", str(corpus), "--output", str(out),
                      "--model", tiny_preset, "--heads", f"spam={head}",
-                     "--prompts", "shared", "--semantic_threshold", "1.01"])
+                     "--prompts", "shared", "--semantic_threshold", "1"])
     tagged = {r["id"]: r for r in read_outputs(out, "tagged")}
     assert sorted(tagged) == ["a", "b", "c"]
     assert [d["stage"] for d in read_outputs(out, "dead_letters")] == [
@@ -256,6 +259,7 @@ def test_shared_prompts_end_to_end_with_heads_trained_for_them(
 def test_a_head_for_the_other_prompt_mode_is_refused_before_the_job(
         tiny_preset, tmp_path, task, prompts):
     head = _train_head(tiny_preset, tmp_path, task)
+    (tmp_path / "none.jsonl").touch()
     with pytest.raises(SystemExit, match=f"expects '{task}'"):
         stream_tag.main(["--input", str(tmp_path / "none.jsonl"),
                          "--output", str(tmp_path / "out"),

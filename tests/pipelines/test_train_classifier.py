@@ -18,6 +18,7 @@ def _run(tiny_preset, tmp_path, *args):
     return out
 
 
+@pytest.mark.slow
 def test_trains_a_head_with_metrics_baseline_and_dead_letters(
         tiny_preset, tiny_model, tmp_path):
     bad = [b"\tno label", b"only-one-field", b"ham\t", b"spam\tbad \xff"]
@@ -41,6 +42,7 @@ def test_trains_a_head_with_metrics_baseline_and_dead_letters(
     assert head.labels == ["ham", "spam"]
 
 
+@pytest.mark.slow
 def test_zero_shot_heads_are_evaluated_on_the_labelled_file(
         tiny_preset, tmp_path):
     train = write_tsv(tmp_path / "train.tsv", SPAM_ROWS)
@@ -75,6 +77,7 @@ def test_a_single_class_is_refused_before_anything_is_embedded(
     assert not (tmp_path / "out").exists()  # the pipeline never ran
 
 
+@pytest.mark.slow
 def test_every_hostile_line_is_trained_on_or_a_dead_letter(tiny_preset,
                                                            tmp_path):
     lines = hostile_lines(label=lambda i: ("spam", "ham")[i % 2])

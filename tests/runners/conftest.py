@@ -3,20 +3,20 @@
 Each is built once and cached by `local_runners` (`.ci/run` builds them
 first; `$PRISM_BINARY`, `$FLINK_JOB_SERVER_JAR` and `$PUBSUB_SERVER_BINARY`
 name ones built elsewhere). A runner that cannot be set up fails the test
-under CI=true, with the reason; elsewhere it skips with the reason.
+under CI=true, with the reason; elsewhere it skips with the reason
+(`set_up_runner`, in tests/conftest.py). Every test here is `slow` too
+(tests/conftest.py marks them): `pytest -m "not slow"` leaves them out.
 
 Every job here runs on the sample corpus plus three bad lines, and its
 outputs are compared with the DirectRunner's on the same input, which runs
 once per session.
 """
 
-import os
 import pathlib
 
 import pytest
 
 from embgemma_keras.labels.heads import ZeroShotHead
-from local_runners import RunnerUnavailable
 from local_runners.flink import FlinkCluster
 from local_runners.flink import flink_flags
 from local_runners.flink import job_server_jar
@@ -35,42 +35,29 @@ BAD_LINES = [b"{not json", b'{"text": ""}', b'{"id": "x", "text": 7}']
 FLINK_PARALLELISM = 2
 
 
-def _unavailable(error):
-    if os.environ.get("CI"):
-        pytest.fail(f"runner unavailable: {error}")
-    pytest.skip(f"runner unavailable: {error}")
-
-
-def _set_up(make):
-    try:
-        return make()
-    except RunnerUnavailable as e:
-        _unavailable(e)
-
-
 @pytest.fixture(scope="session")
-def on_prism():
+def on_prism(set_up_runner):
     """Flags that run a job on Prism, SDK harness in this process.
 
     Each job starts its own Prism: Beam keeps one shared Prism per process
     otherwise, and from then on the DirectRunner runs every batch job of
     the later tests on it (without `prism_disable_sdf_split`).
     """
-    return [*prism_flags(_set_up(prism_binary)),
+    return [*prism_flags(set_up_runner(prism_binary)),
             "--experiments", "disable_prism_server_singleton"]
 
 
 @pytest.fixture(scope="session")
-def on_flink_local():
+def on_flink_local(set_up_runner):
     """Flags that run a job on a Flink cluster inside the job server."""
-    return flink_flags("[local]", _set_up(job_server_jar))
+    return flink_flags("[local]", set_up_runner(job_server_jar))
 
 
 @pytest.fixture(scope="session")
-def flink_cluster():
+def flink_cluster(set_up_runner):
     """A standalone Flink cluster: a JobManager and two TaskManagers."""
     cluster = FlinkCluster(task_managers=FLINK_PARALLELISM)
-    _set_up(cluster.start)
+    set_up_runner(cluster.start)
     yield cluster
     cluster.stop()
 
@@ -84,10 +71,10 @@ def on_flink_cluster(flink_cluster):
 
 
 @pytest.fixture
-def pubsub_server():
+def pubsub_server(set_up_runner):
     """The Pub/Sub server, PUBSUB_EMULATOR_HOST pointing at it."""
     server = PubSubServer()
-    _set_up(server.__enter__)
+    set_up_runner(server.__enter__)
     yield server
     server.__exit__(None, None, None)
 

@@ -115,6 +115,7 @@ def test_required_flags_are_the_required_parameters(job):
 @pytest.mark.skipif(shutil.which("gcloud") is None,
                     reason="gcloud is not installed")
 @pytest.mark.parametrize("job", JOBS)
+@pytest.mark.slow
 def test_gcloud_accepts_the_metadata(job):
     spec = subprocess.run(
         ["gcloud", "dataflow", "flex-template", "build", f"gs://b/{job}.json",

@@ -23,6 +23,7 @@ def _heads():
     return {"spam": spam, "mood": mood}
 
 
+@pytest.mark.slow
 def test_several_heads_label_each_record_at_once():
     records = [
         {"id": "1", "embeddings": {"classification": np.array([1.0, 0.0])}},

@@ -11,7 +11,11 @@ from apache_beam.testing.util import equal_to
 from hypothesis import given
 from hypothesis import strategies as st
 
+from embgemma_keras.config import MinHashConfig
 from embgemma_keras.dedup.grouping import connected_components
+from embgemma_keras.dedup.minhash import MinHasher
+from embgemma_keras.dedup.minhash import normalize
+from embgemma_keras.records.schema import MINHASH
 from transforms.dedup.exact_and_lexical import ExactDuplicates
 from transforms.dedup.exact_and_lexical import LexicalDuplicates
 from transforms.dedup.exact_and_lexical import UniqueIds
@@ -42,6 +46,7 @@ def test_exact_duplicates_after_normalisation():
                     equal_to(["b", "c", "d", "e", "f"]), label="unique")
 
 
+@pytest.mark.slow
 def test_lexical_duplicates_group_near_identical_texts_transitively():
     with TestPipeline() as p:
         result = p | beam.Create(RECORDS) | LexicalDuplicates()
@@ -53,6 +58,7 @@ def test_lexical_duplicates_group_near_identical_texts_transitively():
                     equal_to(["d", "e", "f"]), label="unique")
 
 
+@pytest.mark.slow
 def test_grouping_does_not_depend_on_order_or_worker_count(tmp_path):
     records = []
     for i in range(30):
@@ -82,6 +88,7 @@ def test_grouping_does_not_depend_on_order_or_worker_count(tmp_path):
     assert len(single) >= 30  # every "-x" record duplicates its "-y"
 
 
+@pytest.mark.slow
 def test_every_record_leaves_exactly_once():
     records = RECORDS * 1 + [{"id": f"n{i}", "text": f"note {i} " * 5}
                              for i in range(20)]
@@ -138,6 +145,7 @@ class _FailFirstRun(beam.DoFn):
         yield record
 
 
+@pytest.mark.slow
 def test_a_failed_multi_process_run_leaves_no_output_and_a_rerun_is_exact(
         tmp_path, monkeypatch):
     # Beam's multi-process runner does not retry a failed bundle: the run
@@ -167,3 +175,27 @@ def test_a_failed_multi_process_run_leaves_no_output_and_a_rerun_is_exact(
     ids = run("out", **multi)
     assert len(ids) == len(set(ids)) and "n7" in ids
     assert ids == run("single")
+
+
+def test_lexical_duplicates_keep_their_signatures_only_when_asked():
+    """The signature is computed once and, when asked, carried on for the
+    later stages; else records leave as they came, tagged."""
+    hasher = MinHasher(MinHashConfig())
+
+    def signed_ok(record):
+        expected = hasher.signature(normalize(record["text"]))
+        return bool((record[MINHASH] == expected).all())
+
+    with TestPipeline() as p:
+        records = p | beam.Create(RECORDS)
+        plain = records | "Plain" >> LexicalDuplicates()
+        kept = records | "Kept" >> LexicalDuplicates(keep_signatures=True)
+        assert_that(
+            (plain.unique, plain.duplicates) | "AllPlain" >> beam.Flatten()
+            | "PlainSigned" >> beam.Map(lambda r: MINHASH in r),
+            equal_to([False] * len(RECORDS)), label="plain")
+        assert_that(
+            (kept.unique, kept.duplicates) | "AllKept" >> beam.Flatten()
+            | "KeptSigned" >> beam.Map(signed_ok),
+            equal_to([True] * len(RECORDS)), label="kept")
+

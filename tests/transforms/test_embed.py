@@ -1,4 +1,5 @@
 import json
+import logging
 
 import apache_beam as beam
 import numpy as np
@@ -24,7 +25,8 @@ from transforms.embedding.model_handler import METRICS_NAMESPACE
 GOOD = [
     json.dumps({"id": f"r{i}", "text": text, "n": i}).encode()
     for i, text in enumerate(
-        [f"message {i}: {'win a prize now' if i % 4 == 0 else 'see you at lunch'}"
+        [f"message {i}: "
+         f"{'win a prize now' if i % 4 == 0 else 'see you at lunch'}"
          for i in range(40)]
         + ["\u0645\u0631\u062d\u0628\u0627 \U0001F600 \u4f60\u597d",
            "NUL \u0000 and bell \u0007", "x" * 3000])
@@ -46,7 +48,8 @@ def expected(tiny_model):
     ids = list(texts)
     by_stage = {
         stage: dict(zip(ids, tiny_model.encode([texts[i] for i in ids],
-                                               task=task, dim=256)))
+                                               task=task, dim=256),
+                        strict=True))
         for stage, task in DEFAULT_PROMPTS.items()
     }
     return by_stage
@@ -57,9 +60,11 @@ def _handler(tiny_preset, **kwargs):
                                       **kwargs)
 
 
-def _check_vectors(expected):
-    def check(records, count=len(GOOD)):
-        assert len(records) == count
+def _check_vectors(expected, count=None):
+    """A check that the records (all of GOOD, or `count`) have the vectors
+    `expected`."""
+    def check(records):
+        assert len(records) == (len(GOOD) if count is None else count)
         for record in records:
             assert set(record["embeddings"]) == set(DEFAULT_PROMPTS)
             for stage, vector in record["embeddings"].items():
@@ -68,6 +73,7 @@ def _check_vectors(expected):
     return check
 
 
+@pytest.mark.slow
 def test_batch_pipeline_conserves_records_and_matches_encode(
         tiny_preset, expected):
     lines = GOOD + BAD
@@ -104,6 +110,7 @@ class _AppendWithWindow(beam.DoFn):
                     + "\n")
 
 
+@pytest.mark.slow
 def test_streaming_with_test_stream_gives_the_same_vectors(
         tiny_preset, expected, tmp_path):
     # Groups of ten records arrive at event times 0, 10, 20, ... in separate
@@ -130,6 +137,56 @@ def test_streaming_with_test_stream_gives_the_same_vectors(
         assert output["window_start"] == 10 * (output["record"]["n"] // 10)
 
 
+@pytest.mark.parametrize("runner", [
+    # What the README's plain `beam.Pipeline()` runs it on.
+    pytest.param("DirectRunner", marks=pytest.mark.slow),
+    # Where it failed: the DirectRunner handed the job to it.
+    "BundleBasedDirectRunner"])
+def test_a_file_job_with_a_batch_deadline_writes_every_record(
+        tiny_preset, expected, tmp_path, runner):
+    # The README's building block as written: a handler with a deadline for
+    # streams, over a file, in a plain pipeline. The deadline made the
+    # DirectRunner hand the job to its bundle-based runner, where Beam's
+    # stateful batcher flushed its last batch after the file sink's
+    # GroupByKey had finished (a bare AssertionError).
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"\n".join(GOOD) + b"\n")
+    out = tmp_path / "out"
+    with beam.Pipeline(runner=runner) as p:
+        parsed = (p | beam.io.ReadFromText(str(source))
+                  | ParseRecords(max_bytes=MAX_BYTES))
+        # Beam's default batch sizes, larger than the input, as in the
+        # README: the last batch is the first, flushed at the input's end.
+        embedded = parsed.output | EmbedRecords(EmbeddingGemmaModelHandler(
+            tiny_preset, dim=256, max_batch_duration_secs=2))
+        _ = (embedded.output | beam.Map(to_json_line)
+             | beam.io.WriteToText(str(out), file_name_suffix=".jsonl"))
+    records = [json.loads(line) for path in tmp_path.glob("out*.jsonl")
+               for line in path.read_text().splitlines()]
+    _check_vectors(expected)(records)
+
+
+def test_a_stream_logs_no_key_coder_warning(tiny_preset, expected, caplog,
+                                            tmp_path):
+    # Beam's stream batcher keys its stateful stage by a worker's UUID; an
+    # undeclared key type made Beam warn, in every stream job's log, that
+    # the key coder "may not be deterministic".
+    stream = TestStream().add_elements(GOOD[:4]).advance_watermark_to(10)
+    sink = tmp_path / "out.jsonl"
+    options = PipelineOptions(streaming=True)
+    with caplog.at_level(logging.WARNING), TestPipeline(
+            runner="BundleBasedDirectRunner", options=options) as p:
+        parsed = (p | stream | beam.WindowInto(FixedWindows(10))
+                  | ParseRecords(max_bytes=MAX_BYTES))
+        embedded = parsed.output | EmbedRecords(
+            _handler(tiny_preset, max_batch_duration_secs=1))
+        _ = embedded.output | beam.ParDo(_AppendWithWindow(str(sink)))
+    outputs = [json.loads(line) for line in sink.read_text().splitlines()]
+    _check_vectors(expected, count=4)([o["record"] for o in outputs])
+    assert "Key coder" not in caplog.text
+
+
+@pytest.mark.slow
 def test_multi_process_runner_gives_the_same_vectors(tiny_preset, expected,
                                                      tmp_path):
     options = PipelineOptions(direct_num_workers=2,
@@ -138,7 +195,8 @@ def test_multi_process_runner_gives_the_same_vectors(tiny_preset, expected,
     parsed = pipeline | beam.Create(GOOD) | ParseRecords(max_bytes=MAX_BYTES)
     _ = ((parsed.output | EmbedRecords(_handler(tiny_preset))).output
          | beam.Map(to_json_line)
-         | beam.io.WriteToText(str(tmp_path / "out"), file_name_suffix=".jsonl"))
+         | beam.io.WriteToText(str(tmp_path / "out"),
+                               file_name_suffix=".jsonl"))
     result = pipeline.run()
     result.wait_until_finish()
     records = [json.loads(line) for path in tmp_path.glob("out*.jsonl")
@@ -147,6 +205,7 @@ def test_multi_process_runner_gives_the_same_vectors(tiny_preset, expected,
     assert 1 <= model_loads(result) <= 2  # one per worker process
 
 
+@pytest.mark.slow
 def test_shared_prompts_give_one_vector_in_one_pass(tiny_preset, expected):
     handler = _handler(tiny_preset)
     prompts = prompts_for("shared", DEFAULT_PROMPTS)
@@ -197,7 +256,8 @@ def test_a_failing_batch_becomes_dead_letters(tiny_preset):
 
 def test_real_weights_pipeline_matches_encode(real_model_path, real_model):
     texts = [json.loads(line)["text"] for line in GOOD[:12]]
-    expected = dict(zip(texts, real_model.encode(texts, task="clustering")))
+    expected = dict(zip(texts, real_model.encode(texts, task="clustering"),
+                        strict=True))
     handler = EmbeddingGemmaModelHandler(real_model_path)
     with TestPipeline() as p:
         records = p | beam.Create([{"id": str(i), "text": t}

@@ -1,9 +1,11 @@
+import re
+
 import pytest
 from apache_beam.io.localfilesystem import LocalFileSystem
 
-from embgemma_keras import ArtifactMismatchError
 from embgemma_keras import ZeroShotHead
 from embgemma_keras import load_head
+from embgemma_keras.artifacts import META_FILE
 from transforms.records.files import local_artifact
 
 PREFIX = "remotefs://"
@@ -43,5 +45,8 @@ def test_a_local_artifact_is_used_in_place(tmp_path):
 
 
 def test_a_missing_remote_artifact_fails_before_the_job(tmp_path):
-    with pytest.raises((OSError, ArtifactMismatchError)):
+    # Copying it fails on its first file, the metadata, before load_head
+    # could see a partial copy; the error names the file that is missing.
+    missing = tmp_path / "none" / META_FILE
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
         load_head(local_artifact(f"{PREFIX}{tmp_path / 'none'}"))

@@ -46,6 +46,7 @@ BAD = {
 }
 
 
+@pytest.mark.slow
 def test_every_line_is_either_a_record_or_a_dead_letter_with_its_reason():
     lines = GOOD * 6 + list(BAD)  # 59 good + 17 bad
     with TestPipeline() as p:

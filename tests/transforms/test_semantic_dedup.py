@@ -1,5 +1,6 @@
 import apache_beam as beam
 import numpy as np
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 
 from embgemma_keras.config import SemanticDedupConfig
@@ -31,6 +32,7 @@ def _flags(records, path):
                   for line in part.read_text().splitlines())
 
 
+@pytest.mark.slow
 def test_the_same_corpus_gives_the_same_duplicates_in_any_order(tmp_path):
     # Centroids come from a sample of 40 of the 300 records, fixed by their
     # ids, so neither the run nor the input order changes the buckets.

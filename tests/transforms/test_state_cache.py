@@ -3,6 +3,7 @@ import sys
 
 import numpy as np
 import objsize
+import pytest
 from apache_beam.runners.worker.statecache import get_deep_size
 
 from transforms.state_cache import skip_module_scan
@@ -34,6 +35,7 @@ def test_weights_are_the_same_without_the_module_scan(monkeypatch):
     assert objsize.default_settings.exclude_modules_globals is False
 
 
+@pytest.mark.slow
 def test_the_stateful_dofns_turn_the_scan_off_in_their_worker():
     # A fresh interpreter: the DoFn's setup is what changes the setting.
     code = ("import objsize\n"
@@ -46,6 +48,7 @@ def test_the_stateful_dofns_turn_the_scan_off_in_their_worker():
     assert result.stdout.strip() == "False"
 
 
+@pytest.mark.slow
 def test_jobs_run_the_local_worker_without_a_state_cache(monkeypatch,
                                                          tmp_path):
     from apache_beam.runners.portability.fn_api_runner import worker_handlers

@@ -10,6 +10,8 @@ from embgemma_keras.dedup.grouping import THIS_RUN
 from embgemma_keras.dedup.minhash import MinHasher
 from embgemma_keras.dedup.minhash import normalize
 from embgemma_keras.dedup.sketches import SemanticSketch
+from embgemma_keras.dedup.stream_buckets import JoinEntry
+from embgemma_keras.dedup.stream_buckets import Match
 from embgemma_keras.index.format import IndexEntry
 from embgemma_keras.records.schema import DuplicateKind
 from tests.helpers import EVENT_TIME
@@ -75,6 +77,7 @@ def test_semantic_sketch_flags_close_vectors(tmp_path, bounded):
 
 
 @both_inputs
+@pytest.mark.slow
 def test_a_wave_of_copies_points_at_the_original(tmp_path, bounded):
     # Only originals are remembered, so each copy (and a near copy of a
     # copy) names the first record, and the buckets hold one entry.
@@ -247,6 +250,7 @@ def _entry(record_id, run, text, vector=None):
 
 
 @both_inputs
+@pytest.mark.slow
 def test_records_that_copy_an_indexed_record_name_it_and_itsrun_events(
         tmp_path, bounded):
     """An index entry is matched however old; it is never flagged or
@@ -300,15 +304,53 @@ def test_the_join_lets_each_delivery_leave_with_the_best_verdict(tmp_path):
     from transforms.dedup.streaming import _JoinVerdicts
 
     line = json.dumps({"id": "x", "text": TEXT}).encode("utf-8")
-    semantic = ("semantic", "a", 0.93, THIS_RUN)
-    lexical = ("lexical", "b", 0.8, THIS_RUN)
+    semantic = Match("semantic", "a", 0.93, THIS_RUN)
+    lexical = Match("lexical", "b", 0.8, THIS_RUN)
     # (bands judged, best match) from a bundle of the compare stage, or
     # None for a delivery of the record's line
     messages = [(1, semantic), None, None, (1, lexical), (2, None)]
-    join = beam.Map(lambda m: ("x", (line, None) if m["verdict"] is None
-                                    else (None, m["verdict"]))) | beam.ParDo(
-        _JoinVerdicts(bands=2, rank={"lexical": 0, "semantic": 1}))
+    join = beam.Map(lambda m: ("x", JoinEntry.of_line(line)
+                               if m["verdict"] is None
+                               else JoinEntry.of_verdicts(*m["verdict"]))
+                    ) | beam.ParDo(_JoinVerdicts(
+                        bands=2, rank={"lexical": 0, "semantic": 1}))
     out = run_events([(t, {"verdict": m}) for t, m in enumerate(messages)],
                      join, tmp_path)
     assert [(r["id"], r["duplicate_of"], r["kind"]) for r in out] == [
         ("x", "b", "lexical")] * 2
+
+
+@both_inputs
+def test_a_flagged_record_names_the_record_kept(tmp_path, bounded):
+    """Every record a stream flags carries `kept_id`, the original it
+    matched (this run's record, or an index entry); others carry none."""
+    events = [(0, {"id": "first", "text": TEXT}),
+              (5, {"id": "copy", "text": TEXT}),
+              (9, {"id": "resent", "text": "see you at lunch tomorrow"})]
+    out = run_events(events, lambda against: StreamingNearDuplicates(
+        StreamDedupConfig(horizon_secs=60), against=against), tmp_path,
+        index=[_entry("lunch", "run1", "see you at lunch tomorrow")],
+        bounded=bounded)
+    tags = {r["id"]: (r.get("duplicate_of"), r.get("kept_id")) for r in out}
+    assert tags == {"first": (None, None), "copy": ("first", "first"),
+                    "resent": ("lunch", "lunch")}
+
+
+def test_the_detectors_elements_have_fixed_deterministic_coders():
+    """Bucket entries and join messages are coded field by field (no
+    pickling), deterministically, and come back as the named tuples."""
+    from apache_beam.typehints import native_type_compatibility
+
+    from embgemma_keras.dedup.stream_buckets import BucketEntry
+
+    entry = BucketEntry.newcomer("lexical", "r1", b"\x01\x02", 5_000)
+    message = JoinEntry.of_verdicts(2, Match("lexical", "r0", 0.75, "run1"))
+    for element_type, value in ((BucketEntry, entry), (JoinEntry, message),
+                                (JoinEntry, JoinEntry.of_line(b"{}"))):
+        coder = beam.coders.registry.get_coder(
+            native_type_compatibility.convert_to_beam_type(
+                tuple[str, element_type]))
+        assert coder.is_deterministic()
+        back = coder.decode(coder.encode(("key", value)))
+        assert back == ("key", value) and type(back[1]) is element_type
+    assert message.match.indexed and JoinEntry.of_line(b"{}").match is None

@@ -1,8 +1,10 @@
 """The corpus deduplication graph of `dedup_corpus`.
 
 `DeduplicateCorpus` runs the detectors cheapest first (exact, lexical, then
-semantic on what survives, so only survivors are embedded) over records;
-`DeduplicateFiles` wraps it with reading, the three outputs and the report:
+semantic on what survives, so only survivors are embedded) over records,
+and gives every duplicate the id of the record its group kept (`kept_id`);
+`DeduplicateFiles` wraps it with reading, the three outputs and the report
+(what the run found, and what it was: model, input files, wall time):
 
 ```python
 report = pipeline | DeduplicateFiles("in/*.jsonl", "out", DedupConfig(),
@@ -12,7 +14,9 @@ report = pipeline | DeduplicateFiles("in/*.jsonl", "out", DedupConfig(),
 
 from __future__ import annotations
 
+import datetime
 import json
+import time
 import typing
 
 import apache_beam as beam
@@ -20,7 +24,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from embgemma_keras.config import DedupConfig
 from embgemma_keras.dedup.grouping import node
+from embgemma_keras.dedup.grouping import with_kept_id
 from embgemma_keras.dedup.minhash import MinHasher
+from embgemma_keras.dedup.report import RunTally
 from embgemma_keras.dedup.report import build_report
 from embgemma_keras.dedup.report import render_html
 from embgemma_keras.index.format import index_entries
@@ -30,11 +36,12 @@ from embgemma_keras.records.schema import DEAD_LETTERS
 from embgemma_keras.records.schema import DUPLICATE_OF
 from embgemma_keras.records.schema import DUPLICATE_OF_RUN
 from embgemma_keras.records.schema import ID
+from embgemma_keras.records.schema import KEPT_ID
 from embgemma_keras.records.schema import KIND
 from embgemma_keras.records.schema import SIMILARITY
 from embgemma_keras.records.schema import TEXT
 from embgemma_keras.records.schema import Vector
-from embgemma_keras.records.schema import without_embeddings
+from embgemma_keras.records.schema import without_working_fields
 from transforms.dedup.exact_and_lexical import ExactDuplicates
 from transforms.dedup.exact_and_lexical import LexicalDuplicates
 from transforms.dedup.exact_and_lexical import UniqueIds
@@ -56,7 +63,8 @@ class CorpusDuplicates(typing.NamedTuple):
     """Every record lands in exactly one of the first three."""
 
     unique: beam.PCollection
-    duplicates: beam.PCollection  # with duplicate_of, similarity, kind
+    # with duplicate_of, kept_id, similarity and kind
+    duplicates: beam.PCollection
     dead_letters: beam.PCollection
     embedded: beam.PCollection  # one element: how many were embedded
     # With an index: the `IndexEntry` of every record kept, and the
@@ -78,8 +86,12 @@ class DeduplicateCorpus(beam.PTransform):
         run: this run's id: the records it keeps become `index_entries`
             under it. None: the run only reads the index.
 
-    A `duplicate_of` may name a record that a later stage found to be a
-    duplicate itself: follow the chain to the kept record.
+    A `duplicate_of` names the record its stage kept, which a later stage
+    may have found to be a duplicate itself; `kept_id` names the record
+    the group kept in the end (in `unique`, or an index entry): the end of
+    that chain. Each record's MinHash signature is computed once, by the
+    lexical stage, and serves the index entries too; neither it nor the
+    embeddings are in the outputs.
     """
 
     def __init__(self, config: DedupConfig = DedupConfig(),
@@ -103,9 +115,9 @@ class DeduplicateCorpus(beam.PTransform):
         exact = ids.output | "Exact" >> ExactDuplicates(
             casefold=config.case_fold, against=against)
         lexical = exact.unique | "Lexical" >> LexicalDuplicates(
-            config.lexical, against=against)
-        kept, duplicates = lexical.unique, [exact.duplicates,
-                                            lexical.duplicates]
+            config.lexical, against=against, keep_signatures=True)
+        kept = lexical.unique
+        stages = {"Exact": exact.duplicates, "Lexical": lexical.duplicates}
         dead = [ids.dead_letters]
         centroids = None
         if not config.semantic:
@@ -117,8 +129,7 @@ class DeduplicateCorpus(beam.PTransform):
             semantic = embedded.output | "Semantic" >> SemanticDuplicates(
                 config.similar, centroids, against)
             kept = semantic.unique
-            duplicates.append(semantic.duplicates | "StripDuplicates" >> (
-                beam.Map(without_embeddings)))
+            stages["Semantic"] = semantic.duplicates
             dead.append(embedded.dead_letters)
             embedded = embedded.output | "CountEmbedded" >> (
                 beam.combiners.Count.Globally())
@@ -126,12 +137,12 @@ class DeduplicateCorpus(beam.PTransform):
         if index is not None and self._run is not None:
             entries = kept | "IndexEntries" >> _IndexEntries(
                 self._run, config, centroids)
-        if config.semantic:
-            kept = kept | "StripKept" >> beam.Map(without_embeddings)
+        duplicates = (_with_kept_ids(stages) | "AllDuplicates" >> beam.Flatten()
+                      | "StripDuplicates" >> beam.Map(without_working_fields))
         return CorpusDuplicates(
-            kept, duplicates | "AllDuplicates" >> beam.Flatten(),
-            dead | "AllDeadLetters" >> beam.Flatten(), embedded, entries,
-            centroids)
+            kept | "StripKept" >> beam.Map(without_working_fields),
+            duplicates, dead | "AllDeadLetters" >> beam.Flatten(), embedded,
+            entries, centroids)
 
     def _centroids(self, embedded):
         """The index's kept centroids, else fitted on this run's records."""
@@ -144,8 +155,33 @@ class DeduplicateCorpus(beam.PTransform):
                 | "FitBuckets" >> FitBuckets(self._config.similar))
 
 
+def _with_kept_ids(stages: dict[str, beam.PCollection]
+                   ) -> list[beam.PCollection]:
+    """Each stage's duplicates (stage name -> duplicates, in stage order)
+    with `kept_id` (`with_kept_id`).
+
+    The last stage's duplicates name the records kept in the end. An
+    earlier stage's duplicate names a record its stage kept, which a later
+    stage may have flagged: it takes that one's `kept_id`, from a map of
+    the later stages' duplicates (id -> kept_id) given as a side input, as
+    the lexical stage's id -> group map is.
+    """
+    resolved = []
+    for name, duplicates in reversed(stages.items()):
+        kept_later = {}
+        if resolved:
+            kept_later = beam.pvalue.AsDict(
+                resolved | f"FlaggedAfter{name}" >> beam.Flatten()
+                | f"KeptAfter{name}" >> beam.Map(
+                    lambda r: (r[ID], r[KEPT_ID])))
+        resolved.append(duplicates | f"KeptIds{name}" >> beam.Map(
+            with_kept_id, kept_later))
+    return resolved
+
+
 class _IndexEntries(beam.PTransform):
-    """Kept records -> their `IndexEntry`s, a batch at a time."""
+    """Kept records (signed by the lexical stage) -> their `IndexEntry`s,
+    a batch at a time."""
 
     def __init__(self, run, config: DedupConfig, centroids):
         super().__init__()
@@ -173,6 +209,12 @@ class DeduplicateFiles(beam.PTransform):
     index), adds the records kept to a new version of it, made current only
     once every output file is written.
 
+    The report says what the run found and what it was: the model and its
+    dtype ("no model" without the semantic stage), the input pattern and
+    the files it matched, and the wall time from building the graph to the
+    report (made once every output is written) with the records read a
+    second.
+
     Applied to the pipeline; returns the PCollection of the report.
     """
 
@@ -182,13 +224,16 @@ class DeduplicateFiles(beam.PTransform):
                  text_column: str = TEXT, index: OpenIndex | None = None,
                  run: str | None = None):
         super().__init__()
+        self._pattern = pattern
         self._read = ReadRecords(pattern, text_column)
         self._dedup = DeduplicateCorpus(config, handler, index, run)
         self._output = output
         self._index, self._run = index, run
+        self._model = handler if config.semantic else None
         self._settings = _settings(config, handler)
 
     def expand(self, pipeline):
+        started = time.time()  # the run's wall time counts from here
         read = pipeline | "Read" >> self._read
         result = read.output | "Dedup" >> self._dedup
         dead = ((read.dead_letters, result.dead_letters)
@@ -202,7 +247,17 @@ class DeduplicateFiles(beam.PTransform):
             write_jsonl(dead, FileSystems.join(out, "dead_letters"),
                         "DeadLetters", count_as=DEAD_LETTERS)]
         version = self._index_version(pipeline, result, written)
-        return self._report(pipeline, read, result, dead, version)
+        tallies = self._tallies(read, result, dead, written, version)
+        settings = self._settings
+        if self._index is not None:
+            settings = {**settings, "index": self._index.directory,
+                        "run": self._run}
+        what_ran = _what_ran(self._pattern, self._model, started)
+        return (tallies | "Tallies" >> beam.Flatten()
+                | "Tally" >> beam.combiners.ToDict()
+                | "AsTally" >> beam.Map(lambda fields: RunTally(**fields))
+                | "Report" >> beam.Map(_write_report, out, settings,
+                                       what_ran, started))
 
     def _index_version(self, pipeline, result, written):
         """The index version the run leaves current (one element), or None.
@@ -222,58 +277,64 @@ class DeduplicateFiles(beam.PTransform):
                                                result.centroids, outputs)
                 | "Version" >> beam.Map(lambda manifest: manifest.version))
 
-    def _report(self, pipeline, read, result, dead, version):
-        out, settings = self._output, self._settings
-        with_index = self._index is not None
-        if with_index:
-            settings = {**settings, "index": self._index.directory,
-                        "run": self._run}
+    def _tallies(self, read, result, dead, written, version
+                 ) -> list[beam.PCollection]:
+        """One `(RunTally field, value)` element per field of the report."""
         duplicates = result.duplicates
+        tallies = [
+            _counted("input", (read.output, read.dead_letters)
+                     | "AllIn" >> beam.Flatten()),
+            _counted("unique", result.unique),
+            _counted("dead_letters", dead),
+            _tally("embedded", result.embedded),
+            _listed("duplicates", duplicates | "Summaries" >> beam.Map(
+                lambda r: (r[KIND], r[SIMILARITY], r[KEPT_ID]))),
+            _listed("examples", _examples(result)),
+            # Counted once they are all written: the report comes last.
+            _counted("output_files", written | "AllWritten" >> beam.Flatten()),
+        ]
+        if self._index is not None:
+            tallies += [
+                _counted("duplicates_of_index", duplicates | "OfIndex" >> (
+                    beam.Filter(lambda r: DUPLICATE_OF_RUN in r))),
+                _tally("index_version", version)]
+        return tallies
 
-        def count(pcoll, label):
-            return beam.pvalue.AsSingleton(
-                pcoll | label >> beam.combiners.Count.Globally())
 
-        summaries = duplicates | "Summaries" >> beam.Map(
-            lambda r: (r[KIND], r[SIMILARITY], r[DUPLICATE_OF]))
-        samples = (duplicates
-                   | "ByKind" >> beam.Map(lambda r: (r[KIND], r))
-                   | "Sample" >> beam.combiners.Sample.FixedSizePerKey(
-                       EXAMPLES_PER_KIND)
-                   | "Flat" >> beam.FlatMap(lambda kv: kv[1]))
-        wanted = samples | "WantedIds" >> beam.Map(lambda r: r[DUPLICATE_OF])
-        kept_texts = (
-            (result.unique, duplicates) | "Everything" >> beam.Flatten()
-            | "Wanted" >> beam.Filter(lambda r, ids: r[ID] in set(ids),
-                                      ids=beam.pvalue.AsList(wanted))
-            | "IdText" >> beam.Map(lambda r: (r[ID], r[TEXT])))
-        examples = samples | "Pair" >> beam.Map(
-            lambda r, texts: (r[KIND], r[SIMILARITY], r[TEXT], _kept_text(
-                r, texts)), texts=beam.pvalue.AsDict(kept_texts))
-        against_index = duplicates | "OfIndex" >> beam.Filter(
-            lambda r: DUPLICATE_OF_RUN in r)
-        return (
-            pipeline | "One" >> beam.Create([None])
-            | "Report" >> beam.Map(
-                lambda _, dups, exs, n_in, n_unique, n_dead, n_embedded,
-                n_index, version: _write_report(out, build_report(
-                    {"input": n_in, "unique": n_unique,
-                     "dead_letters": n_dead, "embedded": n_embedded,
-                     **({"duplicates_of_index": n_index} if with_index
-                        else {})},
-                    dups, exs, {**settings, **(
-                        {"index_version": version[0]} if version else {})})),
-                dups=beam.pvalue.AsList(summaries),
-                exs=beam.pvalue.AsList(examples),
-                n_in=count((read.output, read.dead_letters)
-                           | "AllIn" >> beam.Flatten(), "CountIn"),
-                n_unique=count(result.unique, "CountUnique"),
-                n_dead=count(dead, "CountDead"),
-                n_embedded=beam.pvalue.AsSingleton(result.embedded),
-                n_index=count(against_index, "CountOfIndex"),
-                version=beam.pvalue.AsList(
-                    version if version is not None else
-                    pipeline | "NoIndex" >> beam.Create([]))))
+def _tally(field: str, pcoll: beam.PCollection) -> beam.PCollection:
+    """A one-element PCollection as `(field, its element)`."""
+    return pcoll | f"Tally {field}" >> beam.Map(lambda value: (field, value))
+
+
+def _counted(field: str, pcoll: beam.PCollection) -> beam.PCollection:
+    """`(field, how many elements pcoll has)`."""
+    return _tally(field, pcoll | f"Count {field}" >> (
+        beam.combiners.Count.Globally()))
+
+
+def _listed(field: str, pcoll: beam.PCollection) -> beam.PCollection:
+    """`(field, a list of pcoll's elements)`."""
+    return _tally(field, pcoll | f"List {field}" >> beam.combiners.ToList())
+
+
+def _examples(result: CorpusDuplicates) -> beam.PCollection:
+    """A few duplicates of each kind, as `(kind, similarity, text, the
+    text of the record it duplicates)`."""
+    duplicates = result.duplicates
+    samples = (duplicates
+               | "ByKind" >> beam.Map(lambda r: (r[KIND], r))
+               | "Sample" >> beam.combiners.Sample.FixedSizePerKey(
+                   EXAMPLES_PER_KIND)
+               | "Flat" >> beam.FlatMap(lambda kv: kv[1]))
+    wanted = samples | "WantedIds" >> beam.Map(lambda r: r[DUPLICATE_OF])
+    kept_texts = (
+        (result.unique, duplicates) | "Everything" >> beam.Flatten()
+        | "Wanted" >> beam.Filter(lambda r, ids: r[ID] in set(ids),
+                                  ids=beam.pvalue.AsList(wanted))
+        | "IdText" >> beam.Map(lambda r: (r[ID], r[TEXT])))
+    return samples | "Pair" >> beam.Map(
+        lambda r, texts: (r[KIND], r[SIMILARITY], r[TEXT], _kept_text(
+            r, texts)), texts=beam.pvalue.AsDict(kept_texts))
 
 
 def _kept_text(duplicate: dict, texts: dict) -> str:
@@ -301,7 +362,37 @@ def _settings(config: DedupConfig, handler) -> dict:
     }
 
 
-def _write_report(directory, report):
+def _what_ran(pattern: str, handler: EmbeddingGemmaModelHandler | None,
+              started: float) -> dict:
+    """What a report says the run was: its model and dtype ("no model"
+    when it embeds nothing), its input pattern and the files it matched,
+    and when it started (UTC)."""
+    matched = FileSystems.match([pattern])[0].metadata_list
+    model, dtype = "no model", None
+    if handler is not None:
+        # The handler keeps them private; None: EMBGEMMA_MODEL on workers.
+        model = handler.model_handle or "$EMBGEMMA_MODEL"
+        dtype = handler.dtype
+    return {
+        "model": model, "dtype": dtype, "input_pattern": pattern,
+        "input_files": sorted(metadata.path for metadata in matched),
+        "started": datetime.datetime.fromtimestamp(
+            started, datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def _write_report(tally: RunTally, directory: str, settings: dict,
+                  what_ran: dict, started: float) -> dict:
+    """Writes report.json and report.html to `directory` and prints the
+    counts; returns the report.
+
+    Args:
+        tally: what the run gathered (`RunTally`).
+        directory: the run's output directory (local or gs://).
+        settings: the settings the report states.
+        what_ran: the run's model, input and start (`_what_ran`).
+        started: the run's start (`time.time()`), for its wall time.
+    """
+    report = build_report(tally, settings, what_ran, time.time() - started)
     for name, content in (("report.json", json.dumps(report, indent=2,
                                                      ensure_ascii=False)),
                           ("report.html", render_html(report))):

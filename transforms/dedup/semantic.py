@@ -3,11 +3,12 @@
 Records are bucketed by k-means on their sentence-similarity embeddings
 (centroids fitted on a fixed sample, the records whose ids hash lowest, so
 the fit is one worker's work whatever the corpus size, and every run finds
-the same duplicates; or a dedup index's kept centroids); within each bucket every pair with cosine >=
-`threshold` is an edge; edges are made transitive with the same connected
-components as the lexical detector, and the same representative rule
-applies. Two paraphrases in different buckets are missed: more clusters is
-faster and misses more.
+the same duplicates; or a dedup index's kept centroids); within each
+bucket every pair with cosine >= `threshold` is an edge (a dedup index's
+entries join a bucket's records through a tagged `CoGroupByKey`); edges
+are made transitive with the same connected components as the lexical
+detector, and the same representative rule applies. Two paraphrases in
+different buckets are missed: more clusters is faster and misses more.
 """
 
 from __future__ import annotations
@@ -20,15 +21,16 @@ import numpy as np
 
 from embgemma_keras.clusters.centroids import kmeans
 from embgemma_keras.config import SemanticDedupConfig
-from embgemma_keras.dedup.grouping import THIS_RUN
 from embgemma_keras.dedup.grouping import edges_between
 from embgemma_keras.dedup.grouping import node
 from embgemma_keras.dedup.grouping import within_bucket_edges
-from embgemma_keras.index.format import IndexEntry
 from embgemma_keras.records.schema import EMBEDDINGS
 from embgemma_keras.records.schema import DuplicateKind
 from embgemma_keras.records.schema import Vector
 from transforms.dedup.exact_and_lexical import Deduplicated
+from transforms.dedup.exact_and_lexical import Similarity
+from transforms.dedup.exact_and_lexical import co_group
+from transforms.dedup.exact_and_lexical import records_and_entries
 from transforms.dedup.exact_and_lexical import split_by_edges
 
 
@@ -57,11 +59,14 @@ class FitBuckets(beam.PTransform):
                     [vector for _, vector in sample], config.clusters)[0]))
 
 
-def similarity_vector(member) -> np.ndarray:
-    """A record's sentence-similarity vector, or an index entry's."""
-    if isinstance(member, IndexEntry):
-        return member.vector
-    return np.asarray(member[EMBEDDINGS][Vector.SIMILARITY], np.float32)
+def similarity_vector(record: dict) -> np.ndarray:
+    """A record's sentence-similarity vector (float32)."""
+    return np.asarray(record[EMBEDDINGS][Vector.SIMILARITY], np.float32)
+
+
+# Semantic duplicates: the cosine of their (unit) similarity vectors.
+COSINE = Similarity(similarity_vector, lambda entry: entry.vector,
+                    lambda kept, duplicate: float(np.dot(kept, duplicate)))
 
 
 class SemanticDuplicates(beam.PTransform):
@@ -103,28 +108,24 @@ class SemanticDuplicates(beam.PTransform):
         bucketed = keyed | "Bucket" >> beam.Map(
             lambda item, c: (int(np.argmax(c @ item[1])), item),
             c=beam.pvalue.AsSingleton(centroids))
+        index = None
         if self._against is not None:
-            bucketed = (bucketed, self._against | "IndexBuckets" >> beam.Map(
+            index = self._against | "IndexBuckets" >> beam.Map(
                 lambda e: (e.bucket, (e.node, e.vector)))
-                        ) | "WithIndex" >> beam.Flatten()
         edges = (
-            bucketed
-            | "GroupBuckets" >> beam.GroupByKey()
+            co_group("GroupBuckets", bucketed, index)
             | "Pairs" >> beam.FlatMapTuple(
-                lambda _, members: _bucket_edges(list(members),
-                                                 config.threshold)))
-        return split_by_edges(
-            records, edges, DuplicateKind.SEMANTIC,
-            lambda a, b: float(np.dot(similarity_vector(a),
-                                      similarity_vector(b))),
-            self._against)
+                lambda _, grouped: _bucket_edges(
+                    *records_and_entries(grouped), config.threshold)))
+        return split_by_edges(records, edges, DuplicateKind.SEMANTIC,
+                              COSINE, self._against)
 
 
-def _bucket_edges(members, threshold):
+def _bucket_edges(new, old, threshold):
     """`(node, node)` pairs at or above `threshold` in one bucket: this
-    run's records with each other and with the index's entries."""
-    new = [m for m in members if m[0][0] == THIS_RUN]
-    old = [m for m in members if m[0][0] != THIS_RUN]
+    run's records (`new`) with each other and with the index's entries
+    (`old`)."""
+    new, old = list(new), list(old)
     for a, b, _ in itertools.chain(within_bucket_edges(new, threshold)
                                    if new else (),
                                    edges_between(new, old, threshold)):

@@ -3,49 +3,36 @@
 `StreamingNearDuplicates` flags a record that is a lexical (MinHash) or
 semantic (random-hyperplane LSH on its embedding) near-duplicate of a
 record seen within `horizon_secs` of event time, adding `duplicate_of`,
-`similarity` and `kind`; every record comes out once, flagged or not, and
-without its embeddings (they are sketched on the way in).
+`kept_id`, `similarity` and `kind`; every record comes out once, flagged
+or not, and without its embeddings (they are sketched on the way in).
 
-How it works: each record is sketched (`embgemma_keras.dedup.sketches`) into one
-bucket key per band of each sketcher; each bucket holds the originals it
-saw (id, sketch, event time of records that matched none before them) and
-judges each newcomer against them once the watermark has passed the
-newcomer's event time, in order of event time, then id
-(`embgemma_keras.dedup.stream_buckets.BucketJudge`). A bucket keeps at most
-`max_originals` originals and forgets them all once its newest is
-`horizon_secs` old, so state and time per record stay bounded however hot
-a bucket runs (a spam wave of copies keeps one entry: its original). A
-stateful DoFn keyed by record id counts the verdicts of all bands (one
-message per record and bundle of the compare stage: how many bands judged
-it, and the best match) and emits the record with its best match: lexical
-before semantic, then the highest similarity.
+How it works: each record is sketched (`embgemma_keras.dedup.sketches`)
+into one bucket key per band of each sketcher; each bucket holds the
+originals it saw (records that matched none before them, at most
+`max_originals`, forgotten once the newest is `horizon_secs` old) and
+judges each newcomer against them in order of event time, then id
+(`embgemma_keras.dedup.stream_buckets.BucketJudge`), so of two
+near-duplicates exactly one is flagged, the same one whatever the order a
+runner or Pub/Sub delivers them in. A stateful DoFn keyed by record id
+joins the verdicts of all bands and emits the record with its best match:
+lexical before semantic, then the highest similarity. In a stream the
+buckets are keyed state and event-time timers, and a record leaves once
+the watermark has passed it; over a bounded input (files) a
+`CoGroupByKey` hands each bucket its records at once, judged with no
+state or timers: the same verdicts for less. Buckets and the join hold
+named tuples (`BucketEntry`, `JoinEntry`, `Match`) with fixed,
+deterministic coders: no pickling. The design, and what it costs:
+docs/streaming.md.
 
-In a stream the buckets are keyed state: a newcomer waits in its bucket
-for an event-time timer at its time (in whole milliseconds, the precision
-of Beam's timers), and a timer at the horizon past the newest original
-clears it. A bounded input (files) has all its records before the
-watermark moves, so a `GroupByKey` hands each bucket its records (of a
-window) at once and they are judged together, with no state or timers: the
-same verdicts for less (`benchmarks/stream_throughput.py` measures both).
-
-State holds only plain values with fixed coders: a bucket entry is
-`(kind, run, id, sketch bytes, micros)`, the join holds the vector-free
-record as a JSON line and its verdicts (bands judged, best match): no
-pickling, and a handful of objects for Beam's state cache to weigh
-(`tests/transforms/test_streaming_dedup.py` checks every value written;
-`transforms.state_cache` makes each weighing cheap).
-
-The original is the earlier record in event time, or of two at the same
-time (every record of a file) the one with the smaller id, whichever order
-a runner or Pub/Sub delivers them in, and every bucket agrees on that
-order, so of two near-duplicates exactly one is flagged, the same one on
-every runner. The price is latency: a record leaves once the watermark
-has passed it (on Dataflow, Pub/Sub's watermark trails the oldest unacked
-message by seconds).
 Against a dedup index (`against=`, `stream_tag --index`): the entries
 `dedup_corpus` kept join the buckets' state for good, so a record is also
 flagged as a near-duplicate of any of them (`duplicate_of_run` names the
-run that kept it).
+run that kept it). Over a bounded input they join a bucket's records
+through a tagged `CoGroupByKey`; a stream's keyed state has one input, so
+there they come in with the records and their run tells them apart.
+A flagged record's `kept_id` is its `duplicate_of`: a stream keeps every
+record, and whether the original it matched was itself flagged is decided
+in other buckets at the same time, so the chain is not resolved here.
 Replays: a re-delivered record (same id) is never compared with itself and
 gets the verdict it got the first time (while the horizon's state lasts), so
 Pub/Sub redelivery does not make a record a duplicate of itself. Late
@@ -58,11 +45,13 @@ later in event time has been compared is not flagged, nor is that one.
 from __future__ import annotations
 
 import json
+import typing
 from collections.abc import Sequence
-from typing import Any
 
 import apache_beam as beam
 from apache_beam import coders
+from apache_beam.coders import coder_impl
+from apache_beam.coders.coders import FastCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec
@@ -72,45 +61,104 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from embgemma_keras.config import StreamDedupConfig
-from embgemma_keras.dedup.grouping import THIS_RUN
 from embgemma_keras.dedup.sketches import Sketcher
 from embgemma_keras.dedup.sketches import stream_sketchers
+from embgemma_keras.dedup.stream_buckets import HELD as HELD  # benchmarks
+from embgemma_keras.dedup.stream_buckets import BucketEntry
 from embgemma_keras.dedup.stream_buckets import BucketJudge
+from embgemma_keras.dedup.stream_buckets import JoinEntry
 from embgemma_keras.dedup.stream_buckets import Judgement
+from embgemma_keras.dedup.stream_buckets import Match
 from embgemma_keras.dedup.stream_buckets import better_match
 from embgemma_keras.dedup.stream_buckets import match_rank
 from embgemma_keras.progress import DUPLICATES
 from embgemma_keras.records.schema import DUPLICATE_OF
 from embgemma_keras.records.schema import DUPLICATE_OF_RUN
 from embgemma_keras.records.schema import ID
+from embgemma_keras.records.schema import KEPT_ID
 from embgemma_keras.records.schema import KIND
 from embgemma_keras.records.schema import SIMILARITY
 from embgemma_keras.records.schema import to_json_line
-from embgemma_keras.records.schema import without_embeddings
+from embgemma_keras.records.schema import without_working_fields
 from transforms.counters import count
 from transforms.state_cache import skip_module_scan
 
-# A bucket's entry: (kind, run, record id, sketch, event time in
-# microseconds). `kind` names the sketcher still to judge a newcomer, and is
-# HELD once it is an original; `run` is THIS_RUN but for a dedup index's
-# entry, held for good.
-BUCKET_CODER = coders.TupleCoder([
-    coders.StrUtf8Coder(), coders.StrUtf8Coder(), coders.StrUtf8Coder(),
-    coders.BytesCoder(), coders.VarIntCoder()])
-HELD = ""
-# What the verdict join holds for a record id, one entry per message:
-# (record line or b"", bands judged, match kind or "", id of the original,
-# similarity, the run that kept it or THIS_RUN).
-JOIN_CODER = coders.TupleCoder([
-    coders.BytesCoder(), coders.VarIntCoder(), coders.StrUtf8Coder(),
-    coders.StrUtf8Coder(), coders.FloatCoder(), coders.StrUtf8Coder()])
-NO_MATCH = ("", "", 0.0, "")
+# The tags of a bounded input's co-group per bucket.
+_RECORDS, _INDEX = "records", "index"
+
+
+class _FieldsCoder(FastCoder):
+    """Codes a named tuple `kind` as a `TupleCoder` of its `fields` would
+    (the same bytes), decoding to the named tuple: deterministic, nothing
+    pickled. Each subclass is registered for its `kind`, so a PCollection
+    typed with it gets it."""
+
+    kind: typing.ClassVar[type]
+    fields: typing.ClassVar[tuple[coders.Coder, ...]]
+
+    @classmethod
+    def from_type_hint(cls, typehint, registry) -> _FieldsCoder:
+        return cls()
+
+    def _create_impl(self) -> coder_impl.StreamCoderImpl:
+        return _FieldsImpl(self.kind, coders.TupleCoder(self.fields).get_impl())
+
+    def is_deterministic(self) -> bool:
+        return True
+
+    def to_type_hint(self) -> type:
+        return self.kind
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+
+class _FieldsImpl(coder_impl.StreamCoderImpl):
+    """A `TupleCoder`'s implementation, decoding to a named tuple."""
+
+    def __init__(self, kind: type, fields: coder_impl.CoderImpl):
+        self._kind, self._fields = kind, fields
+
+    def encode_to_stream(self, value, stream, nested: bool) -> None:
+        self._fields.encode_to_stream(value, stream, nested)
+
+    def decode_from_stream(self, stream, nested: bool) -> tuple:
+        return self._kind._make(self._fields.decode_from_stream(stream, nested))
+
+    def estimate_size(self, value, nested: bool = False) -> int:
+        return self._fields.estimate_size(value, nested)
+
+
+class _MatchCoder(_FieldsCoder):
+    kind = Match
+    fields = (coders.StrUtf8Coder(), coders.StrUtf8Coder(),
+              coders.FloatCoder(), coders.StrUtf8Coder())
+
+
+class _BucketEntryCoder(_FieldsCoder):
+    kind = BucketEntry
+    fields = (coders.StrUtf8Coder(), coders.StrUtf8Coder(),
+              coders.StrUtf8Coder(), coders.BytesCoder(), coders.VarIntCoder())
+
+
+class _JoinEntryCoder(_FieldsCoder):
+    kind = JoinEntry
+    fields = (coders.BytesCoder(), coders.VarIntCoder(), _MatchCoder())
+
+
+for _coder in (_MatchCoder, _BucketEntryCoder, _JoinEntryCoder):
+    coders.registry.register_coder(_coder.kind, _coder)
+BUCKET_CODER = _BucketEntryCoder()
+JOIN_CODER = _JoinEntryCoder()
 
 
 class _BucketVerdicts(beam.DoFn):
     """Judges records in their buckets (`BucketJudge`) and sends the verdict
-    join one message per record and bundle: (bands judged, best match),
-    not one per band."""
+    join one message per record and bundle (`JoinEntry.of_verdicts`: bands
+    judged, best match), not one per band."""
 
     def __init__(self, sketchers, horizon_secs, max_originals):
         self._judge = BucketJudge(sketchers, horizon_secs, max_originals)
@@ -123,18 +171,20 @@ class _BucketVerdicts(beam.DoFn):
         self._verdicts = {}
 
     def finish_bundle(self):
-        for (record_id, window, micros), verdict in self._verdicts.items():
-            yield WindowedValue((record_id, (None, verdict)),
-                                Timestamp(micros=micros), [window])
+        for (record_id, window, micros), (judged, best) in (
+                self._verdicts.items()):
+            yield WindowedValue(
+                (record_id, JoinEntry.of_verdicts(judged, best)),
+                Timestamp(micros=micros), [window])
         self._verdicts = {}
 
     def _judged(self, newcomers, held, indexed, window) -> Judgement:
         judged = self._judge(newcomers, held, indexed)
-        for record_id, micros, match in judged.verdicts:
-            judged_bands, best = self._verdicts.get(
-                (record_id, window, micros), (0, None))
-            self._verdicts[record_id, window, micros] = (
-                judged_bands + 1, better_match(self._rank, best, match))
+        for verdict in judged.verdicts:
+            key = verdict.id, window, verdict.micros
+            bands, best = self._verdicts.get(key, (0, None))
+            self._verdicts[key] = (
+                bands + 1, better_match(self._rank, best, verdict.match))
         if judged.evicted:
             self._evicted.inc(judged.evicted)
         return judged
@@ -163,14 +213,13 @@ class _CompareInBucket(_BucketVerdicts):
 
     def process(self, element, bucket=beam.DoFn.StateParam(BUCKET),
                 wake=beam.DoFn.TimerParam(WAKE)):
-        _, (kind, record_id, sketch, run, micros) = element
-        if run != THIS_RUN:
-            # An index entry: its timestamp is the earliest, so it is in
-            # before any newcomer's timer can fire.
-            bucket.add((HELD, run, record_id, sketch, micros))
-            return
-        bucket.add((kind, run, record_id, sketch, micros))
-        wake.set(Timestamp(micros=micros), dynamic_timer_tag=str(micros))
+        _, entry = element
+        bucket.add(entry)
+        # An index entry is held for good: its timestamp is the earliest,
+        # so it is in before any newcomer's timer can fire.
+        if not entry.indexed:
+            wake.set(Timestamp(micros=entry.micros),
+                     dynamic_timer_tag=str(entry.micros))
 
     @on_timer(WAKE)
     def wake_up(self, fired=beam.DoFn.TimestampParam,
@@ -179,14 +228,13 @@ class _CompareInBucket(_BucketVerdicts):
                 wake=beam.DoFn.TimerParam(WAKE)):
         now = fired.micros
         ready, waiting, held, indexed = [], [], [], []
-        for kind, run, record_id, sketch, micros in bucket.read():
-            if run != THIS_RUN:
-                indexed.append((run, record_id, sketch))
-            elif kind == HELD:
-                held.append((record_id, sketch, micros))
+        for entry in bucket.read():
+            if entry.indexed:
+                indexed.append(entry)
+            elif entry.is_newcomer:
+                (ready if entry.micros <= now else waiting).append(entry)
             else:
-                (ready if micros <= now else waiting).append(
-                    (kind, record_id, sketch, micros))
+                held.append(entry)
         kept = held
         if ready:
             judged = self._judged(ready, held, indexed, window)
@@ -202,37 +250,28 @@ class _CompareInBucket(_BucketVerdicts):
         if not ready and len(kept) == len(held):
             return  # nothing judged, nothing forgotten
         bucket.clear()
-        for run, record_id, sketch in indexed:
-            bucket.add((HELD, run, record_id, sketch, 0))
-        for record_id, sketch, micros in kept:
-            bucket.add((HELD, THIS_RUN, record_id, sketch, micros))
-        for kind, record_id, sketch, micros in waiting:
-            bucket.add((kind, THIS_RUN, record_id, sketch, micros))
+        for entry in (*indexed, *kept, *waiting):
+            bucket.add(entry)
 
 
 class _CompareGrouped(_BucketVerdicts):
-    """A bounded input's buckets: all of a bucket's records (and index
-    entries) come as one group, so the watermark has passed them all and
-    they are judged at once, with no state or timers; the verdicts are
-    those of `_CompareInBucket`."""
+    """A bounded input's buckets: all of a bucket's records and index
+    entries come as one co-group (`_RECORDS`, `_INDEX`), so the watermark
+    has passed them all and they are judged at once, with no state or
+    timers; the verdicts are those of `_CompareInBucket`."""
 
     def process(self, element, window=beam.DoFn.WindowParam):
-        _, values = element
-        newcomers, indexed = [], []
-        for kind, record_id, sketch, run, micros in values:
-            if run == THIS_RUN:
-                newcomers.append((kind, record_id, sketch, micros))
-            else:
-                indexed.append((run, record_id, sketch))
-        self._judged(newcomers, [], indexed, window)
+        _, grouped = element
+        self._judged(grouped[_RECORDS], [], grouped.get(_INDEX, ()), window)
         return ()
 
 
 class _JoinVerdicts(beam.DoFn):
     """Emits each delivery of a record once all its band verdicts are in.
 
-    Verdicts come as `(bands judged, best match)`, one message per record
-    from each bundle of the compare stage that judged it. Every message
+    Verdicts come as `JoinEntry`s (bands judged, best match), one message
+    per record from each bundle of the compare stage that judged it, and
+    each delivery of the record as one holding its line. Every message
     goes into one bag per record id, which is then read back: the bag
     itself says whether a record can leave (one state read and one write
     per message, and a clear when all have left). A redelivered record
@@ -252,43 +291,41 @@ class _JoinVerdicts(beam.DoFn):
         skip_module_scan()
 
     def process(self, element, inbox=beam.DoFn.StateParam(INBOX)):
-        _, (line, verdict) = element
-        if line is not None:
-            inbox.add((line, 0, *NO_MATCH))
-        else:
-            judged, match = verdict
-            inbox.add((b"", judged, *(match or NO_MATCH)))
+        _, message = element
+        inbox.add(message)
         lines, received, best = [], 0, None
-        for held_line, judged, *match in inbox.read():
-            if held_line:
-                lines.append(held_line)
-            received += judged
-            if match[0]:
-                best = better_match(self._rank, best, tuple(match))
+        for entry in inbox.read():
+            if entry.line:
+                lines.append(entry.line)
+            received += entry.judged
+            best = better_match(self._rank, best, entry.match)
         leaving = min(len(lines), received // self._bands)
         if not leaving:
             return
         for line in lines[:leaving]:
-            yield self._tagged(json.loads(line), best)
+            yield _tagged(json.loads(line), best)
         inbox.clear()
         received -= leaving * self._bands
         waiting = lines[leaving:]
         if received or (best and waiting):
             # What is still in flight keeps the verdicts seen so far.
-            inbox.add((b"", received, *(best or NO_MATCH)))
+            inbox.add(JoinEntry.of_verdicts(received, best))
         for line in waiting:
-            inbox.add((line, 0, *NO_MATCH))
+            inbox.add(JoinEntry.of_line(line))
 
-    @staticmethod
-    def _tagged(record, best):
-        if best is None or DUPLICATE_OF in record:
-            return record
-        count(DUPLICATES)
-        kind, original, score, run = best
-        tags = {DUPLICATE_OF: original, SIMILARITY: score, KIND: kind}
-        if run != THIS_RUN:
-            tags[DUPLICATE_OF_RUN] = run
-        return {**record, **tags}
+
+def _tagged(record: dict, best: Match | None) -> dict:
+    """The record with its best match's tags; as it is if it matched
+    nothing, or already carries `duplicate_of`."""
+    if best is None or DUPLICATE_OF in record:
+        return record
+    count(DUPLICATES)
+    tags = {DUPLICATE_OF: best.original, KEPT_ID: best.original,
+            SIMILARITY: best.similarity, KIND: best.kind}
+    if best.indexed:
+        tags[DUPLICATE_OF_RUN] = best.run
+    return {**record, **tags}
+
 
 class StreamingNearDuplicates(beam.PTransform):
     """Tags records that near-duplicate one seen within a time horizon.
@@ -308,16 +345,18 @@ class StreamingNearDuplicates(beam.PTransform):
             that near-duplicate one of them are flagged too, whatever its
             age, with `duplicate_of_run` naming the run that kept it.
 
-    A record already carrying `duplicate_of` keeps it. Records leave
-    without their embeddings. Evictions from full buckets are counted in
-    the `StreamingNearDuplicates/bucket_evictions` metric.
+    A flagged record gets `duplicate_of`, `kept_id` (the same id: see the
+    module docstring), `similarity` and `kind`. A record already carrying
+    `duplicate_of` keeps it. Records leave without their embeddings.
+    Evictions from full buckets are counted in the
+    `StreamingNearDuplicates/bucket_evictions` metric.
 
     The index is not held whole by any worker: each entry goes, like an
     original, to its buckets (one per band of each sketcher), which the
     runner spreads over its workers by key; a record reads the buckets it
     falls in, as it does for the horizon. On a stream the buckets are
-    keyed state ordered by timers; on a bounded input, one `GroupByKey`
-    (see the module docstring).
+    keyed state ordered by timers; on a bounded input, one `CoGroupByKey`
+    of records and index entries (see the module docstring).
     """
 
     def __init__(self, config: StreamDedupConfig = StreamDedupConfig(),
@@ -340,23 +379,24 @@ class StreamingNearDuplicates(beam.PTransform):
             for sketcher in sketchers:
                 sketch, keys = sketcher.sketch(record)
                 for key in keys:
-                    yield key, (sketcher.kind.value, record[ID], sketch,
-                                THIS_RUN, micros)
+                    yield key, BucketEntry.newcomer(
+                        sketcher.kind.value, record[ID], sketch, micros)
 
         def sketch_entry(entry):
             for sketcher in sketchers:
                 sketched = sketcher.sketch_entry(entry)
                 for key in sketched[1] if sketched else ():
-                    yield key, (sketcher.kind.value, entry.id, sketched[0],
-                                entry.run, 0)
+                    yield key, BucketEntry.indexed_entry(
+                        entry.run, entry.id, sketched[0])
 
-        # Typed keys: Beam then knows their coder is deterministic.
+        # Typed: Beam then codes keys and entries with deterministic,
+        # pickle-free coders.
         sketched = records | "Sketch" >> beam.FlatMap(
-            sketch).with_output_types(tuple[bytes, Any])
+            sketch).with_output_types(tuple[bytes, BucketEntry])
+        index = None
         if self._against is not None:
-            sketched = (sketched, self._against | "SketchIndex" >> (
-                beam.FlatMap(sketch_entry).with_output_types(
-                    tuple[bytes, Any]))) | "WithIndex" >> beam.Flatten()
+            index = self._against | "SketchIndex" >> beam.FlatMap(
+                sketch_entry).with_output_types(tuple[bytes, BucketEntry])
         config = self._config
         if sketched.is_bounded:
             # All the input is there before the watermark moves: one
@@ -364,15 +404,22 @@ class StreamingNearDuplicates(beam.PTransform):
             # state and timers.
             compare = _CompareGrouped(sketchers, config.horizon_secs,
                                       config.max_originals)
-            sketched = sketched | "GroupBuckets" >> beam.GroupByKey()
+            sketched = ({_RECORDS: sketched} if index is None
+                        else {_RECORDS: sketched, _INDEX: index}
+                        ) | "GroupBuckets" >> beam.CoGroupByKey()
         else:
+            # Keyed state has one input: index entries come in with the
+            # records, told apart by their run.
             compare = _CompareInBucket(sketchers, config.horizon_secs,
                                        config.max_originals)
+            if index is not None:
+                sketched = (sketched, index) | "WithIndex" >> beam.Flatten()
         verdicts = sketched | "Compare" >> beam.ParDo(
-            compare).with_output_types(tuple[str, Any])
-        lines = records | "KeyById" >> beam.Map(lambda r: (r[ID], (
-            to_json_line(without_embeddings(r)).encode("utf-8"), None))
-        ).with_output_types(tuple[str, Any])
+            compare).with_output_types(tuple[str, JoinEntry])
+        lines = records | "KeyById" >> beam.Map(lambda r: (
+            r[ID], JoinEntry.of_line(to_json_line(
+                without_working_fields(r)).encode("utf-8")))
+        ).with_output_types(tuple[str, JoinEntry])
         return ((lines, verdicts) | "Merge" >> beam.Flatten()
                 | "Join" >> beam.ParDo(_JoinVerdicts(
                     bands, match_rank(sketchers))))

@@ -26,6 +26,7 @@ from embgemma_keras.records.schema import Vector
 from embgemma_keras.records.schema import dead_letter
 from embgemma_keras.tasks import Task
 from transforms.counters import count
+from transforms.embedding.model_handler import EmbeddingGemmaModelHandler
 from transforms.records.dead_letters import WithDeadLetters
 
 # Each stage's own prompt: the model card's recommendation.
@@ -42,8 +43,9 @@ def prompts_for(mode: str, vectors: Iterable[Vector | str]
                 ) -> dict[Vector, Task]:
     """The prompt of each wanted vector: 'all' (own prompts) or 'shared'.
 
-    >>> prompts_for("shared", [Vector.CLASSIFICATION])
-    {<Vector.CLASSIFICATION: 'classification'>: <Task.SENTENCE_SIMILARITY: 'sentence_similarity'>}
+    >>> prompts = prompts_for("shared", [Vector.CLASSIFICATION, "clustering"])
+    >>> set(prompts.values())
+    {<Task.SENTENCE_SIMILARITY: 'sentence_similarity'>}
     """
     if mode not in ("all", "shared"):
         raise ValueError(f"prompts must be 'all' or 'shared', got {mode!r}")
@@ -76,7 +78,7 @@ class EmbedRecords(beam.PTransform):
     with the window's end, which would push records into later windows).
     """
 
-    def __init__(self, handler,
+    def __init__(self, handler: EmbeddingGemmaModelHandler,
                  prompts: Mapping[Vector | str, Task | str] | None = None):
         super().__init__()
         prompts = DEFAULT_PROMPTS if prompts is None else prompts
@@ -90,8 +92,8 @@ class EmbedRecords(beam.PTransform):
         embedded, failed = (
             records
             | "KeyByRecord" >> beam.Map(_queued)
-            | "RunInference" >> RunInference(
-                KeyedModelHandler(self._handler)).with_exception_handling()
+            | "RunInference" >> RunInference(KeyedModelHandler(
+                self._handler.for_input(records))).with_exception_handling()
         )
         return WithDeadLetters(
             embedded | "Attach" >> beam.MapTuple(self._attach),

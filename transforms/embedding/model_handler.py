@@ -19,11 +19,17 @@ from __future__ import annotations
 import copy
 import resource
 from collections.abc import Iterable
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+from typing import Any
 
+import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference import base as inference_base
 from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.ml.inference.base import PredictionResult
+from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.transforms import util as beam_util
 
 from embgemma_keras.config import MATRYOSHKA_DIMS
 from embgemma_keras.config import MAX_CONTEXT
@@ -32,6 +38,9 @@ from embgemma_keras.presets import check_dtype
 from embgemma_keras.tasks import Task
 from embgemma_keras.tasks import format_prompts
 
+if TYPE_CHECKING:
+    from embgemma_keras.embedding_gemma import EmbeddingGemma
+
 METRICS_NAMESPACE = "EmbeddingGemma"
 
 # Beam 2.77 drops the `resource` module when its optional ModelManager
@@ -39,6 +48,16 @@ METRICS_NAMESPACE = "EmbeddingGemma"
 # be fetched" and reports none; torch is no dependency of this project.
 if inference_base.resource is None:
     inference_base.resource = resource
+
+# Beam's stream batcher (BatchElements with max_batch_duration_secs) keys
+# each element by its worker's UUID string, or by (that string, a length
+# bucket), in DoFns that declare no output type; its stateful stage then
+# gets a pickling key coder, and Beam warns in every stream job's log that
+# the key coder may not be deterministic. The keys are a str and an int:
+# declared, they get deterministic coders.
+beam.typehints.with_output_types(tuple[str, Any])(beam_util.WithSharedKey)
+beam.typehints.with_output_types(tuple[tuple[str, int], Any])(
+    beam_util.WithLengthBucketKey)
 
 
 class EmbeddingGemmaModelHandler(ModelHandler):
@@ -68,11 +87,14 @@ class EmbeddingGemmaModelHandler(ModelHandler):
         max_length: tokens per text; longer texts are truncated (counted in
             the `truncated_texts` metric).
         min_batch_size, max_batch_size, max_batch_duration_secs: how Beam
-            groups elements before `run_inference` (min defaults to 128). A
-            large Beam batch lets the encoder sort it by length and split
-            it into forward passes of similar texts;
-            `max_batch_duration_secs` bounds how long a streaming element
-            waits for its batch to fill.
+            groups elements before `run_inference`. A large Beam batch lets
+            the encoder sort it by length and split it into forward passes
+            of similar texts; `max_batch_duration_secs` bounds how long an
+            element of a stream waits for its batch to fill, and then
+            `min_batch_size` defaults to 128 (to `max_batch_size`
+            otherwise). It is for streams: `EmbedRecords` drops it over
+            bounded input (files), and so does `for_input`; a handler
+            given to `RunInference` as it is passes it on to Beam.
         large_model, model_copies: load one (or `model_copies`) model per
             VM shared by all its processes instead of one per process.
     """
@@ -85,23 +107,20 @@ class EmbeddingGemmaModelHandler(ModelHandler):
                  max_batch_size: int = 512,
                  max_batch_duration_secs: float | None = None,
                  large_model: bool = False, model_copies: int | None = None,
-                 **kwargs):
-        if min_batch_size is None:
-            # The encoder sorts each batch by length, so bigger batches pad
-            # less: over bounded input, full 512-text batches (1,980 real
-            # texts: 24.7 s of inference against 33.2 s in the ~140-text
-            # batches Beam's adaptive batcher chose). A stream's batches
-            # are cut by max_batch_duration_secs; start them at 128.
-            min_batch_size = (max_batch_size if max_batch_duration_secs is None
-                              else min(128, max_batch_size))
+                 **kwargs: Any):
+        # Beam's own batching settings, but for the two that depend on
+        # whether the input is a stream (see batch_elements_kwargs).
         super().__init__(
-            min_batch_size=min_batch_size,
             max_batch_size=max_batch_size,
-            max_batch_duration_secs=max_batch_duration_secs,
             large_model=large_model,
             model_copies=model_copies,
             **kwargs,
         )
+        self._min_batch_size = min_batch_size
+        self._max_batch_duration_secs = max_batch_duration_secs
+        # Batched as a stream, with the deadline, unless `for_input` finds
+        # the input bounded.
+        self._stream = max_batch_duration_secs is not None
         # Checked here, at pipeline construction, not on a worker later.
         if isinstance(task, (str, Task)):
             self._tasks, self._single = (Task.parse(task),), True
@@ -111,7 +130,8 @@ class EmbeddingGemmaModelHandler(ModelHandler):
             if not self._tasks:
                 raise ValueError("task must name at least one task.")
         if dim not in MATRYOSHKA_DIMS:
-            raise ValueError(f"dim must be one of {MATRYOSHKA_DIMS}, got {dim!r}.")
+            raise ValueError(
+                f"dim must be one of {MATRYOSHKA_DIMS}, got {dim!r}.")
         self._model_handle = model_handle
         self._dim = dim
         self._dtype = check_dtype(dtype)
@@ -122,7 +142,7 @@ class EmbeddingGemmaModelHandler(ModelHandler):
 
     @classmethod
     def from_config(cls, config: EmbedConfig, model_handle: str | None = None,
-                    **kwargs) -> EmbeddingGemmaModelHandler:
+                    **kwargs: Any) -> EmbeddingGemmaModelHandler:
         """A handler for `config` (`model_handle`: its checked handle)."""
         return cls(model_handle or config.model, dim=config.dim,
                    dtype=config.dtype, max_length=config.max_length,
@@ -136,7 +156,16 @@ class EmbeddingGemmaModelHandler(ModelHandler):
     def dim(self) -> int:
         return self._dim
 
-    def load_model(self):
+    @property
+    def model_handle(self) -> str | None:
+        """The handle the workers load; None reads `$EMBGEMMA_MODEL`."""
+        return self._model_handle
+
+    @property
+    def dtype(self) -> str:
+        return self._dtype
+
+    def load_model(self) -> EmbeddingGemma:
         from embgemma_keras.embedding_gemma import EmbeddingGemma
 
         model = EmbeddingGemma.from_preset(
@@ -146,7 +175,9 @@ class EmbeddingGemmaModelHandler(ModelHandler):
         model.encode(["warm-up"], task=self._tasks[0])
         return model
 
-    def run_inference(self, batch, model, inference_args=None):
+    def run_inference(self, batch: Sequence[str], model: EmbeddingGemma,
+                      inference_args: dict[str, Any] | None = None
+                      ) -> list[PredictionResult]:
         texts = list(batch)
         # Every task's prompts in one encode call: one length-sorted set of
         # forward passes instead of one per task, which matters for the
@@ -162,16 +193,63 @@ class EmbeddingGemmaModelHandler(ModelHandler):
                    for i, task in enumerate(self._tasks)}
         if self._single:
             (vectors,) = by_task.values()
-            return [PredictionResult(t, v) for t, v in zip(texts, vectors)]
+            pairs = zip(texts, vectors, strict=True)
+            return [PredictionResult(t, v) for t, v in pairs]
         return [
             PredictionResult(text, {task: v[i] for task, v in by_task.items()})
             for i, text in enumerate(texts)
         ]
 
-    def get_num_bytes(self, batch):
+    def batch_elements_kwargs(self) -> dict[str, Any]:
+        """How Beam's `BatchElements` batches this handler's examples.
+
+        `max_batch_duration_secs` is passed on for a stream only (see
+        `for_input`). It selects Beam's stateful batcher, whose timers
+        serve no purpose over bounded input and there, on Beam's Python
+        DirectRunner, flush the last batch after a later GroupByKey (a
+        file sink's) has finished: the job fails with a bare
+        AssertionError (apache/beam#28716).
+        """
+        kwargs = dict(super().batch_elements_kwargs())
+        max_batch_size = kwargs["max_batch_size"]
+        stream = self._stream
+        if self._min_batch_size is not None:
+            kwargs["min_batch_size"] = self._min_batch_size
+        elif stream:
+            # A stream's batches are cut by the deadline; start them at 128.
+            kwargs["min_batch_size"] = min(128, max_batch_size)
+        else:
+            # The encoder sorts each batch by length, so bigger batches pad
+            # less: over bounded input, full batches rather than the smaller
+            # ones Beam's adaptive batcher chooses (docs/benchmarks.md).
+            kwargs["min_batch_size"] = max_batch_size
+        if stream:
+            kwargs["max_batch_duration_secs"] = self._max_batch_duration_secs
+        return kwargs
+
+    def for_input(self, pcoll: beam.PCollection
+                  ) -> EmbeddingGemmaModelHandler:
+        """The same handler, its batching fitted to `pcoll`.
+
+        Over bounded input (files, `Create`) in a batch pipeline there is
+        no `max_batch_duration_secs`: Beam batches within bundles, in full
+        batches. An unbounded input, or any input of a pipeline run with
+        `--streaming`, keeps it. `EmbedRecords` calls this; call it when
+        applying `RunInference` yourself:
+
+        ```python
+        vectors = texts | RunInference(handler.for_input(texts))
+        ```
+        """
+        clone = copy.copy(self)
+        clone._stream = (self._max_batch_duration_secs is not None
+                         and _is_stream(pcoll))
+        return clone
+
+    def get_num_bytes(self, batch: Sequence[str]) -> int:
         return sum(len(text.encode("utf-8")) for text in batch)
 
-    def get_metrics_namespace(self):
+    def get_metrics_namespace(self) -> str:
         return METRICS_NAMESPACE
 
     def with_tasks(self, tasks: Iterable[Task | str]
@@ -181,3 +259,9 @@ class EmbeddingGemmaModelHandler(ModelHandler):
         clone._tasks = tuple(dict.fromkeys(Task.parse(t) for t in tasks))
         clone._single = False
         return clone
+
+
+def _is_stream(pcoll: beam.PCollection) -> bool:
+    """Whether `pcoll` is unbounded or its pipeline runs as a stream."""
+    return (not pcoll.is_bounded
+            or pcoll.pipeline.options.view_as(StandardOptions).streaming)

@@ -153,8 +153,9 @@ class CommitIndex(beam.PTransform):
     version is kept; run this one again to add to it).
     """
 
-    def __init__(self, index: OpenIndex, run: str, centroids=None,
-                 after=None):
+    def __init__(self, index: OpenIndex, run: str,
+                 centroids: beam.PCollection | None = None,
+                 after: beam.PCollection | None = None):
         super().__init__()
         self._index, self._run, self._centroids = index, run, centroids
         self._after = after

@@ -1,8 +1,8 @@
 """`ParseRecords`: raw lines (JSONL, TSV, CSV, text) to validated records.
 
-What a valid record is lives in `embgemma_keras.records.validation`; this transform
-applies it in Beam and routes every line that fails to a dead letter that
-says why, instead of failing the bundle.
+What a valid record is lives in `embgemma_keras.records.validation`; this
+transform applies it in Beam and routes every line that fails to a dead
+letter that says why, instead of failing the bundle.
 """
 
 from __future__ import annotations
