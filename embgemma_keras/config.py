@@ -240,9 +240,10 @@ class IndexConfig(Settings):
     takes `index` alone: it reads the index and never adds to it)."""
 
     index: str | None = setting(
-        None, "Dedup index directory (local or gs://): flag duplicates of "
-              "what earlier dedup_corpus runs kept; dedup_corpus then adds "
-              "what it keeps as a new version (created on first use).")
+        None, "Dedup index: a directory (local or gs://) or, for "
+              "dedup_corpus, a postgresql:// URL: flag duplicates of what "
+              "earlier dedup_corpus runs kept; dedup_corpus then adds what "
+              "it keeps as a new version (created on first use).")
     index_read_only: bool = setting(
         False, "Dedup against --index without adding to it.")
     run_id: str | None = setting(
@@ -257,6 +258,18 @@ class IndexConfig(Settings):
         if self.run_id is not None and not RUN_ID.fullmatch(self.run_id):
             raise ValueError(f"--run_id takes letters, digits, '.', '_' and "
                              f"'-', got {self.run_id!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CopyIndexConfig(Settings):
+    """`copy_index`: a dedup index directory copied into PostgreSQL."""
+
+    source: str | None = setting(
+        None, "The dedup index directory to copy (local or gs://).")
+    target: str | None = setting(
+        None, "The postgresql:// URL to copy it into (?schema=NAME picks "
+              "the schema; the password may come from PGPASSWORD or a "
+              "password file instead).")
 
 
 @dataclasses.dataclass(frozen=True)

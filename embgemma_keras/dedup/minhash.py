@@ -169,15 +169,23 @@ def _affine32_permutations(num_perm, seed):
 def signed(records: list[dict], hasher: MinHasher) -> list[dict]:
     """The records, each with the signature of its normalised text under
     `MINHASH`: computed once, a batch at a time, for every stage that
-    compares or indexes it.
+    compares or indexes it. A record that carries one already (signed by
+    an earlier step with the same hasher) keeps it.
 
     >>> [record] = signed([{"text": "hello"}], MinHasher())
     >>> record["_minhash"].dtype, record["_minhash"].shape
     (dtype('uint32'), (128,))
+    >>> signed([record], MinHasher())[0] is record
+    True
     """
-    signatures = hasher.signatures([normalize(r[TEXT]) for r in records])
-    return [{**record, MINHASH: signature}
-            for record, signature in zip(records, signatures, strict=True)]
+    unsigned = [r for r in records if MINHASH not in r]
+    if not unsigned:
+        return list(records)
+    signatures = iter(hasher.signatures([normalize(r[TEXT])
+                                         for r in unsigned]))
+    return [record if MINHASH in record
+            else {**record, MINHASH: next(signatures)}
+            for record in records]
 
 
 def estimated_jaccard(signature_a: np.ndarray,

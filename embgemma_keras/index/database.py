@@ -69,6 +69,9 @@ DEFAULT_SCHEMA = "public"
 # HNSW's candidate list, so also the most neighbours one query vector finds.
 DEFAULT_EF_SEARCH = 200
 MASK = "***"
+# What an index's location starts with when it is a database, not a
+# directory.
+URL_SCHEMES = ("postgresql://", "postgres://")
 
 _TABLES = (
     "CREATE TABLE {schema}.dedup_schema_version (version int NOT NULL)",
@@ -120,6 +123,16 @@ _ENTRY_TYPES = ["text", "text", "int4", "bytea", "bytea", "int8[]", "int4"]
 _ENTRY_COLUMNS = ("run", "id", "version", "exact_key", "signature", "bands",
                   "bucket")
 _KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)")
+
+
+def is_database_url(location: str) -> bool:
+    """Whether `location` names an index in PostgreSQL (a `postgresql://`
+    or `postgres://` URL) rather than a directory.
+
+    >>> is_database_url("postgresql://db/corpus"), is_database_url("gs://b/i")
+    (True, False)
+    """
+    return location.startswith(URL_SCHEMES)
 
 
 def redact(url: str) -> str:
@@ -331,6 +344,16 @@ class DatabaseIndex:
             return self._connection().execute(self._sql(
                 "SELECT coalesce(sum(kept), 0) FROM {schema}.dedup_runs")
             ).fetchone()[0]
+
+    def runs(self) -> dict[str, int]:
+        """The runs this handle sees, in commit order, with the entries
+        each kept."""
+        with self._errors():
+            return dict(self._connection().execute(self._sql(
+                "SELECT r.run, r.kept FROM {schema}.dedup_runs r "
+                "JOIN {schema}.dedup_versions v USING (run) "
+                "WHERE v.number <= %s ORDER BY v.number"),
+                [self._seen]).fetchall())
 
     def refresh(self) -> str | None:
         """Sees the latest committed version from now on; returns it."""

@@ -169,6 +169,11 @@ class Manifest:
     def entries(self) -> int:
         return sum(segment.records for segment in self.segments)
 
+    def segments_of(self, run: str) -> tuple[FileSum, ...]:
+        """The segments run `run` wrote (`segments/<run>/...`)."""
+        return tuple(segment for segment in self.segments
+                     if segment.path.startswith(f"{SEGMENTS}/{run}/"))
+
     def to_json(self) -> str:
         return json.dumps({"format_version": FORMAT_VERSION,
                            **dataclasses.asdict(self)}, indent=2)
