@@ -20,12 +20,14 @@ Cheapest first: only records that survive the exact and lexical stages are
 embedded, and `--no_semantic` needs no model (nor TensorFlow). Every input
 record lands in exactly one of unique, duplicates or dead letters.
 
-Against earlier runs: `--index DIR` (local or gs://) also dedups against
-every record earlier runs with that index kept (a duplicate of one gets
-`duplicate_of_run`), then adds the records this run keeps as a new index
-version, made current once every output is written; `--index_read_only`
-leaves the index as it is. An index made with another model, dim or
-MinHash or exact-match setting is refused before the job starts.
+Against earlier runs: `--index DIR` (local or gs://) or `--index
+postgresql://...` also dedups against every record earlier runs with that
+index kept (a duplicate of one gets `duplicate_of_run`), then adds the
+records this run keeps as a new index version, made current once every
+output is written; `--index_read_only` leaves the index as it is. A
+directory is read whole; a database is looked up for the entries this
+run's records may match. An index made with another model, dim or MinHash
+or exact-match setting is refused before the job starts.
 """
 
 from __future__ import annotations

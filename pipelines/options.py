@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import apache_beam as beam
+import psycopg
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -47,6 +48,7 @@ from embgemma_keras.config import MinHashConfig
 from embgemma_keras.config import SemanticDedupConfig
 from embgemma_keras.config import Switch
 from embgemma_keras.config import add_flags
+from embgemma_keras.index.database import redact
 from embgemma_keras.index.format import IndexConflictError
 from embgemma_keras.index.format import IndexMismatchError
 from embgemma_keras.presets import ModelNotFoundError
@@ -57,8 +59,10 @@ from embgemma_keras.records.schema import TEXT
 from transforms.state_cache import without_local_cache
 
 # A user's mistake found before the job starts: a flag, a setting, a file,
-# an artifact or index that does not fit.
-REFUSED_BEFORE_START = (ValueError, ModelNotFoundError)
+# an artifact or index that does not fit, a database that refuses the
+# connection (its message names the index, password masked).
+REFUSED_BEFORE_START = (ValueError, ModelNotFoundError,
+                        psycopg.OperationalError)
 # A user's mistake found while the job runs (the DirectRunner runs a bounded
 # job inside `pipeline.run()`); other errors keep their traceback.
 REFUSED_WHILE_RUNNING = (ModelNotFoundError, IndexMismatchError,
@@ -277,6 +281,22 @@ def start(argv: Sequence[str], required: Sequence[str],
         return pipeline.run()
 
 
+def run_task(argv: Sequence[str] | None, required: Sequence[str],
+             task: Callable[[typing.Any], object], description: str) -> None:
+    """As `run`, for a job that is no pipeline (`copy_index`): parses the
+    flags once into the `JobConfig` that `task`'s `config` parameter is
+    annotated with, and calls `task(config)`; a refusal ends the program
+    with one `error: ...` line."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    config_class = _config_class(task)
+    if "--help" in argv or "-h" in argv:
+        _print_help([*config_class.OPTIONS, RunOptions], description)
+        return
+    with _refusing(REFUSED_BEFORE_START + REFUSED_WHILE_RUNNING,
+                   "--verbose" in argv):
+        task(parse_flags(argv, config_class, required))
+
+
 def _config_class(build: Build) -> type[JobConfig]:
     """The `JobConfig` `build` takes: its `config` parameter's annotation."""
     return typing.get_type_hints(build)["config"]
@@ -316,9 +336,21 @@ def _built(argv: Sequence[str], config: JobConfig, build: Build,
     else:
         dofn_errors.addFilter(_not_a_refusal)
     without_local_cache()
-    pipeline = beam.Pipeline(options=PipelineOptions(argv))
+    pipeline = beam.Pipeline(options=PipelineOptions(_masked(argv)))
     build(pipeline, config)
     return pipeline
+
+
+def _masked(argv: Sequence[str]) -> list[str]:
+    """`argv` with the password of a database `--index` masked: Beam keeps
+    the options it is given, and a runner shows them (Dataflow, on the
+    job's page); the job takes its flags from its config, parsed before."""
+    masked, after_index = [], False
+    for arg in argv:
+        masked.append(redact(arg) if after_index
+                      or arg.startswith("--index=") else arg)
+        after_index = arg == "--index"
+    return masked
 
 
 @contextlib.contextmanager

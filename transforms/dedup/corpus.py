@@ -29,6 +29,7 @@ from embgemma_keras.dedup.minhash import MinHasher
 from embgemma_keras.dedup.report import RunTally
 from embgemma_keras.dedup.report import build_report
 from embgemma_keras.dedup.report import render_html
+from embgemma_keras.index.database import DatabaseIndex
 from embgemma_keras.index.format import index_entries
 from embgemma_keras.progress import DUPLICATES
 from embgemma_keras.progress import say
@@ -50,7 +51,10 @@ from transforms.dedup.semantic import SemanticDuplicates
 from transforms.dedup.semantic import similarity_vector
 from transforms.embedding.embed import EmbedRecords
 from transforms.embedding.model_handler import EmbeddingGemmaModelHandler
+from transforms.index.lookup import LookUpByKeys
+from transforms.index.lookup import LookUpByVectors
 from transforms.index.read_commit import CommitIndex
+from transforms.index.read_commit import Index
 from transforms.index.read_commit import OpenIndex
 from transforms.index.read_commit import ReadIndex
 from transforms.records.files import ReadRecords
@@ -82,21 +86,25 @@ class DeduplicateCorpus(beam.PTransform):
         index: a dedup index (`transforms.index.read_commit.open_index`) to
             dedup against too: a record near-duplicating an entry is its
             duplicate (`duplicate_of_run` says which run kept it), and the
-            semantic stage buckets with the index's centroids.
+            semantic stage buckets with the index's centroids. A directory
+            is read whole; a database is looked up, a batch at a time, for
+            the entries the run's records may match
+            (`transforms.index.lookup`), with the same verdicts.
         run: this run's id: the records it keeps become `index_entries`
             under it. None: the run only reads the index.
 
     A `duplicate_of` names the record its stage kept, which a later stage
     may have found to be a duplicate itself; `kept_id` names the record
     the group kept in the end (in `unique`, or an index entry): the end of
-    that chain. Each record's MinHash signature is computed once, by the
-    lexical stage, and serves the index entries too; neither it nor the
+    that chain. Each record's MinHash signature is computed once (by the
+    lexical stage, or against a database by the lookup before the exact
+    stage) and serves the index entries too; neither it nor the
     embeddings are in the outputs.
     """
 
     def __init__(self, config: DedupConfig = DedupConfig(),
                  handler: EmbeddingGemmaModelHandler | None = None,
-                 index: OpenIndex | None = None, run: str | None = None):
+                 index: Index | None = None, run: str | None = None):
         super().__init__()
         if config.semantic and handler is None:
             raise ValueError("the semantic stage needs a model handler; "
@@ -108,11 +116,9 @@ class DeduplicateCorpus(beam.PTransform):
 
     def expand(self, records) -> CorpusDuplicates:
         config, index = self._config, self._index
-        against = None
-        if index is not None:
-            against = records.pipeline | "ReadIndex" >> ReadIndex(index)
         ids = records | "UniqueIds" >> UniqueIds()
-        exact = ids.output | "Exact" >> ExactDuplicates(
+        checked, against = self._against_records(ids.output)
+        exact = checked | "Exact" >> ExactDuplicates(
             casefold=config.case_fold, against=against)
         lexical = exact.unique | "Lexical" >> LexicalDuplicates(
             config.lexical, against=against, keep_signatures=True)
@@ -127,7 +133,8 @@ class DeduplicateCorpus(beam.PTransform):
                 self._handler, {Vector.SIMILARITY: "sentence_similarity"})
             centroids = self._centroids(embedded.output)
             semantic = embedded.output | "Semantic" >> SemanticDuplicates(
-                config.similar, centroids, against)
+                config.similar, centroids,
+                self._against_embedded(embedded.output, against))
             kept = semantic.unique
             stages["Semantic"] = semantic.duplicates
             dead.append(embedded.dead_letters)
@@ -143,6 +150,27 @@ class DeduplicateCorpus(beam.PTransform):
             kept | "StripKept" >> beam.Map(without_working_fields),
             duplicates, dead | "AllDeadLetters" >> beam.Flatten(), embedded,
             entries, centroids)
+
+    def _against_records(self, records):
+        """The records (signed, against a database) and the index entries
+        the exact and lexical stages compare them with (None: no index)."""
+        index = self._index
+        if index is None:
+            return records, None
+        if isinstance(index, OpenIndex):
+            return records, records.pipeline | "ReadIndex" >> ReadIndex(index)
+        looked_up = records | "LookUpIndex" >> LookUpByKeys(index,
+                                                            self._config)
+        return looked_up.records, looked_up.entries
+
+    def _against_embedded(self, embedded, against):
+        """The entries the semantic stage compares the embedded records
+        with: a directory's (`against`), or those a database finds near
+        them."""
+        if not isinstance(self._index, DatabaseIndex):
+            return against
+        return embedded | "LookUpIndexVectors" >> LookUpByVectors(
+            self._index, self._config.similar.threshold)
 
     def _centroids(self, embedded):
         """The index's kept centroids, else fitted on this run's records."""
@@ -221,7 +249,7 @@ class DeduplicateFiles(beam.PTransform):
     def __init__(self, pattern: str, output: str,
                  config: DedupConfig = DedupConfig(),
                  handler: EmbeddingGemmaModelHandler | None = None,
-                 text_column: str = TEXT, index: OpenIndex | None = None,
+                 text_column: str = TEXT, index: Index | None = None,
                  run: str | None = None):
         super().__init__()
         self._pattern = pattern
@@ -250,7 +278,8 @@ class DeduplicateFiles(beam.PTransform):
         tallies = self._tallies(read, result, dead, written, version)
         settings = self._settings
         if self._index is not None:
-            settings = {**settings, "index": self._index.directory,
+            # A database's URL with its password masked.
+            settings = {**settings, "index": self._index.where,
                         "run": self._run}
         what_ran = _what_ran(self._pattern, self._model, started)
         return (tallies | "Tallies" >> beam.Flatten()
@@ -269,13 +298,10 @@ class DeduplicateFiles(beam.PTransform):
         if index is None:
             return None
         if self._run is None:
-            return pipeline | "IndexVersion" >> beam.Create(
-                [index.current.version if index.current else None])
+            return pipeline | "IndexVersion" >> beam.Create([index.version])
         outputs = written | "Written" >> beam.Flatten()
-        return (result.index_entries
-                | "CommitIndex" >> CommitIndex(index, self._run,
-                                               result.centroids, outputs)
-                | "Version" >> beam.Map(lambda manifest: manifest.version))
+        return result.index_entries | "CommitIndex" >> CommitIndex(
+            index, self._run, result.centroids, outputs)
 
     def _tallies(self, read, result, dead, written, version
                  ) -> list[beam.PCollection]:

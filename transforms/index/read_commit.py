@@ -1,17 +1,28 @@
-"""The dedup index in a pipeline: opened, read and written through Beam's
-FileSystems (local or gs://); its formats are `embgemma_keras.index.format`.
+"""The dedup index in a pipeline: opened, read and committed.
+
+A directory index (local or gs://) is read and written through Beam's
+FileSystems, in the formats of `embgemma_keras.index.format`; an index in
+PostgreSQL (`embgemma_keras.index.database`) is looked up a batch at a
+time (`transforms.index.lookup`) and committed in one transaction.
+`open_index` opens either kind from its location; `CommitIndex` commits
+to either.
 
 ```python
 index = open_index("gs://b/index", IndexSettings.of(config, identity, 768))
 entries = pipeline | ReadIndex(index)          # every IndexEntry kept so far
 kept_entries | CommitIndex(index, run, centroids)  # a new version, then CURRENT
 ```
+
+`copy_to_database` copies a directory index into PostgreSQL
+(`python -m pipelines.copy_index`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Iterable
+from collections.abc import Iterator
 
 import apache_beam as beam
 import numpy as np
@@ -21,12 +32,15 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from embgemma_keras.artifacts import ModelIdentity
 from embgemma_keras.config import MinHashConfig
+from embgemma_keras.index.database import DatabaseIndex
+from embgemma_keras.index.database import is_database_url
 from embgemma_keras.index.format import CENTROIDS
 from embgemma_keras.index.format import CURRENT
 from embgemma_keras.index.format import SEGMENTS
 from embgemma_keras.index.format import VERSIONS
 from embgemma_keras.index.format import FileSum
 from embgemma_keras.index.format import IndexConflictError
+from embgemma_keras.index.format import IndexEntry
 from embgemma_keras.index.format import IndexMismatchError
 from embgemma_keras.index.format import IndexSettings
 from embgemma_keras.index.format import Manifest
@@ -51,8 +65,24 @@ class OpenIndex:
     settings: IndexSettings
     current: Manifest | None
 
+    @property
+    def where(self) -> str:
+        """The index as messages and reports name it."""
+        return self.directory
+
+    @property
+    def version(self) -> str | None:
+        """The version the run sees (None: no run committed)."""
+        return self.current.version if self.current else None
+
     def path(self, relative: str) -> str:
         return FileSystems.join(self.directory, *relative.split("/"))
+
+    def entries(self, segment: FileSum) -> Iterator[IndexEntry]:
+        """The entries of one of its segments, checked against its
+        checksum first."""
+        return segment_entries(segment.check(_read(self.path(segment.path)),
+                                             self.directory))
 
     def centroids(self) -> np.ndarray | None:
         """The kept k-means centroids, checked, or None (none fitted yet)."""
@@ -63,10 +93,22 @@ class OpenIndex:
             _read(self.path(stored.path)), self.directory))
 
 
-def open_index(directory: str, settings: IndexSettings,
-               must_exist: bool = False) -> OpenIndex:
-    """Reads CURRENT and its manifest; refuses an index made with other
-    settings, with the reasons, before any record is read."""
+# A dedup index as a run opened it: a directory or a database.
+Index = OpenIndex | DatabaseIndex
+
+
+def open_index(location: str, settings: IndexSettings,
+               must_exist: bool = False) -> Index:
+    """The index at `location`: a `DatabaseIndex` for a `postgresql://`
+    URL, else the directory's CURRENT version (`OpenIndex`).
+
+    Refuses an index made with other settings, with the reasons, before
+    any record is read; with `must_exist` (a read-only run), a missing
+    one too.
+    """
+    if is_database_url(location):
+        return DatabaseIndex.open(location, settings, must_exist)
+    directory = location
     manifest = _current_manifest(directory)
     if manifest is None:
         if must_exist:
@@ -84,12 +126,25 @@ def open_index_for_stream(directory: str, lexical: MinHashConfig,
     """The index a stream looks its records up in (read only); refuses a
     missing one, or one whose entries the stream's sketches cannot match
     (`stream_mismatches`), with the reasons, before the job starts."""
+    if is_database_url(directory):
+        raise ValueError("a stream reads a dedup index directory; an index "
+                         "in PostgreSQL serves dedup_corpus only for now")
     manifest = _current_manifest(directory)
     if manifest is None:
         raise IndexMismatchError(f"no index at {directory} (no {CURRENT} "
                                  "file); make it with dedup_corpus --index")
     _refuse(directory, stream_mismatches(manifest.settings, lexical,
                                          identity, dim))
+    return OpenIndex(directory, manifest.settings, manifest)
+
+
+def open_directory(directory: str) -> OpenIndex:
+    """The index directory's CURRENT version with its own settings (to
+    copy it); refuses a missing one."""
+    manifest = _current_manifest(directory)
+    if manifest is None:
+        raise IndexMismatchError(f"no index at {directory} (no {CURRENT} "
+                                 "file)")
     return OpenIndex(directory, manifest.settings, manifest)
 
 
@@ -132,28 +187,34 @@ class ReadIndex(beam.PTransform):
         return (pipeline
                 | "Segments" >> beam.Create(segments)
                 | "Spread" >> beam.Reshuffle()
-                | "Entries" >> beam.FlatMap(lambda segment: segment_entries(
-                    segment.check(_read(index.path(segment.path)),
-                                  index.directory))))
+                | "Entries" >> beam.FlatMap(index.entries))
 
 
 class CommitIndex(beam.PTransform):
-    """Kept entries -> a new version of the index, CURRENT moved last.
+    """Kept entries -> a new version of the index, made current last.
+
+    A directory gets the entries as segment files, then the version's
+    manifest, then CURRENT moved to it; a database gets them, with the
+    version, in one transaction, streamed into it. Either way the new
+    version is made current only once `after` is complete, and a run that
+    fails before leaves the index as it was.
 
     Args:
-        index: the index as the run opened it.
+        index: the index as the run opened it (`open_index`).
         run: this run's id (its segments' folder).
         centroids: a singleton PCollection of the centroids this run
             bucketed with (stored when the index had none), or None.
         after: a PCollection (the run's written output files) that must be
             complete before the new version is made current.
 
-    Returns a one-element PCollection: the new `Manifest`. Raises
-    `IndexConflictError` when another run moved CURRENT meanwhile (its
-    version is kept; run this one again to add to it).
+    Returns a one-element PCollection: the new version's name. A directory
+    raises `IndexConflictError` when another run moved CURRENT meanwhile
+    (its version is kept; run this one again to add to it); a database
+    takes both runs, one after the other, and a commit retried with the
+    same run changes nothing.
     """
 
-    def __init__(self, index: OpenIndex, run: str,
+    def __init__(self, index: Index, run: str,
                  centroids: beam.PCollection | None = None,
                  after: beam.PCollection | None = None):
         super().__init__()
@@ -161,19 +222,45 @@ class CommitIndex(beam.PTransform):
         self._after = after
 
     def expand(self, entries):
-        index, run = self._index, self._run
-        segments = entries | "WriteSegments" >> beam.ParDo(
-            _WriteSegments(index, run))
         centroids = (beam.pvalue.AsSingleton(self._centroids)
                      if self._centroids is not None else None)
         after = beam.pvalue.AsIter(
             self._after if self._after is not None
             else entries.pipeline | "NothingToWait" >> beam.Create([]))
+        if isinstance(self._index, DatabaseIndex):
+            return self._into_database(entries, centroids, after)
+        return self._into_directory(entries, centroids, after)
+
+    def _into_directory(self, entries, centroids, after):
+        index, run = self._index, self._run
+        segments = entries | "WriteSegments" >> beam.ParDo(
+            _WriteSegments(index, run))
         return (segments | "AllSegments" >> beam.combiners.ToList()
                 | "Commit" >> beam.Map(
                     lambda written, centroids, _: _commit(
-                        index, run, written, centroids),
+                        index, run, written, centroids).version,
                     centroids=centroids, _=after))
+
+    def _into_database(self, entries, centroids, after):
+        """One commit of every entry, an iterable side input: read as the
+        rows are written, never gathered into one list."""
+        index = self._index
+        return (entries.pipeline | "Run" >> beam.Create([self._run])
+                | "Commit" >> beam.Map(
+                    lambda run, entries, centroids, _: commit_to_database(
+                        index, run, entries, centroids),
+                    entries=beam.pvalue.AsIter(entries),
+                    centroids=centroids, _=after))
+
+
+def commit_to_database(index: DatabaseIndex, run: str,
+                       entries: Iterable[IndexEntry],
+                       centroids: np.ndarray | None) -> str:
+    """`index.commit`, its connection closed after: what `CommitIndex`
+    runs once a run's outputs are written. Run again with the same `run`
+    (a retried step), it changes nothing and returns the same version."""
+    with index:
+        return index.commit(run, entries, centroids)
 
 
 class _WriteSegments(beam.DoFn):
@@ -234,6 +321,49 @@ def _commit(index: OpenIndex, run: str, segments: list[FileSum],
     say(f"index {index.directory}: version {manifest.version}, "
         f"{manifest.entries} entries")
     return manifest
+
+
+def copy_to_database(source: OpenIndex, target: DatabaseIndex
+                     ) -> dict[str, int]:
+    """Copies every run of `source`'s current version into `target`, in
+    the same order, each run one version (its entries, each segment
+    checked against its checksum first; the centroids with the first).
+
+    `target` (opened with `source.settings`) must hold no run, or the
+    first runs of `source` (a copy that failed midway): those are kept as
+    they are, the rest added. Afterwards each run's entry count in
+    `target` must equal the directory's.
+
+    Returns each run copied with its entries.
+
+    Raises:
+        IndexMismatchError: `target` holds other runs, or a count differs.
+    """
+    manifest = source.current
+    expected = {info.run: sum(segment.records for segment in
+                              manifest.segments_of(info.run))
+                for info in manifest.runs}
+    held = list(target.runs())
+    if held != list(expected)[:len(held)]:
+        raise IndexMismatchError(
+            f"the index at {target.where} holds runs that are not the first "
+            f"runs of {source.directory} ({', '.join(held)}); copy into an "
+            "empty one (another ?schema=)")
+    centroids = source.centroids()
+    for run in expected:
+        target.commit(run, (entry for segment in manifest.segments_of(run)
+                            for entry in source.entries(segment)),
+                      centroids)
+    copied = target.runs()
+    wrong = [f"{run}: {copied.get(run, 0)} entries, the directory {count}"
+             for run, count in expected.items() if copied.get(run) != count]
+    if sum(copied.values()) != manifest.entries:
+        wrong.append(f"{sum(copied.values())} entries in all, the directory "
+                     f"{manifest.entries}")
+    if wrong:
+        raise IndexMismatchError(f"the copy in {target.where} differs from "
+                                 f"{source.directory}: " + "; ".join(wrong))
+    return copied
 
 
 def _read(path: str) -> bytes:
