@@ -3,7 +3,8 @@
 Real-weight tests read the model directory from EMBGEMMA_MODEL. Without it
 they are skipped locally, but fail under CI (CI=true), where .ci/run fetches
 the weights: a real-weight test must never be skipped there silently. The
-local runners (`set_up_runner`) are treated alike.
+local runners (`set_up_runner`) and the PostgreSQL server (`postgres`) are
+treated alike.
 
 `python -m pytest -m "not slow"` is the quick loop: it leaves out the tests
 marked `slow` (see pytest.ini), among them every test on a real runner or
@@ -26,6 +27,9 @@ collect_ignore = ["data/make_reference.py"]
 from embgemma_keras import EmbeddingGemma  # noqa: E402
 from embgemma_keras import make_tiny_preset  # noqa: E402
 from local_runners import RunnerUnavailable  # noqa: E402
+from tests.helpers import PG_PASSWORD  # noqa: E402
+from tests.helpers import PG_ROLE  # noqa: E402
+from tests.helpers import postgres_unavailable  # noqa: E402
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -85,3 +89,36 @@ def real_model(real_model_path):
 @pytest.fixture(scope="session")
 def real_model_bf16(real_model_path):
     return EmbeddingGemma.from_preset(real_model_path, dtype="bfloat16")
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """One PostgreSQL server (with pgvector) for the session, shared by
+    every test of a database index; each uses a schema of its own.
+
+    Besides the trusted superuser (`postgres.url`), it has a role with a
+    password (`PG_ROLE`, `PG_PASSWORD`; `tests.helpers.role_url`): its
+    pg_hba.conf line is written before a restart, so it is in force.
+    Fails under CI=true if the server cannot start; skips elsewhere.
+    """
+    import psycopg
+
+    from local_runners.postgres import LocalPostgres
+
+    server = LocalPostgres(tmp_path_factory.mktemp("postgres") / "data")
+    try:
+        with psycopg.connect(server.start(), autocommit=True) as connection:
+            connection.execute(f"CREATE ROLE {PG_ROLE} LOGIN PASSWORD "
+                               f"'{PG_PASSWORD}'")
+            connection.execute(
+                f"GRANT CREATE ON DATABASE postgres TO {PG_ROLE}")
+        hba = server.data_dir / "pg_hba.conf"
+        hba.write_text(f"local all {PG_ROLE} scram-sha-256\n"
+                       + hba.read_text())
+        server.stop()
+        server.start()
+    except (RunnerUnavailable, psycopg.Error, OSError) as e:
+        server.stop()
+        postgres_unavailable(str(e))
+    yield server
+    server.stop()

@@ -9,12 +9,17 @@
 - `model_loads`: how many models a pipeline run loaded.
 - `run_events`: records at event times through a transform, as a stream
   (TestStream) or as files; what came out.
+- `PG_ROLE`, `PG_PASSWORD`, `role_url`, `postgres_unavailable`: the
+  password role of the `postgres` fixture's server, its URL, and what a
+  test does without the server.
 """
 
 import json
+import os
 import pathlib
 
 import apache_beam as beam
+import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -238,3 +243,24 @@ def _run_created(events, transform, tmp_path, index, backlog, flags):
         records.is_bounded = not backlog
         _ = records | transform | beam.ParDo(_Collect(str(sink)))
     return [json.loads(line) for line in sink.read_text().splitlines()]
+
+
+# The `postgres` fixture's role with a password; '&' and '@' are
+# percent-encoded in a URL.
+PG_ROLE = "dedup_user"
+PG_PASSWORD = "Tr0ub4dor&3@x"
+
+
+def role_url(postgres, password: str = PG_PASSWORD) -> str:
+    """The URL of `postgres` (the fixture's server) as `PG_ROLE`, with
+    `password`."""
+    encoded = password.replace("%", "%25").replace("&", "%26").replace(
+        "@", "%40")
+    return postgres.url.replace("postgres:@", f"{PG_ROLE}:{encoded}@", 1)
+
+
+def postgres_unavailable(reason: str) -> None:
+    """Without the PostgreSQL server: fails under CI=true, else skips."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the PostgreSQL index tests: {reason}")
+    pytest.skip(f"PostgreSQL with pgvector is unavailable: {reason}")

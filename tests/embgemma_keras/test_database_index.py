@@ -1,11 +1,11 @@
 """The dedup index in PostgreSQL with pgvector, against a real server.
 
-One server (`local_runners.postgres`, the pgserver wheel) for the session;
-each test has its own schema. Without the server the tests are skipped,
-but fail under CI (CI=true), where it must start.
+One server (`local_runners.postgres`, the pgserver wheel; the `postgres`
+fixture of tests/conftest.py) for the session; each test has its own
+schema. Without the server the tests are skipped, but fail under CI
+(CI=true), where it must start.
 """
 
-import os
 import pathlib
 import pickle
 import signal
@@ -32,12 +32,14 @@ from embgemma_keras.index.format import IndexEntry
 from embgemma_keras.index.format import IndexMismatchError
 from embgemma_keras.index.format import IndexSettings
 from embgemma_keras.index.format import index_entries
+from tests.helpers import PG_PASSWORD as PASSWORD
+from tests.helpers import PG_ROLE as ROLE
+from tests.helpers import postgres_unavailable
+from tests.helpers import role_url
 
 pytestmark = pytest.mark.slow
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-PASSWORD = "Tr0ub4dor&3@x"  # '&' and '@' are percent-encoded in a URL
-ROLE = "dedup_user"
 DIM = 32
 TEXTS = ["The cat sat on the mat.", "A dog barked at the moon all night.",
          "Prices rose sharply in the third quarter.",
@@ -45,47 +47,10 @@ TEXTS = ["The cat sat on the mat.", "A dog barked at the moon all night.",
          "An unrelated line about distant planets."]
 
 
-def _unavailable(reason: str):
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must run the PostgreSQL index tests: {reason}")
-    pytest.skip(f"PostgreSQL with pgvector is unavailable: {reason}")
-
-
-@pytest.fixture(scope="session")
-def postgres(tmp_path_factory):
-    """A server with a password role (`ROLE`) besides the trusted
-    superuser: its pg_hba.conf line is written before a restart, so it is
-    in force for the tests."""
-    from local_runners import RunnerUnavailable
-    from local_runners.postgres import LocalPostgres
-
-    server = LocalPostgres(tmp_path_factory.mktemp("postgres") / "data")
-    try:
-        with psycopg.connect(server.start(), autocommit=True) as connection:
-            connection.execute(f"CREATE ROLE {ROLE} LOGIN PASSWORD "
-                               f"'{PASSWORD}'")
-            connection.execute(f"GRANT CREATE ON DATABASE postgres TO {ROLE}")
-        hba = server.data_dir / "pg_hba.conf"
-        hba.write_text(f"local all {ROLE} scram-sha-256\n" + hba.read_text())
-        server.stop()
-        server.start()
-    except (RunnerUnavailable, psycopg.Error, OSError) as e:
-        server.stop()
-        _unavailable(str(e))
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def url(postgres):
     """The superuser's URL, with a schema of this test's own."""
     return f"{postgres.url}&schema=t_{uuid.uuid4().hex[:12]}"
-
-
-def _role_url(postgres, password: str) -> str:
-    encoded = password.replace("%", "%25").replace("&", "%26").replace(
-        "@", "%40")
-    return postgres.url.replace("postgres:@", f"{ROLE}:{encoded}@", 1)
 
 
 def lexical(**changes) -> IndexSettings:
@@ -461,13 +426,13 @@ def _everything_shown(error: BaseException) -> str:
 
 
 def test_the_password_never_shows(postgres, monkeypatch):
-    good = _role_url(postgres, PASSWORD)
+    good = role_url(postgres, PASSWORD)
     with DatabaseIndex.open(f"{good}&schema=role_own", lexical()) as index:
         assert PASSWORD not in repr(index) and "%26" not in repr(index)
         assert f"{ROLE}:***@" in repr(index)
     wrong = "not-the-Password-42"
     with pytest.raises(psycopg.OperationalError) as refused:
-        DatabaseIndex.open(_role_url(postgres, wrong), lexical())
+        DatabaseIndex.open(role_url(postgres, wrong), lexical())
     shown = _everything_shown(refused.value)
     assert "password authentication failed" in shown
     assert wrong not in shown and f"{ROLE}:***@" in shown
@@ -533,7 +498,7 @@ def test_serve_prints_the_url_and_stops_the_server_on_sigterm(tmp_path):
     try:
         line = process.stdout.readline().strip()
         if not line.startswith("POSTGRES_URL="):
-            _unavailable(f"serve printed {line!r}")
+            postgres_unavailable(f"serve printed {line!r}")
         with psycopg.connect(line.removeprefix("POSTGRES_URL=")) as c:
             assert c.execute("SELECT extname FROM pg_extension WHERE "
                              "extname = 'vector'").fetchone() == ("vector",)

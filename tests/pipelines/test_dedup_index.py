@@ -1,4 +1,9 @@
-"""--index: dedup_corpus and stream_tag against what earlier runs kept."""
+"""--index: dedup_corpus and stream_tag against what earlier runs kept.
+
+The tests a user relies on whatever the kind of index run over both a
+directory and a PostgreSQL database (`index_at`); the database's are the
+session's server (the `postgres` fixture), a schema a test.
+"""
 
 import collections
 import json
@@ -8,14 +13,30 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
+import apache_beam as beam
+import numpy as np
 import pytest
 
+from embgemma_keras.config import DedupConfig
+from embgemma_keras.index import database
+from embgemma_keras.index.database import DatabaseIndex
+from embgemma_keras.index.database import is_database_url
 from embgemma_keras.index.format import CURRENT
+from embgemma_keras.index.format import IndexSettings
 from embgemma_keras.index.format import Manifest
+from pipelines import copy_index
 from pipelines import dedup_corpus
 from pipelines import stream_tag
+from tests.helpers import PG_PASSWORD
+from tests.helpers import PG_ROLE
+from tests.helpers import dedup_verdicts
 from tests.helpers import read_outputs
+from tests.helpers import role_url
+from transforms.dedup.corpus import DeduplicateFiles
+from transforms.index.read_commit import open_directory
+from transforms.index.read_commit import open_index
 
 pytestmark = pytest.mark.slow
 
@@ -67,12 +88,25 @@ def _groups(*outs):
     return {frozenset(group) for group in groups.values()}, kinds
 
 
-def _first_part_indexed(tmp_path):
-    """The sample corpus's first third deduplicated into a new index;
-    returns the second third and the index."""
+@pytest.fixture(params=["directory", "database"])
+def index_at(request, tmp_path) -> str:
+    """Where a test's new index lives: a directory, or a schema of its own
+    on the session's PostgreSQL server."""
+    if request.param == "directory":
+        return str(tmp_path / "index")
+    return _schema_url(request.getfixturevalue("postgres"))
+
+
+def _schema_url(postgres) -> str:
+    return f"{postgres.url}&schema=t_{uuid.uuid4().hex[:12]}"
+
+
+def _first_part_indexed(tmp_path, index=None):
+    """The sample corpus's first third deduplicated into a new index (a
+    directory by default); returns the second third and the index."""
     first, second, _ = _parts(
         tmp_path, CORPUS.read_bytes().splitlines(keepends=True))
-    index = tmp_path / "index"
+    index = tmp_path / "index" if index is None else index
     _dedup(first, tmp_path / "out1", "--no_semantic", "--index", str(index))
     return second, index
 
@@ -83,12 +117,42 @@ def _manifest(index) -> Manifest:
     return Manifest.from_json(path.read_text(), str(path))
 
 
+def _database(location: str) -> DatabaseIndex:
+    """The database index at `location`, at its latest version."""
+    index = DatabaseIndex(location, None)
+    index.refresh()
+    return index
+
+
+def _runs(location: str) -> dict[str, int]:
+    """The runs of the index's current version, in order, with the entries
+    each kept."""
+    if is_database_url(location):
+        with _database(location) as index:
+            return index.runs()
+    return {run.run: run.kept
+            for run in _manifest(pathlib.Path(location)).runs}
+
+
+def _version(location: str) -> str | None:
+    if is_database_url(location):
+        with _database(location) as index:
+            return index.version
+    return (pathlib.Path(location) / CURRENT).read_text()
+
+
+def _centroids(location: str):
+    if is_database_url(location):
+        with _database(location) as index:
+            return index.centroids()
+    return open_directory(location).centroids()
+
+
 def test_three_parts_one_after_another_match_one_run_over_their_union(
-        tmp_path):
+        tmp_path, index_at):
     lines = CORPUS.read_bytes().splitlines(keepends=True)
-    index = tmp_path / "index"
     outs = [_dedup(part, tmp_path / f"out{i}", "--no_semantic",
-                   "--index", str(index), "--run_id", f"run{i}")
+                   "--index", index_at, "--run_id", f"run{i}")
             for i, part in enumerate(_parts(tmp_path, lines))]
     union = _dedup(CORPUS, tmp_path / "union", "--no_semantic")
 
@@ -112,13 +176,13 @@ def test_three_parts_one_after_another_match_one_run_over_their_union(
     assert (f"{len(earlier)} duplicates of records earlier runs kept"
             in (outs[2] / "report.html").read_text())
     # The index holds exactly the records kept, each from its run.
-    manifest = _manifest(index)
-    assert manifest.entries == len(kept_by)
-    assert [run.run for run in manifest.runs] == ["run0", "run1", "run2"]
+    runs = _runs(index_at)
+    assert list(runs) == ["run0", "run1", "run2"]
+    assert runs == collections.Counter(kept_by.values())
 
 
 def test_semantic_duplicates_of_the_index_use_its_kept_centroids(
-        tmp_path, tiny_preset, tiny_model):
+        tmp_path, tiny_preset, tiny_model, index_at):
     texts = {"a": "hello world", "b": "hello world!",
              "c": "a very different text here"}
     encoded = tiny_model.encode(list(texts.values()),
@@ -132,34 +196,35 @@ def test_semantic_duplicates_of_the_index_use_its_kept_centroids(
     first.write_text(json.dumps({"id": "a", "text": texts["a"]}) + "\n")
     second.write_text("".join(json.dumps({"id": i, "text": texts[i]}) + "\n"
                               for i in ("b", "c")))
-    index = tmp_path / "index"
-    _dedup(first, tmp_path / "out1", *flags, "--index", str(index),
+    _dedup(first, tmp_path / "out1", *flags, "--index", index_at,
            "--run_id", "first")
-    centroids = _manifest(index).centroids
-    out = _dedup(second, tmp_path / "out2", *flags, "--index", str(index),
+    centroids = _centroids(index_at)
+    out = _dedup(second, tmp_path / "out2", *flags, "--index", index_at,
                  "--run_id", "second")
 
     dups = read_outputs(out, "duplicates")
     assert [(r["id"], r["kind"], r["duplicate_of"], r["duplicate_of_run"])
             for r in dups] == [("b", "semantic", "a", "first")]
     assert dups[0]["similarity"] == pytest.approx(close, abs=1e-4)
-    assert _manifest(index).centroids == centroids  # kept, not re-fitted
-    assert _manifest(index).entries == 2  # "a" and "c"
+    # Kept, not re-fitted.
+    assert (_centroids(index_at) == centroids).all()
+    assert _runs(index_at) == {"first": 1, "second": 1}  # "a", then "c"
     union = tmp_path / "union.jsonl"
     union.write_text(first.read_text() + second.read_text())
     assert _groups(_dedup(union, tmp_path / "union", *flags)) == _groups(
         tmp_path / "out1", out)
 
 
-def test_a_killed_run_leaves_the_index_at_its_last_version(tmp_path):
-    second, index = _first_part_indexed(tmp_path)
-    before = (index / CURRENT).read_text()
+def test_a_killed_run_leaves_the_index_at_its_last_version(tmp_path,
+                                                          index_at):
+    second, index = _first_part_indexed(tmp_path, index_at)
+    before = _version(index)
 
     out = tmp_path / "out2"
     job = subprocess.Popen(
         [sys.executable, "-m", "pipelines.dedup_corpus", "--input",
          str(second), "--output", str(out), "--no_semantic",
-         "--index", str(index)], cwd=ROOT, start_new_session=True,
+         "--index", index], cwd=ROOT, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # Killed while its outputs are being written: the index version is
     # committed only after them.
@@ -170,12 +235,12 @@ def test_a_killed_run_leaves_the_index_at_its_last_version(tmp_path):
     os.killpg(job.pid, signal.SIGKILL)
     job.wait()
     assert job.returncode == -signal.SIGKILL
-    assert (index / CURRENT).read_text() == before
+    assert _version(index) == before
 
     _dedup(second, tmp_path / "out2-again", "--no_semantic",
-           "--index", str(index))
-    manifest = _manifest(index)
-    assert manifest.parent == before and len(manifest.runs) == 2
+           "--index", index, "--run_id", "again")
+    assert len(_runs(index)) == 2
+    assert _version(index) == "v000002-again"
 
 
 def test_a_run_failing_after_its_segments_leaves_them_unread(
@@ -204,15 +269,14 @@ def test_a_run_failing_after_its_segments_leaves_them_unread(
     assert after.entries == before.entries + len(read_outputs(out, "unique"))
 
 
-def test_read_only_dedups_without_adding(tmp_path):
-    second, index = _first_part_indexed(tmp_path)
-    before = (index / CURRENT).read_text()
+def test_read_only_dedups_without_adding(tmp_path, index_at):
+    second, index = _first_part_indexed(tmp_path, index_at)
+    before = _runs(index)
     out = _dedup(second, tmp_path / "out2", "--no_semantic", "--index",
-                 str(index), "--index_read_only")
+                 index, "--index_read_only")
     assert any("duplicate_of_run" in r
                for r in read_outputs(out, "duplicates"))
-    assert (index / CURRENT).read_text() == before
-    assert len(list((index / "versions").iterdir())) == 1
+    assert _runs(index) == before and len(before) == 1
 
 
 @pytest.mark.parametrize("flags, reason", [
@@ -223,19 +287,23 @@ def test_read_only_dedups_without_adding(tmp_path):
     (["--model", "TINY"], "semantic: the index has False, this run True"),
 ])
 def test_an_index_made_with_other_settings_is_refused(tmp_path, tiny_preset,
-                                                      flags, reason):
-    second, index = _first_part_indexed(tmp_path)
+                                                      flags, reason,
+                                                      index_at):
+    second, index = _first_part_indexed(tmp_path, index_at)
     flags = [tiny_preset if flag == "TINY" else flag for flag in flags]
     with pytest.raises(SystemExit) as refused:
-        _dedup(second, tmp_path / "out2", *flags, "--index", str(index))
+        _dedup(second, tmp_path / "out2", *flags, "--index", index)
     assert reason in str(refused.value)
     assert not (tmp_path / "out2").exists()  # refused before the job ran
 
 
-def test_a_missing_index_is_refused_read_only(tmp_path):
-    with pytest.raises(SystemExit, match="no index at"):
+def test_a_missing_index_is_refused_read_only(tmp_path, index_at):
+    missing = ("no committed version" if is_database_url(index_at)
+               else "no index at")
+    with pytest.raises(SystemExit, match=missing):
         _dedup(CORPUS, tmp_path / "out", "--no_semantic",
-               "--index", str(tmp_path / "nowhere"), "--index_read_only")
+               "--index", index_at, "--index_read_only")
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_corrupted_segment_fails_the_run_with_the_reason(tmp_path):
@@ -313,3 +381,146 @@ def test_stream_tag_refuses_a_missing_index(tmp_path, tiny_preset):
     with pytest.raises(SystemExit, match="make it with dedup_corpus"):
         _stream_tag(CORPUS, tmp_path / "tagged", tiny_preset,
                     "--index", str(tmp_path / "nowhere"))
+
+
+def test_a_database_commit_that_fails_leaves_the_last_version(
+        tmp_path, postgres, monkeypatch):
+    second, index = _first_part_indexed(tmp_path, _schema_url(postgres))
+    before = _runs(index)
+    own, written = database._entry_row, []
+
+    def dies_after_a_row(*args):
+        if written:
+            raise RuntimeError("killed mid-commit")
+        written.append(args)
+        return own(*args)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(database, "_entry_row", dies_after_a_row)
+        with pytest.raises(Exception, match="killed mid-commit"):
+            _dedup(second, tmp_path / "out2", "--no_semantic",
+                   "--index", index)
+    # It died inside the commit, its outputs written: the transaction
+    # left nothing.
+    assert written and read_outputs(tmp_path / "out2", "unique")
+    assert _runs(index) == before
+
+    out = _dedup(second, tmp_path / "out3", "--no_semantic", "--index",
+                 index, "--run_id", "again")
+    assert _runs(index) == {**before,
+                            "again": len(read_outputs(out, "unique"))}
+
+
+def test_two_runs_from_one_database_version_both_land_and_a_retry_adds_nothing(
+        tmp_path, postgres):
+    """Two runs that opened the index at the same version commit one after
+    the other, as two jobs running at once do: both land, nothing lost (a
+    directory index refuses the second). The first again, same run id (a
+    retried commit): nothing doubled, the same verdicts."""
+    first, second, third = _parts(
+        tmp_path, CORPUS.read_bytes().splitlines(keepends=True))
+    index = _schema_url(postgres)
+    _dedup(first, tmp_path / "out0", "--no_semantic", "--index", index,
+           "--run_id", "run0")
+    config = DedupConfig(semantic=False)
+    opened = {run: open_index(index, IndexSettings.of(config))
+              for run in ("runA", "runB")}
+
+    def run(part, name, out):
+        with beam.Pipeline() as pipeline:
+            _ = pipeline | DeduplicateFiles(str(part), str(tmp_path / out),
+                                            config, index=opened[name],
+                                            run=name)
+        return tmp_path / out
+
+    a, b = run(second, "runA", "a"), run(third, "runB", "b")
+    runs = _runs(index)
+    assert list(runs) == ["run0", "runA", "runB"]
+    assert (runs["runA"], runs["runB"]) == (
+        len(read_outputs(a, "unique")), len(read_outputs(b, "unique")))
+    # B saw the version it opened: run0's entries, not A's.
+    assert {r["duplicate_of_run"] for r in read_outputs(b, "duplicates")
+            if "duplicate_of_run" in r} == {"run0"}
+
+    again = run(second, "runA", "a-again")
+    assert _runs(index) == runs
+    assert dedup_verdicts(again) == dedup_verdicts(a)
+    versions = [json.loads((out / "report.json").read_text())["settings"][
+        "index_version"] for out in (a, again)]
+    assert versions[0] == versions[1] == "v000002-runA"
+
+
+def test_the_password_is_in_no_output_message_or_pipeline_option(
+        tmp_path, postgres, capfd, monkeypatch):
+    index = f"{role_url(postgres)}&schema=t_{uuid.uuid4().hex[:12]}"
+    secrets = {PG_PASSWORD, index.split(":")[2].split("@")[0]}
+    options = []
+
+    class Recorded(beam.Pipeline):
+        def __init__(self, *args, **kwargs):
+            options.append(str(kwargs["options"].get_all_options()))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(beam, "Pipeline", Recorded)
+    second, _ = _first_part_indexed(tmp_path, index)
+    out = _dedup(second, tmp_path / "out2", "--no_semantic", "--index",
+                 index)
+    wrong = "Wrong-Secret-42"
+    with pytest.raises(SystemExit) as refused:
+        _dedup(second, tmp_path / "out3", "--no_semantic", "--index",
+               role_url(postgres, wrong))
+    assert "password authentication failed" in str(refused.value)
+
+    report = json.loads((out / "report.json").read_text())
+    assert f"{PG_ROLE}:***@" in report["settings"]["index"]
+    shown = [*options, str(refused.value), *capfd.readouterr()]
+    shown += [path.read_text() for path in out.iterdir()]
+    assert len(options) == 3 and all("***" in o for o in options)
+    for secret in secrets | {wrong}:
+        assert not any(secret in text for text in shown)
+
+
+def test_stream_tag_refuses_a_database_index(tmp_path, tiny_preset):
+    with pytest.raises(SystemExit, match="serves dedup_corpus only"):
+        _stream_tag(CORPUS, tmp_path / "tagged", tiny_preset, "--index",
+                    "postgresql://u:secret@db.example.com/corpus")
+    assert not (tmp_path / "tagged").exists()
+
+
+def test_copy_index_moves_a_directory_index_into_the_database(
+        tmp_path, postgres, tiny_preset, capfd):
+    flags = ["--model", tiny_preset, "--semantic_threshold", "0.9999"]
+    first, second, third = _parts(
+        tmp_path, CORPUS.read_bytes().splitlines(keepends=True))
+    directory = str(tmp_path / "index")
+    for i, part in enumerate((first, second)):
+        _dedup(part, tmp_path / f"out{i}", *flags, "--index", directory,
+               "--run_id", f"run{i}")
+    target = f"{role_url(postgres)}&schema=copied"
+    copy_index.main(["--source", directory, "--target", target])
+    assert _runs(target) == _runs(directory) and len(_runs(target)) == 2
+    np.testing.assert_array_equal(_centroids(target), _centroids(directory))
+    shown = capfd.readouterr().out
+    assert f"copied {sum(_runs(directory).values())} entries of 2 runs" in (
+        shown)
+    assert PG_PASSWORD not in shown
+    copy_index.main(["--source", directory, "--target", target])  # again
+    assert _runs(target) == _runs(directory)
+
+    # The copy dedups as the directory does.
+    from_directory = _dedup(third, tmp_path / "dir3", *flags, "--index",
+                            directory, "--index_read_only")
+    from_copy = _dedup(third, tmp_path / "db3", *flags, "--index", target,
+                       "--run_id", "run2")
+    assert dedup_verdicts(from_copy) == dedup_verdicts(from_directory)
+    assert any("duplicate_of_run" in r
+               for r in read_outputs(from_copy, "duplicates"))
+    # Now the database holds a run the directory has not.
+    with pytest.raises(SystemExit, match="holds runs that are not the first"):
+        copy_index.main(["--source", directory, "--target", target])
+
+    segment = next((tmp_path / "index" / "segments").rglob("*.parquet"))
+    segment.write_bytes(segment.read_bytes()[::-1])
+    with pytest.raises(SystemExit, match="does not match its checksum"):
+        copy_index.main(["--source", directory,
+                         "--target", _schema_url(postgres)])
