@@ -31,7 +31,8 @@ from embgemma_keras.records.schema import TEXT
 from transforms.dedup.semantic import similarity_vector
 
 _ENTRIES = "entries"
-# Records a lookup takes at once: one round trip to the database each.
+# Records a lookup takes at once: one query for the whole batch (by keys:
+# one for its exact keys, one for its band keys).
 MIN_BATCH, MAX_BATCH = 64, 512
 # The semantic stage compares in float32 itself; looked up a hair below
 # its threshold, an entry at the threshold is not lost to pgvector's
