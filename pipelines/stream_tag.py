@@ -40,6 +40,9 @@ record is never a duplicate of itself.
 records that near-duplicate anything its runs kept, however old, naming
 the run in `duplicate_of_run`; the job only reads the index, and refuses
 one whose MinHash settings, model, dim or prompt differ from its own.
+A directory index is read whole at start; with `--index postgresql://...`
+each record is looked up as it comes, so start-up does not grow with the
+index and runs committed while the stream runs are seen within seconds.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from embgemma_keras.config import StreamConfig
 from embgemma_keras.config import StreamDedupConfig
 from embgemma_keras.config import add_flags
 from embgemma_keras.config import from_flags
+from embgemma_keras.index.database import DatabaseIndex
 from embgemma_keras.labels.heads import load_head
 from embgemma_keras.records.schema import Vector
 from pipelines.options import FileOptions
@@ -245,13 +249,17 @@ def build(pipeline: beam.Pipeline, config: StreamTagConfig) -> None:
     handler = EmbeddingGemmaModelHandler.from_config(
         embed, handle, max_batch_duration_secs=(
             stream.max_batch_duration_secs if config.streaming else None))
-    against = None
+    against = look_up_in = None
     if config.index:
         index = open_index_for_stream(config.index, config.dedup.lexical,
                                       identity, embed.dim)
-        against = pipeline | "ReadIndex" >> ReadIndex(index)
+        if isinstance(index, DatabaseIndex):
+            look_up_in = index
+        else:
+            against = pipeline | "ReadIndex" >> ReadIndex(index)
     tagged = parsed.output | "Tag" >> TagRecords(
-        handler, heads, centroids, config.dedup, stream.prompts, against)
+        handler, heads, centroids, config.dedup, stream.prompts, against,
+        look_up_in)
     dead = ((parsed.dead_letters, tagged.dead_letters)
             | "AllDeadLetters" >> beam.Flatten())
     write_tagged(config.sinks, tagged.output, dead)

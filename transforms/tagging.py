@@ -25,6 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from embgemma_keras.clusters.centroids import Centroids
 from embgemma_keras.config import StreamConfig
 from embgemma_keras.config import StreamDedupConfig
+from embgemma_keras.index.database import DatabaseIndex
 from embgemma_keras.progress import say
 from embgemma_keras.records.schema import DEAD_LETTERS
 from embgemma_keras.records.schema import DUPLICATE_OF
@@ -42,6 +43,7 @@ from transforms.dedup.streaming import StreamingNearDuplicates
 from transforms.embedding.embed import EmbedRecords
 from transforms.embedding.embed import prompts_for
 from transforms.embedding.model_handler import EmbeddingGemmaModelHandler
+from transforms.index.lookup import LookUpForStream
 from transforms.labels.classify import ClassifyLabels
 from transforms.records.dead_letters import WithDeadLetters
 from transforms.records.files import write_jsonl
@@ -69,6 +71,9 @@ class TagRecords(beam.PTransform):
             (`expected_task`); a job checks that before it starts.
         against: `IndexEntry`s of a dedup index (`ReadIndex`), to flag
             duplicates of beyond the horizon; see `StreamingNearDuplicates`.
+        look_up_in: a dedup index in a database, to flag duplicates of
+            beyond the horizon, each record looked up as it comes
+            (`LookUpForStream`) instead of the index read whole.
     """
 
     def __init__(self, handler: EmbeddingGemmaModelHandler,
@@ -76,9 +81,11 @@ class TagRecords(beam.PTransform):
                  centroids: Centroids | None = None,
                  dedup: StreamDedupConfig = StreamDedupConfig(),
                  prompts: str = StreamConfig.prompts,
-                 against: beam.PCollection | None = None):
+                 against: beam.PCollection | None = None,
+                 look_up_in: DatabaseIndex | None = None):
         super().__init__()
         self._against = against
+        self._look_up_in = look_up_in
         self._handler = handler
         self._heads = dict(heads or {})
         self._centroids = centroids
@@ -102,6 +109,9 @@ class TagRecords(beam.PTransform):
             clustered = records | "Cluster" >> AssignClusters(self._centroids)
             records = clustered.output
             dead.append(clustered.dead_letters)
+        if self._look_up_in is not None:
+            records = records | "LookUpIndex" >> LookUpForStream(
+                self._look_up_in, self._dedup.semantic_threshold)
         tagged = records | "NearDups" >> StreamingNearDuplicates(
             self._dedup, dim=self._handler.dim, against=self._against)
         return WithDeadLetters(

@@ -62,10 +62,12 @@ class BucketEntry(typing.NamedTuple):
         return cls(kind, THIS_RUN, record_id, sketch, micros)
 
     @classmethod
-    def indexed_entry(cls, run: str, record_id: str,
-                      sketch: bytes) -> BucketEntry:
-        """A record the run `run` kept in a dedup index: held for good."""
-        return cls(HELD, run, record_id, sketch, 0)
+    def indexed_entry(cls, run: str, record_id: str, sketch: bytes,
+                      micros: int = 0) -> BucketEntry:
+        """A record the run `run` kept in a dedup index: held for good
+        (`micros` 0: a directory index's, loaded at start), or, looked up
+        for a record at `micros`, as long as that record's originals."""
+        return cls(HELD, run, record_id, sketch, micros)
 
     @property
     def indexed(self) -> bool:
@@ -202,6 +204,25 @@ class BucketJudge:
                           else max(newest, newcomer.micros))
         return judged
 
+    def current_index(self, indexed: Sequence[BucketEntry], micros: int
+                      ) -> list[BucketEntry]:
+        """The index entries a bucket still needs at `micros`, once its
+        newcomers up to then are judged: those held for good (time 0);
+        of an entry looked up by records at or before `micros`, the
+        latest lookup (it outlives the others), unless past the horizon;
+        and every lookup after `micros` (its newcomer is still to come)."""
+        latest: dict[tuple[str, str], BucketEntry] = {}
+        later = []
+        for entry in indexed:
+            if entry.micros > micros:
+                later.append(entry)
+                continue
+            node = entry.run, entry.id
+            if node not in latest or latest[node].micros < entry.micros:
+                latest[node] = entry
+        return [entry for entry in latest.values() if not entry.micros
+                or not self._outlived(entry.micros, micros)] + later
+
     def horizon_end(self, held: Sequence[BucketEntry]) -> int | None:
         """The last event time at which a newcomer still meets the newest
         original of `held` (None if it holds none)."""
@@ -224,12 +245,15 @@ class BucketJudge:
         within the horizon, can be the original, so a replayed record gets
         the verdict it got first: the entries held since were compared with
         it and are not its near-duplicates. Any index entry can be, even
-        one with the record's id (the same record sent again).
+        one with the record's id (the same record sent again): one kept
+        for good, or one looked up for a record at or before it, within
+        the horizon (a database index's entries come with the records
+        that looked them up).
         """
         earlier = [entry for entry in held if entry.id != newcomer.id
-                   and 0 <= newcomer.micros - entry.micros
-                   <= self.horizon_micros]
-        earlier += indexed
+                   and self._within(newcomer, entry)]
+        earlier += [entry for entry in indexed
+                    if not entry.micros or self._within(newcomer, entry)]
         if not earlier:
             return None
         sketcher = self._sketchers[newcomer.kind]
@@ -240,6 +264,10 @@ class BucketJudge:
             return None
         return Match(newcomer.kind, earlier[best].id, float(scores[best]),
                      earlier[best].run)
+
+    def _within(self, newcomer: BucketEntry, entry: BucketEntry) -> bool:
+        """Whether `entry` came at or before `newcomer`, in its horizon."""
+        return 0 <= newcomer.micros - entry.micros <= self.horizon_micros
 
     def _make_room(self, judged: Judgement) -> int:
         """Forgets the oldest originals of a full bucket; how many."""

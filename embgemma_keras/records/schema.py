@@ -29,6 +29,9 @@ EMBEDDINGS = "embeddings"  # {Vector: float32 array}, dropped before output
 # The uint32 MinHash signature of the text, sketched once by the lexical
 # stage for the later ones; dropped before output.
 MINHASH = "_minhash"
+# The dedup index's entries a stream looked a record up for (in a
+# database), carried to the near-duplicate buckets; dropped before output.
+INDEX_MATCHES = "_index_matches"
 LABELS = "labels"
 CLUSTER = "cluster"
 DUPLICATE_OF = "duplicate_of"
@@ -43,7 +46,7 @@ KIND = "kind"
 # The tag of every stage's dead-letter output.
 DEAD_LETTERS = "dead_letters"
 # What stages attach for later stages: never in an output or dead letter.
-WORKING_FIELDS = frozenset({EMBEDDINGS, MINHASH})
+WORKING_FIELDS = frozenset({EMBEDDINGS, MINHASH, INDEX_MATCHES})
 
 
 class Vector(str, enum.Enum):

@@ -327,15 +327,17 @@ def _stream_tag(source, out, model, *flags):
 
 
 def test_stream_tag_flags_what_the_index_kept_beyond_its_horizon(
-        tmp_path, tiny_preset):
+        tmp_path, tiny_preset, index_at):
     """The index holds vectors (made with the same tiny model), so the
-    stream loads both its lexical and semantic entries."""
+    stream matches both its lexical and semantic entries: a directory's
+    loaded into the buckets, a database's looked up a record at a time."""
     first, second, _ = _parts(
         tmp_path, CORPUS.read_bytes().splitlines(keepends=True))
-    index = tmp_path / "index"
+    index = index_at
     _dedup(first, tmp_path / "out1", "--model", tiny_preset,
-           "--semantic_threshold", "0.9999", "--index", str(index),
+           "--semantic_threshold", "0.9999", "--index", index,
            "--run_id", "run0")
+    version = _version(index)
     kept = read_outputs(tmp_path / "out1", "unique")[:5]
     resent = [{"id": f"again-{r['id']}", "text": r["text"]} for r in kept]
     resent.append({"id": "shouted", "text": kept[0]["text"].upper()})
@@ -343,7 +345,7 @@ def test_stream_tag_flags_what_the_index_kept_beyond_its_horizon(
     stream.write_bytes(second.read_bytes() + b"{broken\n" + "".join(
         json.dumps(r) + "\n" for r in resent).encode())
     out = _stream_tag(stream, tmp_path / "tagged", tiny_preset,
-                      "--index", str(index), "--horizon_secs", "1")
+                      "--index", index, "--horizon_secs", "1")
 
     tagged = {r["id"]: r for r in read_outputs(out, "tagged")}
     dead = read_outputs(out, "dead_letters")
@@ -359,7 +361,7 @@ def test_stream_tag_flags_what_the_index_kept_beyond_its_horizon(
     kept_ids = {r["id"] for r in read_outputs(tmp_path / "out1", "unique")}
     assert {r["duplicate_of"] for r in tagged.values()
             if r.get("duplicate_of_run")} <= kept_ids
-    assert _manifest(index).version.startswith("v000001")  # only read
+    assert _version(index) == version  # only read
 
 
 @pytest.mark.parametrize("flags, reason", [
@@ -368,8 +370,8 @@ def test_stream_tag_flags_what_the_index_kept_beyond_its_horizon(
     (["--shingles", "word:3"], "shingles: the index has 'char:5'"),
 ])
 def test_stream_tag_refuses_an_index_it_cannot_match(tmp_path, tiny_preset,
-                                                    flags, reason):
-    second, index = _first_part_indexed(tmp_path)
+                                                    flags, reason, index_at):
+    second, index = _first_part_indexed(tmp_path, index_at)
     with pytest.raises(SystemExit) as refused:
         _stream_tag(second, tmp_path / "tagged", tiny_preset,
                     "--index", str(index), *flags)
@@ -377,10 +379,40 @@ def test_stream_tag_refuses_an_index_it_cannot_match(tmp_path, tiny_preset,
     assert not (tmp_path / "tagged").exists()
 
 
-def test_stream_tag_refuses_a_missing_index(tmp_path, tiny_preset):
+def test_stream_tag_refuses_a_missing_index(tmp_path, tiny_preset, index_at):
     with pytest.raises(SystemExit, match="make it with dedup_corpus"):
         _stream_tag(CORPUS, tmp_path / "tagged", tiny_preset,
-                    "--index", str(tmp_path / "nowhere"))
+                    "--index", index_at)
+    assert not (tmp_path / "tagged").exists()
+
+
+def test_a_stream_gives_the_same_verdicts_against_either_index(
+        tmp_path, tiny_preset, postgres):
+    """Looked up record by record in a database, or loaded whole from a
+    directory, an index flags the same records as copies of the same
+    entries."""
+    first, second, _ = _parts(
+        tmp_path, CORPUS.read_bytes().splitlines(keepends=True))
+    copies = b"".join(json.dumps({"id": f"copy-{r['id']}", "text": r["text"]
+                                  }).encode() + b"\n"
+                      for r in map(json.loads, first.read_bytes().splitlines()))
+    stream = tmp_path / "stream.jsonl"
+    stream.write_bytes(second.read_bytes() + copies)
+    flags = ["--model", tiny_preset, "--semantic_threshold", "0.9999"]
+    verdicts = []
+    for kind, index in (("directory", str(tmp_path / "index")),
+                        ("database", _schema_url(postgres))):
+        _dedup(first, tmp_path / f"{kind}-indexed", *flags,
+               "--index", index, "--run_id", "run0")
+        out = _stream_tag(stream, tmp_path / f"{kind}-tagged", tiny_preset,
+                          "--index", index)
+        verdicts.append({r["id"]: (r.get("duplicate_of"), r.get("kind"),
+                                   r.get("duplicate_of_run"))
+                         for r in read_outputs(out, "tagged")})
+    directory, database = verdicts
+    assert database == directory
+    assert sum(run == "run0" for _, _, run in database.values()) >= len(
+        first.read_bytes().splitlines()) // 2
 
 
 def test_a_database_commit_that_fails_leaves_the_last_version(
@@ -478,13 +510,6 @@ def test_the_password_is_in_no_output_message_or_pipeline_option(
     assert len(options) == 3 and all("***" in o for o in options)
     for secret in secrets | {wrong}:
         assert not any(secret in text for text in shown)
-
-
-def test_stream_tag_refuses_a_database_index(tmp_path, tiny_preset):
-    with pytest.raises(SystemExit, match="serves dedup_corpus only"):
-        _stream_tag(CORPUS, tmp_path / "tagged", tiny_preset, "--index",
-                    "postgresql://u:secret@db.example.com/corpus")
-    assert not (tmp_path / "tagged").exists()
 
 
 def test_copy_index_moves_a_directory_index_into_the_database(

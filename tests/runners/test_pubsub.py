@@ -160,3 +160,55 @@ def test_a_stream_flags_copies_of_what_a_dedup_index_kept(
     assert verdicts == {("offer", "kept-offer", "archive"),
                         ("note", "kept-note", "archive"),
                         ("other", None, None)}
+
+
+def test_a_stream_sees_what_a_run_commits_to_a_database_index_while_it_runs(
+        pubsub_server, postgres, tiny_preset, tmp_path):
+    """A stream against an index in PostgreSQL looks each record up as it
+    comes: nothing is loaded at start, and entries a batch run commits
+    while the stream runs are seen within seconds."""
+    index = f"{postgres.url}&schema=stream_{tmp_path.name[-12:].lower()}"
+    flags = ["--model", tiny_preset, "--semantic_threshold", "1.0",
+             "--index", index]
+
+    def commit(run, record_id, text):
+        archive = tmp_path / f"{run}.jsonl"
+        archive.write_bytes(_record(record_id, text) + b"\n")
+        dedup_corpus.main(["--input", str(archive), "--output",
+                           str(tmp_path / f"{run}-out"), *flags,
+                           "--run_id", run])
+
+    def tagged(record_id, text):
+        _publish(publisher, topics["records"], [_record(record_id, text)])
+        [record] = _pull_until(subscriber, {"tagged": subscriptions["tagged"]},
+                               expected=1)["tagged"]
+        return record
+
+    commit("archive", "kept-offer", OFFER)
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    topics, subscriptions = _topics(publisher, subscriber)
+    # A horizon shorter than the time between two sends: each copy of NOTE
+    # can only match the index.
+    job = start(["--input_subscription", subscriptions["records"],
+                 "--output_topic", topics["tagged"],
+                 "--dead_letter_topic", topics["dead_letters"],
+                 "--max_batch_duration_secs", "1", "--horizon_secs", "1",
+                 *flags], stream_tag.REQUIRED, stream_tag.build)
+    try:
+        offer = tagged("offer", OFFER)
+        commit("later", "kept-note", NOTE)
+        committed, notes = time.monotonic(), []
+        while time.monotonic() - committed < 30 and not any(
+                r.get("duplicate_of") for r in notes):
+            time.sleep(1.5)
+            notes.append(tagged(f"note-{len(notes)}", NOTE))
+        seen_after = time.monotonic() - committed
+    finally:
+        job.cancel()
+    assert (offer["duplicate_of"], offer["duplicate_of_run"]) == (
+        "kept-offer", "archive")
+    assert (notes[-1]["duplicate_of"], notes[-1]["duplicate_of_run"]) == (
+        "kept-note", "later")
+    assert not any(r.get("duplicate_of") for r in notes[:-1])
+    assert seen_after < 30

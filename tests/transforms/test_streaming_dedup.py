@@ -13,6 +13,7 @@ from embgemma_keras.dedup.sketches import SemanticSketch
 from embgemma_keras.dedup.stream_buckets import JoinEntry
 from embgemma_keras.dedup.stream_buckets import Match
 from embgemma_keras.index.format import IndexEntry
+from embgemma_keras.records.schema import INDEX_MATCHES
 from embgemma_keras.records.schema import DuplicateKind
 from tests.helpers import EVENT_TIME
 from tests.helpers import run_events
@@ -274,6 +275,38 @@ def test_records_that_copy_an_indexed_record_name_it_and_itsrun_events(
         assert tags == [("kept", "kept", "run1"), ("noise", None, None),
                         ("noise-copy", None, None),
                         ("typo", "kept", "run1")]
+
+
+@both_inputs
+def test_entries_a_record_looked_up_serve_its_horizon_only(tmp_path,
+                                                          bounded):
+    """Entries a database lookup found come on their record
+    (`INDEX_MATCHES`): they match it, and records in its buckets after it
+    within the horizon; not a record before it, nor one past the horizon,
+    whatever order the records arrive in. Each record is near the entry
+    (cosine 0.990) but not near enough another (0.980)."""
+    rng = np.random.default_rng(0)
+    kept, *noise = np.linalg.qr(rng.normal(size=(64, 5)))[0].T
+    near = [(kept + 0.142 * n).astype(np.float32) for n in noise]
+    near = [v / np.linalg.norm(v) for v in near]
+    entry = _entry("kept", "run1", "z", kept.astype(np.float32))
+    events = [(5, "earlier", near[0], ()), (10, "looked-up", near[1], (entry,)),
+              (20, "after", near[2], ()), (200, "past-horizon", near[3], ())]
+    events = [(time, {"id": record_id, "text": record_id, INDEX_MATCHES: found,
+                      "embeddings": {"similarity": vector}})
+              for time, record_id, vector, found in events]
+    for in_order in (True, False):
+        out = run_events(events, StreamingNearDuplicates(
+            StreamDedupConfig(horizon_secs=60),
+            sketchers=[SemanticSketch(64, threshold=0.985)]),
+            tmp_path / str(in_order), in_order, bounded=bounded)
+        tags = {r["id"]: (r.get("duplicate_of"), r.get("duplicate_of_run"))
+                for r in out}
+        assert tags == {"earlier": (None, None),
+                        "looked-up": ("kept", "run1"),
+                        "after": ("kept", "run1"),
+                        "past-horizon": (None, None)}
+        assert not any(INDEX_MATCHES in r for r in out)
 
 
 @both_inputs

@@ -29,7 +29,11 @@ Against a dedup index (`against=`, `stream_tag --index`): the entries
 flagged as a near-duplicate of any of them (`duplicate_of_run` names the
 run that kept it). Over a bounded input they join a bucket's records
 through a tagged `CoGroupByKey`; a stream's keyed state has one input, so
-there they come in with the records and their run tells them apart.
+there they come in with the records and their run tells them apart. An
+index in a database is looked up a record at a time instead
+(`transforms.index.lookup.LookUpForStream`): the entries found come on
+the record (`INDEX_MATCHES`) and join its buckets with its time, held for
+its horizon, matching it and the records after it there.
 A flagged record's `kept_id` is its `duplicate_of`: a stream keeps every
 record, and whether the original it matched was itself flagged is decided
 in other buckets at the same time, so the chain is not resolved here.
@@ -75,6 +79,7 @@ from embgemma_keras.progress import DUPLICATES
 from embgemma_keras.records.schema import DUPLICATE_OF
 from embgemma_keras.records.schema import DUPLICATE_OF_RUN
 from embgemma_keras.records.schema import ID
+from embgemma_keras.records.schema import INDEX_MATCHES
 from embgemma_keras.records.schema import KEPT_ID
 from embgemma_keras.records.schema import KIND
 from embgemma_keras.records.schema import SIMILARITY
@@ -239,18 +244,21 @@ class _CompareInBucket(_BucketVerdicts):
         if ready:
             judged = self._judged(ready, held, indexed, window)
             kept = judged.held
-            if judged.added:
+            looked_up = [entry for entry in indexed if entry.micros]
+            if judged.added or looked_up:
                 # A millisecond (a timer's precision) past the horizon: a
                 # newcomer right at it still meets the newest original.
-                expiry = self._judge.horizon_end(kept) + 1000
+                expiry = self._judge.horizon_end([*kept, *looked_up]) + 1000
                 wake.set(Timestamp(micros=expiry),
                          dynamic_timer_tag=self.EXPIRY)
         if self._judge.outlived(kept, now):
             kept = []
-        if not ready and len(kept) == len(held):
+        index = self._judge.current_index(indexed, now)
+        if not ready and len(kept) == len(held) and len(index) == len(
+                indexed):
             return  # nothing judged, nothing forgotten
         bucket.clear()
-        for entry in (*indexed, *kept, *waiting):
+        for entry in (*index, *kept, *waiting):
             bucket.add(entry)
 
 
@@ -389,14 +397,32 @@ class StreamingNearDuplicates(beam.PTransform):
                     yield key, BucketEntry.indexed_entry(
                         entry.run, entry.id, sketched[0])
 
+        def sketch_looked_up(record, timestamp=beam.DoFn.TimestampParam):
+            # Each entry a lookup found goes to the buckets it shares with
+            # its record, with the record's time.
+            entries = record.get(INDEX_MATCHES)
+            if not entries:
+                return
+            micros = timestamp.micros // 1000 * 1000
+            for sketcher in sketchers:
+                keys = set(sketcher.sketch(record)[1])
+                for entry in entries:
+                    sketched = sketcher.sketch_entry(entry)
+                    for key in keys.intersection(sketched[1] if sketched
+                                                 else ()):
+                        yield key, BucketEntry.indexed_entry(
+                            entry.run, entry.id, sketched[0], micros)
+
         # Typed: Beam then codes keys and entries with deterministic,
         # pickle-free coders.
         sketched = records | "Sketch" >> beam.FlatMap(
             sketch).with_output_types(tuple[bytes, BucketEntry])
-        index = None
+        index = [records | "SketchLookedUp" >> beam.FlatMap(
+            sketch_looked_up).with_output_types(tuple[bytes, BucketEntry])]
         if self._against is not None:
-            index = self._against | "SketchIndex" >> beam.FlatMap(
-                sketch_entry).with_output_types(tuple[bytes, BucketEntry])
+            index.append(self._against | "SketchIndex" >> beam.FlatMap(
+                sketch_entry).with_output_types(tuple[bytes, BucketEntry]))
+        index = index | "AllIndexed" >> beam.Flatten()
         config = self._config
         if sketched.is_bounded:
             # All the input is there before the watermark moves: one
@@ -404,16 +430,14 @@ class StreamingNearDuplicates(beam.PTransform):
             # state and timers.
             compare = _CompareGrouped(sketchers, config.horizon_secs,
                                       config.max_originals)
-            sketched = ({_RECORDS: sketched} if index is None
-                        else {_RECORDS: sketched, _INDEX: index}
-                        ) | "GroupBuckets" >> beam.CoGroupByKey()
+            sketched = ({_RECORDS: sketched, _INDEX: index}
+                        | "GroupBuckets" >> beam.CoGroupByKey())
         else:
             # Keyed state has one input: index entries come in with the
             # records, told apart by their run.
             compare = _CompareInBucket(sketchers, config.horizon_secs,
                                        config.max_originals)
-            if index is not None:
-                sketched = (sketched, index) | "WithIndex" >> beam.Flatten()
+            sketched = (sketched, index) | "WithIndex" >> beam.Flatten()
         verdicts = sketched | "Compare" >> beam.ParDo(
             compare).with_output_types(tuple[str, JoinEntry])
         lines = records | "KeyById" >> beam.Map(lambda r: (

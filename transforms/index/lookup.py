@@ -12,20 +12,40 @@ batches find comes out once.
 looked_up = records | LookUpByKeys(index, config)
 exact = looked_up.records | ExactDuplicates(against=looked_up.entries)
 ```
+
+A stream looks each record up as it comes (`LookUpForStream`, through
+Beam's `Enrichment`: batched per bundle, retried with backoff and
+throttled by Beam) and carries the entries it may match on the record
+(`INDEX_MATCHES`) to the near-duplicate buckets, so nothing is loaded at
+start-up and a version committed while the stream runs is seen within
+`REFRESH_SECS`.
 """
 
 from __future__ import annotations
 
+import time
 import typing
+from collections.abc import Sequence
 
 import apache_beam as beam
 import numpy as np
+import psycopg
+from apache_beam.io.requestresponse import UserCodeTimeoutException
+from apache_beam.transforms.enrichment import Enrichment
+from apache_beam.transforms.enrichment import EnrichmentSourceHandler
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
 
 from embgemma_keras.config import DedupConfig
+from embgemma_keras.config import MinHashConfig
 from embgemma_keras.dedup.grouping import exact_key
 from embgemma_keras.dedup.minhash import MinHasher
 from embgemma_keras.dedup.minhash import signed
 from embgemma_keras.index.database import DatabaseIndex
+from embgemma_keras.index.format import IndexEntry
+from embgemma_keras.index.format import IndexSettings
+from embgemma_keras.records.schema import EMBEDDINGS
+from embgemma_keras.records.schema import INDEX_MATCHES
 from embgemma_keras.records.schema import MINHASH
 from embgemma_keras.records.schema import TEXT
 from transforms.dedup.semantic import similarity_vector
@@ -38,6 +58,13 @@ MIN_BATCH, MAX_BATCH = 64, 512
 # its threshold, an entry at the threshold is not lost to pgvector's
 # rounding of the cosine.
 VECTOR_SLACK = 1e-4
+# A stream's buckets compare float16 sketches (cosines within 1e-3 of
+# float32's): looked up this far below their threshold, an entry they
+# would match is not missed.
+SKETCH_SLACK = 2e-3
+# How stale a stream's view of the index may get: a version committed
+# while it runs is looked up at most this long after.
+REFRESH_SECS = 2.0
 
 
 class LookedUp(typing.NamedTuple):
@@ -140,3 +167,124 @@ class _Once(beam.PTransform):
                 | "ByNode" >> beam.Map(lambda entry: (entry.node, entry))
                 | "Group" >> beam.GroupByKey()
                 | "First" >> beam.Map(lambda item: next(iter(item[1]))))
+
+
+class LookUpForStream(beam.PTransform):
+    """Records (embedded, in a stream) -> the same records, each carrying
+    under `INDEX_MATCHES` the index entries it may near-duplicate: those
+    sharing an LSH band key of the index with it, and those at cosine >=
+    `semantic_threshold` (less `SKETCH_SLACK`) from its similarity vector.
+    `StreamingNearDuplicates` judges them in the record's buckets as it
+    judges a directory index's entries.
+
+    Runs through Beam's `Enrichment` (batches per bundle, retries with
+    backoff, client-side throttling); each record keeps its event time.
+
+    Args:
+        index: the index, opened for a stream (`DatabaseIndex.open_for_stream`).
+        semantic_threshold: the stream's; None for lexical lookups only.
+    """
+
+    def __init__(self, index: DatabaseIndex,
+                 semantic_threshold: float | None):
+        super().__init__()
+        self._handler = _StreamLookup(index, semantic_threshold)
+
+    def expand(self, records):
+        return (records
+                | "WithTime" >> beam.Map(_with_time)
+                | "LookUp" >> Enrichment(self._handler,
+                                         join_fn=_carrying_matches,
+                                         use_custom_types=True))
+
+
+def _with_time(record: dict, timestamp=beam.DoFn.TimestampParam
+               ) -> tuple[dict, int]:
+    # Batching stamps a batch at the end of the window: the record's own
+    # time rides along, restored when it leaves.
+    return record, timestamp.micros
+
+
+def _carrying_matches(request: tuple[dict, int],
+                      entries: tuple[IndexEntry, ...]) -> TimestampedValue:
+    record, micros = request
+    return TimestampedValue({**record, INDEX_MATCHES: entries},
+                            Timestamp(micros=micros))
+
+
+class _StreamLookup(EnrichmentSourceHandler):
+    """A batch of `(record, micros)` -> each with the entries it may
+    match: one query by band keys and one by vectors a batch."""
+
+    def __init__(self, index: DatabaseIndex,
+                 semantic_threshold: float | None):
+        self._index = index
+        self._threshold = semantic_threshold
+        self._hasher = MinHasher(_minhash_config(index.settings))
+        self._refreshed = 0.0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._index.close()
+
+    def batch_elements_kwargs(self) -> dict:
+        return {"min_batch_size": 1, "max_batch_size": MAX_BATCH}
+
+    def __call__(self, batch: list[tuple[dict, int]], *args, **kwargs
+                 ) -> list[tuple[tuple[dict, int], tuple[IndexEntry, ...]]]:
+        try:
+            return self._look_up(batch)
+        except psycopg.OperationalError as e:
+            # The server is unreachable: Beam's repeater retries a timeout
+            # with backoff, on a new connection.
+            self._index.close()
+            raise UserCodeTimeoutException(
+                f"the dedup index is unreachable: {e}") from e
+
+    def _look_up(self, batch):
+        if time.monotonic() - self._refreshed >= REFRESH_SECS:
+            self._index.refresh()
+            self._refreshed = time.monotonic()
+        records = signed([record for record, _ in batch], self._hasher)
+        bands = self._hasher.band_hashes(np.stack([r[MINHASH]
+                                                   for r in records]))
+        found = self._index.by_band_keys(bands)
+        matches = [_sharing_a_band(row, found) for row in bands]
+        if self._semantic(records):
+            vectors = np.stack([similarity_vector(r) for r in records])
+            near = self._index.by_vectors(
+                vectors, self._threshold - SKETCH_SLACK)
+            for i, vector in enumerate(vectors):
+                matches[i] += _near(vector, near,
+                                    self._threshold - SKETCH_SLACK)
+        return [((record, micros), _once(entries)) for record, (_, micros),
+                entries in zip(records, batch, matches, strict=True)]
+
+    def _semantic(self, records: Sequence[dict]) -> bool:
+        return (self._threshold is not None and self._index.settings.semantic
+                and all(EMBEDDINGS in r for r in records))
+
+
+def _minhash_config(settings: IndexSettings) -> MinHashConfig:
+    """The index's MinHash hasher settings: its band keys' banding."""
+    return MinHashConfig(shingles=settings.shingles,
+                         num_perm=settings.num_perm, bands=settings.bands,
+                         rows=settings.rows, seed=settings.minhash_seed)
+
+
+def _sharing_a_band(bands: np.ndarray, entries: list[IndexEntry]
+                    ) -> list[IndexEntry]:
+    return [entry for entry in entries
+            if np.any(np.asarray(entry.bands, np.uint64) == bands)]
+
+
+def _near(vector: np.ndarray, entries: list[IndexEntry], threshold: float
+          ) -> list[IndexEntry]:
+    return [entry for entry in entries
+            if float(np.dot(entry.vector, vector)) >= threshold]
+
+
+def _once(entries: list[IndexEntry]) -> tuple[IndexEntry, ...]:
+    return tuple({entry.node: entry for entry in entries}.values())

@@ -122,13 +122,15 @@ def open_index(location: str, settings: IndexSettings,
 
 def open_index_for_stream(directory: str, lexical: MinHashConfig,
                           identity: ModelIdentity | None,
-                          dim: int | None) -> OpenIndex:
-    """The index a stream looks its records up in (read only); refuses a
-    missing one, or one whose entries the stream's sketches cannot match
-    (`stream_mismatches`), with the reasons, before the job starts."""
+                          dim: int | None) -> OpenIndex | DatabaseIndex:
+    """The index a stream looks its records up in (read only): a
+    directory (read whole, `ReadIndex`) or a database (looked up a record
+    at a time, `LookUpForStream`). Refuses a missing one, or one whose
+    entries the stream's sketches cannot match (`stream_mismatches`), with
+    the reasons, before the job starts."""
     if is_database_url(directory):
-        raise ValueError("a stream reads a dedup index directory; an index "
-                         "in PostgreSQL serves dedup_corpus only for now")
+        return DatabaseIndex.open_for_stream(directory, lexical, identity,
+                                             dim)
     manifest = _current_manifest(directory)
     if manifest is None:
         raise IndexMismatchError(f"no index at {directory} (no {CURRENT} "
