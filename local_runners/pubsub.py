@@ -17,10 +17,13 @@ client libraries, Beam's Pub/Sub IO among them, talk to it through
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
+from collections.abc import Iterator
 
 from local_runners import RunnerUnavailable
 from local_runners import cache_dir
@@ -90,6 +93,17 @@ class PubSubServer:
             self.stop()
             raise
         self.host = first.removeprefix("listening on ")
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The server frozen (SIGSTOP) inside `with`, then resumed
+        (SIGCONT): unreachable for a while, its messages kept, as a
+        network partition leaves a real service."""
+        self._process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self._process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         """Stops the server: SIGTERM, then SIGKILL after 30 s."""

@@ -23,6 +23,7 @@ start-up and a version committed while the stream runs is seen within
 
 from __future__ import annotations
 
+import logging
 import time
 import typing
 from collections.abc import Sequence
@@ -30,6 +31,10 @@ from collections.abc import Sequence
 import apache_beam as beam
 import numpy as np
 import psycopg
+from apache_beam.io.requestresponse import Caller
+from apache_beam.io.requestresponse import NoOpsRepeater
+from apache_beam.io.requestresponse import Repeater
+from apache_beam.io.requestresponse import UserCodeQuotaException
 from apache_beam.io.requestresponse import UserCodeTimeoutException
 from apache_beam.transforms.enrichment import Enrichment
 from apache_beam.transforms.enrichment import EnrichmentSourceHandler
@@ -65,6 +70,11 @@ SKETCH_SLACK = 2e-3
 # How stale a stream's view of the index may get: a version committed
 # while it runs is looked up at most this long after.
 REFRESH_SECS = 2.0
+# How long a stream waits for an unreachable index before its bundle
+# fails (and the runner retries it): a server restart, a failover.
+WAIT_FOR_INDEX_SECS = 600.0
+
+_LOG = logging.getLogger(__name__)
 
 
 class LookedUp(typing.NamedTuple):
@@ -177,25 +187,62 @@ class LookUpForStream(beam.PTransform):
     `StreamingNearDuplicates` judges them in the record's buckets as it
     judges a directory index's entries.
 
-    Runs through Beam's `Enrichment` (batches per bundle, retries with
-    backoff, client-side throttling); each record keeps its event time.
+    Runs through Beam's `Enrichment` (batches per bundle, client-side
+    throttling); while the database is unreachable, a lookup waits for it
+    (`WaitForIndex`) rather than fail its records. Each record keeps its
+    event time.
 
     Args:
         index: the index, opened for a stream (`DatabaseIndex.open_for_stream`).
         semantic_threshold: the stream's; None for lexical lookups only.
+        wait_secs: how long a lookup waits for an unreachable database.
     """
 
     def __init__(self, index: DatabaseIndex,
-                 semantic_threshold: float | None):
+                 semantic_threshold: float | None,
+                 wait_secs: float = WAIT_FOR_INDEX_SECS):
         super().__init__()
         self._handler = _StreamLookup(index, semantic_threshold)
+        self._wait_secs = wait_secs
 
     def expand(self, records):
         return (records
                 | "WithTime" >> beam.Map(_with_time)
-                | "LookUp" >> Enrichment(self._handler,
-                                         join_fn=_carrying_matches,
-                                         use_custom_types=True))
+                | "LookUp" >> Enrichment(
+                    self._handler, join_fn=_carrying_matches,
+                    use_custom_types=True,
+                    repeater=WaitForIndex(self._wait_secs)))
+
+
+class WaitForIndex(Repeater):
+    """Repeats a lookup while the index is unreachable (a timeout, or a
+    connection refused or lost): after 1 s, then twice as long each time,
+    at most 30 s apart, logging each wait, for up to `give_up_secs`; then
+    the error fails the bundle, which the runner retries. Beam's own
+    `ExponentialBackOffRepeater` gives up after two tries (about 15 s).
+    """
+
+    def __init__(self, give_up_secs: float = WAIT_FOR_INDEX_SECS):
+        self._give_up_secs = give_up_secs
+
+    def repeat(self, caller: Caller, request: object, timeout: float,
+               metrics_collector: object = None) -> object:
+        started, delay = time.monotonic(), 1.0
+        while True:
+            try:
+                return NoOpsRepeater().repeat(caller, request, timeout,
+                                              metrics_collector)
+            except (UserCodeTimeoutException, UserCodeQuotaException) as e:
+                waited = time.monotonic() - started
+                if waited + delay > self._give_up_secs:
+                    raise
+                # Beam's timeout message holds the request: the records.
+                why = e.__cause__ or f"no answer within {timeout:.0f} s"
+                _LOG.warning("the dedup index is unreachable (%s); waited "
+                             "%.0f s, trying again in %.0f s", why, waited,
+                             delay)
+                time.sleep(delay)
+                delay = min(2 * delay, 30.0)
 
 
 def _with_time(record: dict, timestamp=beam.DoFn.TimestampParam
@@ -240,8 +287,7 @@ class _StreamLookup(EnrichmentSourceHandler):
             # The server is unreachable: Beam's repeater retries a timeout
             # with backoff, on a new connection.
             self._index.close()
-            raise UserCodeTimeoutException(
-                f"the dedup index is unreachable: {e}") from e
+            raise UserCodeTimeoutException(str(e)) from e
 
     def _look_up(self, batch):
         if time.monotonic() - self._refreshed >= REFRESH_SECS:
