@@ -179,23 +179,51 @@ class FlinkCluster:
                 "taskmanager.memory.managed.fraction": 0.1,
                 "taskmanager.numberOfTaskSlots": self._slots,
                 "parallelism.default": self.task_managers * self._slots,
+                # A lost TaskManager fails its tasks; the job restarts from
+                # its last checkpoint (a batch job: its failed region) as a
+                # production cluster would be set to, once it is noticed
+                # (heartbeats) and slots are back.
+                "restart-strategy.type": "fixed-delay",
+                "restart-strategy.fixed-delay.attempts": 20,
+                "restart-strategy.fixed-delay.delay": "3 s",
+                "heartbeat.interval": 2000,
+                "heartbeat.timeout": 10000,
             }.items()) + "\n")
-        self._launch("jobmanager", classpath, conf, JOB_MANAGER,
-                     "GET_JM_RESOURCE_PARAMS")
+        self.processes.append(self._launch(
+            "jobmanager", classpath, conf, JOB_MANAGER,
+            "GET_JM_RESOURCE_PARAMS"))
         for i in range(self.task_managers):
-            self._launch(f"taskmanager-{i}", classpath, conf, TASK_MANAGER,
-                         "GET_TM_RESOURCE_PARAMS")
+            self.start_task_manager(i)
         self._wait_until_ready(timeout_secs)
+
+    def kill_task_manager(self, i: int) -> None:
+        """Kills TaskManager `i` (SIGKILL), as a lost machine would go."""
+        process = self.processes[1 + i]
+        process.kill()
+        process.wait()
+
+    def start_task_manager(self, i: int) -> None:
+        """Starts TaskManager `i` (again, after `kill_task_manager`)."""
+        jar = job_server_jar()
+        classpath = f"{jar}{os.pathsep}{jar.with_name('slf4j-simple.jar')}"
+        process = self._launch(f"taskmanager-{i}", classpath,
+                               self.workdir / "conf", TASK_MANAGER,
+                               "GET_TM_RESOURCE_PARAMS")
+        if 1 + i < len(self.processes):
+            self.processes[1 + i] = process
+        else:
+            self.processes.append(process)
 
     def _launch(self, name, classpath, conf, main_class, settings_command):
         jvm_args, dynamic = self._memory_settings(classpath, conf,
                                                   settings_command)
-        log = open(self.workdir / f"{name}.log", "wb")
-        self.processes.append(subprocess.Popen(
+        log = open(self.workdir / f"{name}.log", "ab")
+        process = subprocess.Popen(
             ["java", *jvm_args, "-cp", classpath, main_class,
              "--configDir", str(conf), *dynamic],
-            stdout=log, stderr=subprocess.STDOUT))
+            stdout=log, stderr=subprocess.STDOUT)
         log.close()
+        return process
 
     @staticmethod
     def _memory_settings(classpath, conf, command):

@@ -8,7 +8,11 @@ the outage alone. The figures they print are in docs/reliability.md.
 
 import json
 import logging
+import os
 import pathlib
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -18,6 +22,7 @@ from local_runners.postgres import LocalPostgres
 from pipelines import dedup_corpus
 from pipelines import stream_tag
 from pipelines.options import start
+from tests.helpers import dedup_verdicts
 from tests.runners.test_pubsub import NOTE
 from tests.runners.test_pubsub import OFFER
 from tests.runners.test_pubsub import OTHER
@@ -29,8 +34,8 @@ from tests.runners.test_pubsub import _topics
 pytestmark = pytest.mark.runners
 
 OUTAGE_SECS = 30
-CORPUS = pathlib.Path(__file__).resolve().parents[2] / "examples" / (
-    "corpus.jsonl")
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CORPUS = ROOT / "examples" / "corpus.jsonl"
 
 
 def test_a_stream_waits_for_its_index_through_a_database_outage(
@@ -140,3 +145,77 @@ def test_a_stream_rides_out_a_paused_pubsub_server(pubsub_server,
     for copy in copies:
         assert flagged[copy["id"]] is not None
     assert again["dead"] == []
+
+
+def _harness_pids(cluster) -> list[int]:
+    """The SDK harness processes the cluster's TaskManagers started."""
+    task_managers = {p.pid for p in cluster.processes[1:]}
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            command = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+            parent = int(pathlib.Path(f"/proc/{pid}/stat").read_text()
+                         .rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+        if b"local_runners.sdk_harness" in command and (
+                parent in task_managers):
+            pids.append(int(pid))
+    return pids
+
+
+def _wait_for(condition, timeout_secs=180, every_secs=0.5):
+    deadline = time.monotonic() + timeout_secs
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(every_secs)
+
+
+def _embedding_runs(cluster) -> str | None:
+    """The id of a running job whose embedding stage runs, or None."""
+    for job in cluster.rest("/jobs/overview")["jobs"]:
+        if job["state"] != "RUNNING":
+            continue
+        vertices = cluster.rest(f"/jobs/{job['jid']}")["vertices"]
+        if any("Embed" in v["name"] and v["status"] == "RUNNING"
+               for v in vertices):
+            return job["jid"]
+    return None
+
+
+@pytest.mark.parametrize("fault", ["task_manager", "sdk_harness"])
+def test_dedup_corpus_on_flink_survives_a_lost_worker(
+        fault, direct_dedup, corpus, tiny_preset, flink_cluster,
+        on_flink_cluster, tmp_path):
+    """A TaskManager killed (SIGKILL) while the embedding stage runs, and
+    started again; or one TaskManager's SDK harness killed: Flink restarts
+    the failed tasks (the restart strategy `local_runners` configures) and
+    the outputs are the DirectRunner's, no record missing or twice."""
+    out = tmp_path / "out"
+    # Its own process: a job's main installs signal handlers.
+    job = subprocess.Popen([
+        sys.executable, "-m", "pipelines.dedup_corpus", "--input",
+        str(corpus), "--output", str(out), "--model", tiny_preset,
+        *on_flink_cluster], cwd=ROOT)
+    try:
+        _wait_for(lambda: _embedding_runs(flink_cluster))
+        jid = _embedding_runs(flink_cluster)
+        killed = time.monotonic()
+        if fault == "task_manager":
+            flink_cluster.kill_task_manager(1)
+            time.sleep(3)
+            flink_cluster.start_task_manager(1)
+        else:
+            os.kill(_harness_pids(flink_cluster)[0], signal.SIGKILL)
+    finally:
+        assert job.wait(timeout=600) == 0
+    recovered_secs = time.monotonic() - killed
+    _wait_for(lambda: flink_cluster.overview().get("taskmanagers") == 2)
+    unique, duplicates, dead = dedup_verdicts(out)
+    failures = flink_cluster.rest(f"/jobs/{jid}/exceptions")[
+        "exceptionHistory"]["entries"]
+    print(f"\n{fault} killed: {len(unique)} unique, {len(duplicates)} "
+          f"duplicates, {len(dead)} dead letters, {len(failures)} failure(s)"
+          f" restarted, finished {recovered_secs:.1f} s after the kill")
+    assert failures  # the fault did fail tasks
+    assert (unique, duplicates, dead) == direct_dedup
