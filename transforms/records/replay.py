@@ -10,12 +10,17 @@ line is ever late, however the file is ordered.
 
 How: a splittable DoFn, unbounded per element, over each file's lines (an
 `OffsetRange` of line numbers), with a manual watermark estimator. A file
-is scanned once per worker before its lines are sent: each line's byte
-offset and event time are kept in memory (two numbers a line: files to
-replay are load-test sized). A call sends a chunk of lines, then defers
-the rest, so a runner commits what was sent and moves the watermark on:
-at once, or, at `replay_rate`, after the chunk's share of a second (no
-sleeping in the DoFn: the runner waits).
+is scanned once per worker process before its lines are sent: each line's
+byte offset, event time and the watermark after it are kept in memory
+(three numbers a line: files to replay are load-test sized, not unbounded
+inputs). A call sends a chunk of lines, then defers the rest, so a runner
+commits what was sent and moves the watermark on: at once, or, at
+`replay_rate`, after the chunk's share of a second (no sleeping in the
+DoFn: the runner waits).
+
+Beam 2.77's DirectRunner cannot run it in streaming mode (its SDF
+override and its streaming overrides clash); Prism, Flink and Dataflow
+can, and the FnApiRunner runs it as a batch.
 """
 
 from __future__ import annotations
@@ -137,7 +142,8 @@ class _ReplayLines(beam.DoFn, RestrictionProvider,
     def process(self, path, tracker=beam.DoFn.RestrictionParam(),
                 watermark=beam.DoFn.WatermarkEstimatorParam()):
         scan = self._scan(path)
-        line = tracker.current_restriction().start
+        line, stop = (tracker.current_restriction().start,
+                      tracker.current_restriction().stop)
         sent = 0
         with FileSystems.open(path) as f:
             if line < len(scan.offsets):
@@ -150,7 +156,7 @@ class _ReplayLines(beam.DoFn, RestrictionProvider,
                 if after is not None:
                     watermark.set_watermark(after)
                 line, sent = line + 1, sent + 1
-                if sent == self._chunk and line < len(scan.offsets):
+                if sent == self._chunk and line < stop:
                     # The runner resumes the rest after the pause: the
                     # pace of --replay_rate, without a sleeping worker.
                     tracker.defer_remainder(self._pause)
