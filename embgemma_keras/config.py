@@ -318,6 +318,31 @@ class StreamConfig(Settings):
 
 
 @dataclasses.dataclass(frozen=True)
+class ReplayConfig(Settings):
+    """`stream_tag --as_stream`: files read as a stream, as a load test
+    replays them, on the path a Pub/Sub stream takes."""
+
+    as_stream: bool = setting(
+        False, "Read --input as an unbounded stream (the path a Pub/Sub "
+               "job takes: keyed state, timers, watermark); the job ends "
+               "once every line is out.")
+    timestamp_field: str | None = setting(
+        None, "With --as_stream: the record field (or TSV/CSV column) "
+              "holding each record's event time, RFC 3339 or epoch "
+              "seconds. Default: a line's order, a millisecond a line "
+              "from the Unix epoch.")
+    replay_rate: float | None = setting(
+        None, "With --as_stream: records a second to replay at (0 or "
+              "unset: as fast as the job reads).", bounds=NON_NEGATIVE)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("timestamp_field", "replay_rate"):
+            if getattr(self, name) is not None and not self.as_stream:
+                raise ValueError(f"--{name} needs --as_stream")
+
+
+@dataclasses.dataclass(frozen=True)
 class HeadConfig(Settings):
     """`train_classifier`: the prompt, the folds, the baseline, zero-shot.
 

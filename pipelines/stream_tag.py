@@ -36,6 +36,13 @@ starts, as are their model and dim. Record ids come from the record (or a
 hash of its content), so Pub/Sub redelivery keeps them and a redelivered
 record is never a duplicate of itself.
 
+`--as_stream` reads the `--input` files as an unbounded stream instead,
+on any runner: the path a Pub/Sub job takes (keyed state, timers, the
+watermark, micro-batch deadlines, windowed files), at each record's event
+time (`--timestamp_field`, RFC 3339 or epoch seconds; else a line's order,
+a millisecond a line), at `--replay_rate` records a second if given; the
+job ends once every line is out. For load tests of the stream's path.
+
 `--index DIR` (a dedup index `dedup_corpus --index` made) also flags
 records that near-duplicate anything its runs kept, however old, naming
 the run in `duplicate_of_run`; the job only reads the index, and refuses
@@ -53,11 +60,14 @@ import dataclasses
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+from apache_beam.runners.direct.direct_runner import DirectRunner
 
 from embgemma_keras.artifacts import ModelIdentity
 from embgemma_keras.clusters.centroids import load_centroids
 from embgemma_keras.config import EmbedConfig
 from embgemma_keras.config import MinHashConfig
+from embgemma_keras.config import ReplayConfig
 from embgemma_keras.config import StreamConfig
 from embgemma_keras.config import StreamDedupConfig
 from embgemma_keras.config import add_flags
@@ -80,6 +90,7 @@ from transforms.index.read_commit import open_index_for_stream
 from transforms.records.files import ReadRecords
 from transforms.records.files import local_artifact
 from transforms.records.parse import ParseRecords
+from transforms.records.replay import ReadRecordsAsStream
 from transforms.tagging import TaggedSinks
 from transforms.tagging import TagRecords
 from transforms.tagging import expected_task
@@ -119,6 +130,14 @@ class StreamOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         add_flags(parser, StreamConfig)
+
+
+class ReplayOptions(PipelineOptions):
+    """stream_tag: files read as a stream (`ReplayConfig`)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        add_flags(parser, ReplayConfig)
 
 
 class StreamDedupOptions(PipelineOptions):
@@ -161,6 +180,7 @@ class StreamTagConfig(JobConfig):
         centroids: the centroids' directory, or None.
         index: a dedup index to flag duplicates of, or None.
         stream: prompts, micro-batches and windowed files.
+        replay: the `--input` files read as a stream, or not.
         dedup: near-duplicates within the horizon.
         embed: the model.
     """
@@ -173,14 +193,15 @@ class StreamTagConfig(JobConfig):
     centroids: str | None = None
     index: str | None = None
     stream: StreamConfig = dataclasses.field(default_factory=StreamConfig)
+    replay: ReplayConfig = dataclasses.field(default_factory=ReplayConfig)
     dedup: StreamDedupConfig = dataclasses.field(
         default_factory=StreamDedupConfig)
     embed: EmbedConfig = dataclasses.field(default_factory=EmbedConfig)
 
     # The option groups the job takes, its own first.
-    OPTIONS = (StreamTagOptions, StreamOptions, StreamDedupOptions,
-               IndexOptions, FileOptions, LexicalOptions, SemanticOptions,
-               ModelOptions)
+    OPTIONS = (StreamTagOptions, StreamOptions, ReplayOptions,
+               StreamDedupOptions, IndexOptions, FileOptions, LexicalOptions,
+               SemanticOptions, ModelOptions)
 
     def __post_init__(self) -> None:
         sources = [f"--{name}" for name, value in (
@@ -191,25 +212,30 @@ class StreamTagConfig(JobConfig):
             raise ValueError(
                 "give one of --input, --input_subscription or --input_topic"
                 + (f", not {' and '.join(sources)}" if sources else ""))
+        if self.replay.as_stream and not self.files.input:
+            raise ValueError("--as_stream reads the --input files; give "
+                             "--input")
 
     @property
     def streaming(self) -> bool:
-        """Whether the records come from Pub/Sub (else from files)."""
-        return not self.files.input
+        """Whether the records come as a stream: from Pub/Sub, or from
+        files read as one (`--as_stream`)."""
+        return not self.files.input or self.replay.as_stream
 
     @classmethod
     def from_flags(cls, flags: argparse.Namespace) -> StreamTagConfig:
         stream = from_flags(StreamConfig, flags)
+        replay = from_flags(ReplayConfig, flags)
         return cls(
             Files.from_flags(flags),
             TaggedSinks(flags.output, flags.output_topic, flags.output_table,
                         flags.dead_letter_topic, flags.dead_letter_table,
-                        streaming=not flags.input,
+                        streaming=not flags.input or replay.as_stream,
                         window_secs=stream.output_window_secs,
                         allowed_lateness_secs=stream.allowed_lateness_secs),
             flags.input_subscription, flags.input_topic,
             parse_heads(flags.heads), flags.centroids, flags.index, stream,
-            from_flags(StreamDedupConfig, flags,
+            replay, from_flags(StreamDedupConfig, flags,
                        lexical=from_flags(MinHashConfig, flags)),
             from_flags(EmbedConfig, flags))
 
@@ -228,6 +254,15 @@ def load_heads(heads: tuple[tuple[str, str], ...], identity: ModelIdentity,
 
 def build(pipeline: beam.Pipeline, config: StreamTagConfig) -> None:
     """Wires the job: tagged records and dead letters to their sinks."""
+    if config.replay.as_stream and isinstance(pipeline.runner, (
+            DirectRunner, BundleBasedDirectRunner)):
+        # The micro-batcher's processing-time timers keep the DirectRunner
+        # off Prism, and its streaming runner fails on a splittable DoFn
+        # (Beam 2.77: its SDF override adds a GroupByKey that its streaming
+        # overrides then leave in place).
+        raise ValueError("--as_stream needs a runner that reads a "
+                         "splittable DoFn as a stream: add --runner "
+                         "PrismRunner (or FlinkRunner, DataflowRunner)")
     embed, stream = config.embed, config.stream
     handle, identity = checked_model(embed)
     heads = load_heads(config.heads, identity, embed.dim, stream.prompts)
@@ -238,12 +273,18 @@ def build(pipeline: beam.Pipeline, config: StreamTagConfig) -> None:
             task=expected_task(Vector.CLUSTERING, stream.prompts))
     if config.streaming:
         pipeline.options.view_as(StandardOptions).streaming = True
+    files, replay = config.files, config.replay
+    if replay.as_stream:
+        parsed = pipeline | "ReadAsStream" >> ReadRecordsAsStream(
+            files.input, files.text_column, replay.timestamp_field,
+            replay.replay_rate)
+    elif config.streaming:
         parsed = (pipeline | "ReadPubSub" >> beam.io.ReadFromPubSub(
             subscription=config.input_subscription, topic=config.input_topic)
                   ) | "Parse" >> ParseRecords()
     else:
-        parsed = pipeline | "Read" >> ReadRecords(config.files.input,
-                                                  config.files.text_column)
+        parsed = pipeline | "Read" >> ReadRecords(files.input,
+                                                  files.text_column)
     # Micro-batch deadlines only in a stream: over files, Beam's stateful
     # batcher would flush its last batch after the file sinks have closed.
     handler = EmbeddingGemmaModelHandler.from_config(

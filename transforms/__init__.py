@@ -23,6 +23,7 @@ _EXPORTS = {
     "EmbedRecords": "embedding.embed",
     "prompts_for": "embedding.embed",
     "ReadRecords": "records.files",
+    "ReadRecordsAsStream": "records.replay",
     "EmbeddingGemmaModelHandler": "embedding.model_handler",
     "ParseRecords": "records.parse",
     "SemanticDuplicates": "dedup.semantic",

@@ -9,6 +9,7 @@ from embgemma_keras.config import EmbedConfig
 from embgemma_keras.config import HeadConfig
 from embgemma_keras.config import IndexConfig
 from embgemma_keras.config import MinHashConfig
+from embgemma_keras.config import ReplayConfig
 from embgemma_keras.config import SemanticDedupConfig
 from embgemma_keras.config import StreamConfig
 from embgemma_keras.config import StreamDedupConfig
@@ -31,6 +32,7 @@ CHANGED = [
                       semantic_bits=6, semantic_threshold=0.8),
     StreamConfig(prompts="shared", max_batch_duration_secs=0.5,
                  output_window_secs=30, allowed_lateness_secs=0),
+    ReplayConfig(as_stream=True, timestamp_field="time", replay_rate=50.0),
     HeadConfig(task="sentence_similarity", folds=3, baseline="tfidf",
                min_score=-0.5),
     ClusterConfig(k=7, cluster_task="sentence_similarity"),
@@ -188,6 +190,12 @@ OUT_OF_RANGE = [
     (StreamConfig, {"allowed_lateness_secs": -1},
      "--allowed_lateness_secs must be >= 0, got -1 "
      "(StreamConfig.allowed_lateness_secs)"),
+    (ReplayConfig, {"as_stream": True, "replay_rate": -1},
+     "--replay_rate must be >= 0, got -1 (ReplayConfig.replay_rate)"),
+    (ReplayConfig, {"replay_rate": 10},
+     "--replay_rate needs --as_stream"),
+    (ReplayConfig, {"timestamp_field": "time"},
+     "--timestamp_field needs --as_stream"),
     (HeadConfig, {"folds": 1},
      "--folds must be >= 2, got 1 (HeadConfig.folds)"),
     (HeadConfig, {"min_score": 1.5},

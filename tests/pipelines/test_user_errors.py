@@ -197,6 +197,24 @@ NO_SINK = [
      "error: give one of --input, --input_subscription or --input_topic, "
      "not --input and --input_subscription"),
 ]
+AS_STREAM = [
+    (stream_tag, ["--input_subscription", "projects/p/subscriptions/s",
+                  "--output", "{out}", "--as_stream"],
+     "error: --as_stream reads the --input files; give --input"),
+    (stream_tag, ["--input", "{corpus}", "--output", "{out}",
+                  "--timestamp_field", "time"],
+     "error: --timestamp_field needs --as_stream"),
+    (stream_tag, ["--input", "{corpus}", "--output", "{out}",
+                  "--replay_rate", "10"],
+     "error: --replay_rate needs --as_stream"),
+    (stream_tag, ["--input", "{corpus}", "--output", "{out}", "--as_stream",
+                  "--replay_rate", "-1"],
+     "error: --replay_rate must be >= 0, got -1.0 "
+     "(ReplayConfig.replay_rate)"),
+    (stream_tag, ["--input", "{corpus}", "--output", "{out}", "--as_stream"],
+     "error: --as_stream needs a runner that reads a splittable DoFn as a "
+     "stream: add --runner PrismRunner (or FlinkRunner, DataflowRunner)"),
+]
 
 
 @pytest.mark.parametrize("case", MISSING_INPUTS, ids=_ids(MISSING_INPUTS))
@@ -224,6 +242,13 @@ def test_a_flag_that_is_neither_the_jobs_nor_beams(paths, case):
 def test_records_and_dead_letters_each_need_a_sink(paths, case):
     job, flags, line = _filled(case, paths)
     assert _refused(job, *flags) == line
+
+
+@pytest.mark.parametrize("case", AS_STREAM, ids=_ids(AS_STREAM))
+def test_files_read_as_a_stream(paths, case):
+    job, flags, line = _filled(case, paths)
+    assert _refused(job, *flags) == line
+    assert not paths["out"].exists()
 
 
 # One case of each kind, as the terminal shows it.

@@ -12,7 +12,11 @@ outputs are compared with the DirectRunner's on the same input, which runs
 once per session.
 """
 
+import collections
+import datetime
+import json
 import pathlib
+import random
 
 import pytest
 
@@ -185,3 +189,98 @@ def direct_dedup(run_dedup):
 @pytest.fixture(scope="session")
 def direct_tags(run_tag):
     return run_tag()
+
+
+# `stream_tag --as_stream`: the sample corpus in id order, so that the
+# order its lines are read in (their event times by default) is the order
+# the bounded job gives records at one time (by id), and the same records
+# shuffled, each carrying its time in id order in a field, in four forms.
+AS_STREAM_START = 1714564800  # 2024-05-01T12:00:00Z
+BAD_TIME = b'{"id": "bad-time", "text": "a note", "time": "noon"}'
+BAD_TIME_ERROR = ("event time field 'time': 'noon' is neither an RFC 3339 "
+                  "time (2024-05-01T12:00:00Z) nor epoch seconds")
+
+
+def _time_forms(seconds: int) -> list:
+    """`seconds` after AS_STREAM_START, as RFC 3339 (Z and an offset) and
+    epoch seconds (int and float)."""
+    at = AS_STREAM_START + seconds
+    utc = datetime.datetime.fromtimestamp(at, datetime.timezone.utc)
+    plus_two = utc.astimezone(datetime.timezone(datetime.timedelta(hours=2)))
+    return [utc.strftime("%Y-%m-%dT%H:%M:%SZ"), plus_two.isoformat(), at,
+            at + 0.0]
+
+
+@pytest.fixture(scope="session")
+def ordered_corpus(tmp_path_factory):
+    """The sample corpus sorted by id, then the three bad lines."""
+    records = sorted((EXAMPLES / "corpus.jsonl").read_bytes().splitlines(),
+                     key=lambda line: json.loads(line)["id"])
+    path = tmp_path_factory.mktemp("ordered") / "corpus.jsonl"
+    path.write_bytes(b"\n".join([*records, *BAD_LINES]) + b"\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def timed_corpus(ordered_corpus, tmp_path_factory):
+    """`ordered_corpus`'s lines shuffled, each record with its place in it
+    as a `time` field (a second a line), plus a line whose time is no
+    time: delivered out of order, but for the bad lines each at its time."""
+    lines = ordered_corpus.read_bytes().splitlines()
+    timed = []
+    for place, line in enumerate(lines):
+        if line in BAD_LINES:
+            timed.append(line)
+            continue
+        record = json.loads(line)
+        record["time"] = _time_forms(place)[place % 4]
+        timed.append(json.dumps(record).encode())
+    random.Random(24).shuffle(timed)
+    path = tmp_path_factory.mktemp("timed") / "corpus.jsonl"
+    path.write_bytes(b"\n".join([*timed, BAD_TIME]) + b"\n")
+    return path
+
+
+def as_stream_verdicts(out) -> tuple[dict, list, list]:
+    """What `stream_tag` decided in `out`: {id: (duplicate_of, kind)},
+    the dead letters' errors, and the tagged files' names; each id must be
+    out once."""
+    tagged = read_outputs(out, "tagged")
+    ids = collections.Counter(r["id"] for r in tagged)
+    assert not [i for i, n in ids.items() if n > 1]
+    verdicts = {r["id"]: (r.get("duplicate_of"), r.get("kind"))
+                for r in tagged}
+    return (verdicts,
+            sorted(d["error"] for d in read_outputs(out, "dead_letters")),
+            sorted(p.name for p in pathlib.Path(out).glob("tagged*")))
+
+
+@pytest.fixture(scope="session")
+def run_as_stream(tiny_preset, tmp_path_factory):
+    """Runs stream_tag over a file with extra flags (--as_stream among
+    them, or not); `as_stream_verdicts`."""
+    def run(path, *flags):
+        out = tmp_path_factory.mktemp("as-stream")
+        stream_tag.main(["--input", str(path), "--output", str(out),
+                         "--model", tiny_preset, *flags])
+        return as_stream_verdicts(out)
+    return run
+
+
+@pytest.fixture(scope="session")
+def bounded_verdicts(run_as_stream, ordered_corpus):
+    """The bounded job's verdicts over `ordered_corpus` (DirectRunner)."""
+    verdicts, dead, _ = run_as_stream(ordered_corpus)
+    assert len(verdicts) + len(dead) == lines(ordered_corpus)
+    assert sum(bool(v[0]) for v in verdicts.values()) > 0
+    return verdicts, dead
+
+
+def assert_as_stream_agrees(verdicts, bounded, extra_dead=()) -> None:
+    """`stream_tag --as_stream`'s verdicts are the bounded job's, each
+    record out once, and none late: every tagged file is a window's
+    on-time pane."""
+    (tagged, dead, files), (bounded_tagged, bounded_dead) = verdicts, bounded
+    assert tagged == bounded_tagged
+    assert dead == sorted([*bounded_dead, *extra_dead])
+    assert files and all(name.endswith("-pane0.jsonl") for name in files)

@@ -7,10 +7,12 @@ import pytest
 from embgemma_keras.config import StreamDedupConfig
 from tests.helpers import run_events
 from tests.runners.conftest import BAD_LINES
+from tests.runners.conftest import BAD_TIME_ERROR
 from tests.runners.conftest import FLINK_PARALLELISM
 from tests.runners.conftest import STREAM_EVENTS
 from tests.runners.conftest import STREAM_HORIZON_SECS
 from tests.runners.conftest import STREAM_VERDICTS
+from tests.runners.conftest import assert_as_stream_agrees
 from tests.runners.conftest import assert_tags_agree
 from tests.runners.conftest import lines
 from tests.runners.conftest import stream_verdicts
@@ -52,3 +54,14 @@ def test_the_stream_path_of_the_detector_on_flink_streaming(
         StreamDedupConfig(horizon_secs=STREAM_HORIZON_SECS)), tmp_path,
         backlog=True, flags=[*on_flink_local, "--streaming"])
     assert stream_verdicts(out) == STREAM_VERDICTS
+
+
+def test_stream_tag_as_stream_on_flink_gives_the_bounded_verdicts(
+        run_as_stream, bounded_verdicts, timed_corpus, on_flink_local):
+    """The files read as a stream on Flink in streaming mode (the job
+    sets it), lines out of order with their times in a field: the bounded
+    job's verdicts, each record out once, in on-time panes."""
+    assert_as_stream_agrees(
+        run_as_stream(timed_corpus, "--as_stream", "--timestamp_field",
+                      "time", *on_flink_local),
+        bounded_verdicts, [BAD_TIME_ERROR])

@@ -2,8 +2,14 @@
 DirectRunner, every record accounted for (tiny model)."""
 
 import json
+import time
 
+import apache_beam as beam
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.transforms import trigger
+from apache_beam.transforms import window
+from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from embgemma_keras import load_centroids
 from embgemma_keras import load_head
@@ -17,14 +23,17 @@ from tests.helpers import read_outputs
 from tests.helpers import run_events
 from tests.helpers import write_tsv
 from tests.runners.conftest import BAD_LINES
+from tests.runners.conftest import BAD_TIME_ERROR
 from tests.runners.conftest import STREAM_EVENTS
 from tests.runners.conftest import STREAM_HORIZON_SECS
 from tests.runners.conftest import STREAM_VERDICTS
+from tests.runners.conftest import assert_as_stream_agrees
 from tests.runners.conftest import assert_tags_agree
 from tests.runners.conftest import lines
 from tests.runners.conftest import stream_verdicts
 from tests.runners.conftest import tag_verdicts
 from transforms.dedup.streaming import StreamingNearDuplicates
+from transforms.records.replay import ReadRecordsAsStream
 
 pytestmark = pytest.mark.runners
 
@@ -115,3 +124,100 @@ def test_stream_tag_against_a_dedup_index_on_prism(
     tagged, dead = prism
     assert len(tagged) + len(dead) == lines(corpus)
     assert kept and all(prism_runs[i] == (i, "archive") for i in kept)
+
+
+def test_stream_tag_as_stream_on_prism_gives_the_bounded_verdicts(
+        run_as_stream, bounded_verdicts, ordered_corpus, timed_corpus,
+        on_prism):
+    """The files read as a stream take the stream's path (keyed state,
+    timers, the watermark): the bounded job's verdicts, each record out
+    once and on time, whether the lines are timed by their order or
+    delivered out of order with their times in a field (and paced)."""
+    assert_as_stream_agrees(
+        run_as_stream(ordered_corpus, "--as_stream", *on_prism),
+        bounded_verdicts)
+    assert_as_stream_agrees(
+        run_as_stream(timed_corpus, "--as_stream", "--timestamp_field",
+                      "time", "--replay_rate", "100", *on_prism),
+        bounded_verdicts, [BAD_TIME_ERROR])
+
+
+class _ArrivalTimes(beam.DoFn):
+    """Appends the wall-clock time each element arrives to a file."""
+
+    def __init__(self, path):
+        self._path = path
+
+    def process(self, element):
+        with open(self._path, "a") as f:
+            f.write(f"{time.time()}\n")
+
+
+def test_replay_rate_paces_the_stream_on_prism(tmp_path, on_prism):
+    """Ten lines at two a second: five chunks of two, the runner resuming
+    each a second after the last."""
+    path = tmp_path / "in.txt"
+    path.write_text("".join(f"line {i}\n" for i in range(10)))
+    arrivals = tmp_path / "arrivals"
+    with beam.Pipeline(options=PipelineOptions([*on_prism, "--streaming"])
+                       ) as p:
+        _ = (p | ReadRecordsAsStream(str(path), replay_rate=2)).output | (
+            beam.ParDo(_ArrivalTimes(str(arrivals))))
+    times = sorted(map(float, arrivals.read_text().split()))
+    assert len(times) == 10
+    assert times[-1] - times[0] >= 3.5
+
+
+class _Panes(beam.DoFn):
+    """Appends each pane's wall-clock time, timing, index and size to a
+    file, as JSON lines."""
+
+    def __init__(self, path):
+        self._path = path
+
+    def process(self, element, pane=beam.DoFn.PaneInfoParam):
+        with open(self._path, "a") as f:
+            f.write(json.dumps([time.time(), pane.timing, pane.index,
+                                len(list(element[1]))]) + "\n")
+
+
+def _replayed_panes(path, tmp_path, on_prism, **how):
+    """The panes of `path`'s records replayed on Prism, in windows of 30 s
+    that fire once on time and once per late record."""
+    panes = tmp_path / f"panes-{path.stem}.jsonl"
+    with beam.Pipeline(options=PipelineOptions([*on_prism, "--streaming"])
+                       ) as p:
+        _ = ((p | ReadRecordsAsStream(str(path), **how)).output
+             | beam.WindowInto(
+                 window.FixedWindows(30),
+                 trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
+                 accumulation_mode=trigger.AccumulationMode.DISCARDING,
+                 allowed_lateness=3600)
+             | beam.Map(lambda record: (None, record["id"]))
+             | beam.GroupByKey()
+             | beam.ParDo(_Panes(str(panes))))
+    return [json.loads(line) for line in panes.read_text().splitlines()]
+
+
+def test_no_replayed_line_is_late_and_the_watermark_moves_on_prism(
+        timed_corpus, tmp_path, on_prism):
+    """Shuffled lines with their times in a field: every window fires once,
+    on time, with all its records (a watermark that followed the times
+    read so far would leave some late). In time order, the watermark moves
+    on as the lines are read: windows fire while the file is replayed."""
+    panes = _replayed_panes(timed_corpus, tmp_path, on_prism,
+                            timestamp_field="time", replay_rate=50)
+    timings = {(timing, index) for _, timing, index, _ in panes}
+    assert timings == {(PaneInfoTiming.ON_TIME, 0)}
+    records = timed_corpus.read_bytes().splitlines()
+    assert sum(size for *_, size in panes) == len(records) - len(
+        BAD_LINES) - 1  # and the line with a bad time
+    in_order = tmp_path / "in-order.jsonl"
+    in_order.write_bytes(b"\n".join(sorted(
+        (line for line in records if b'"time": ' in line
+         and b'"noon"' not in line),
+        key=lambda line: json.loads(line)["id"])) + b"\n")
+    fired = sorted(wall for wall, *_ in _replayed_panes(
+        in_order, tmp_path, on_prism, timestamp_field="time",
+        replay_rate=50))
+    assert fired[-1] - fired[0] >= 2

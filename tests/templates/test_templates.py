@@ -28,6 +28,9 @@ NOT_IN_TEMPLATE = {
         "input": "a template streams from Pub/Sub; tag files with the "
                  "direct command",
         "text_column": "Pub/Sub messages are JSON objects with a text field",
+        "as_stream": "replays --input files, which a template does not read",
+        "timestamp_field": "--as_stream only",
+        "replay_rate": "--as_stream only",
     },
     "dedup_corpus": {},
     "fit_clusters": {},

@@ -160,7 +160,8 @@ class _WritePane(beam.DoFn):
     """Writes one pane of one window to its own file; yields the path.
 
     The name depends only on the window and pane, so a retried bundle
-    rewrites the same file instead of adding another.
+    rewrites the same file instead of adding another; an empty pane
+    writes no file.
     """
 
     def __init__(self, directory, prefix):
@@ -170,6 +171,12 @@ class _WritePane(beam.DoFn):
     def process(self, element, pane_window=beam.DoFn.WindowParam,
                 pane=beam.DoFn.PaneInfoParam):
         _, lines = element
+        lines = list(lines)
+        if not lines:
+            # Beam closes a window with a pane even when empty; Flink's
+            # portable runner (job server 2.62) then gives it the on-time
+            # pane's index, so writing it would empty that pane's file.
+            return
         start = pane_window.start.to_utc_datetime().isoformat()
         end = pane_window.end.to_utc_datetime().isoformat()
         path = FileSystems.join(
