@@ -96,6 +96,30 @@ class RunOptions(PipelineOptions):
                  "job's traceback.")
 
 
+class FlinkJavaOptions(PipelineOptions):
+    """Flink's options that Beam's Java side reads (`FlinkPipelineOptions`)
+    and Python's `PortableRunner` hands it: declared, so that they pass
+    the job's check of unknown flags."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        for flag, kind, what in (
+                ("checkpointing_interval", int, "ms between checkpoints"),
+                ("checkpointing_mode", str, "EXACTLY_ONCE or AT_LEAST_ONCE"),
+                ("checkpoint_timeout_millis", int, "a checkpoint's timeout"),
+                ("min_pause_between_checkpoints", int, "ms"),
+                ("number_of_execution_retries", int, "restarts of a failed "
+                                                     "job"),
+                ("execution_retry_delay", int, "ms before a restart"),
+                ("state_backend", str, "rocksdb or filesystem"),
+                ("state_backend_storage_path", str, "where checkpoints go"),
+                ("savepoint_path", str, "a savepoint to start from"),
+                ("max_bundle_size", int, "elements a bundle"),
+                ("max_bundle_time_mills", int, "ms a bundle")):
+            parser.add_argument(f"--{flag}", type=kind, default=None,
+                                help=f"Flink runner: {what}.")
+
+
 class ModelOptions(PipelineOptions):
     """The model and how it embeds (`EmbedConfig`)."""
 
@@ -174,10 +198,10 @@ def parse_flags(argv: Sequence[str], config_class: type[JobConfig],
                 required: Sequence[str] = ()) -> JobConfig:
     """Parses `argv` once into `config_class`.
 
-    Known flags are the job's (`config_class.OPTIONS` and `RunOptions`) and
-    Beam's own (every `PipelineOptions` subclass Beam defines); any other
-    is refused with the closest known flag, where Beam would drop it with
-    a warning and run with the default.
+    Known flags are the job's (`config_class.OPTIONS`, `RunOptions` and
+    `FlinkJavaOptions`) and Beam's own (every `PipelineOptions` subclass
+    Beam defines); any other is refused with the closest known flag,
+    where Beam would drop it with a warning and run with the default.
 
     Args:
         argv: the command line, without the program.
@@ -189,7 +213,8 @@ def parse_flags(argv: Sequence[str], config_class: type[JobConfig],
         ValueError: a flag unknown, missing or unparseable, or a setting
             out of its range, with the reason.
     """
-    parser = _flag_parser([*config_class.OPTIONS, RunOptions])
+    parser = _flag_parser([*config_class.OPTIONS, RunOptions,
+                           FlinkJavaOptions])
     try:
         flags, unknown = parser.parse_known_args(argv)
     except argparse.ArgumentError as e:

@@ -29,6 +29,7 @@ from pipelines import dedup_corpus
 from pipelines import fit_clusters
 from pipelines import stream_tag
 from pipelines import train_classifier
+from pipelines.options import parse_flags
 from tests.helpers import SPAM_ROWS
 from tests.helpers import read_outputs
 from tests.helpers import write_tsv
@@ -375,3 +376,17 @@ def _actions(job):
     for group in job.OPTIONS:
         group._add_argparse_args(parser)
     return parser._actions
+
+
+def test_flinks_java_side_options_pass_the_unknown_flag_check():
+    """Python's PortableRunner hands these to Beam's Java Flink runner:
+    a user sets checkpoints with them, so they are not refused."""
+    config = parse_flags(["--input", "x.jsonl", "--output", "out",
+                          "--checkpointing_interval", "2000",
+                          "--state_backend", "rocksdb"],
+                         dedup_corpus.DedupCorpusConfig)
+    assert config.files.input == "x.jsonl"
+    with pytest.raises(ValueError, match="did you mean "
+                                         "--checkpointing_interval"):
+        parse_flags(["--input", "x.jsonl", "--checkpointing_intervall",
+                     "2000"], dedup_corpus.DedupCorpusConfig)

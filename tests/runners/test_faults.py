@@ -219,3 +219,4 @@ def test_dedup_corpus_on_flink_survives_a_lost_worker(
           f" restarted, finished {recovered_secs:.1f} s after the kill")
     assert failures  # the fault did fail tasks
     assert (unique, duplicates, dead) == direct_dedup
+
