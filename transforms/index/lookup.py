@@ -270,9 +270,6 @@ class _StreamLookup(EnrichmentSourceHandler):
         self._hasher = MinHasher(_minhash_config(index.settings))
         self._refreshed = 0.0
 
-    def __enter__(self):
-        return self
-
     def __exit__(self, *exc_info) -> None:
         self._index.close()
 
