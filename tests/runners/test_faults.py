@@ -104,7 +104,15 @@ def test_a_stream_rides_out_a_paused_pubsub_server(pubsub_server,
                                                    tiny_preset, tmp_path):
     """The Pub/Sub server frozen for 30 s (SIGSTOP, SIGCONT) just after
     records were published: the job's pulls and publishes wait, then every
-    record is tagged once, copies flagged, nothing dead-lettered."""
+    record is tagged once and nothing is dead-lettered; copies of those
+    records published after the outage are flagged against them, so the
+    detector's state came through whole.
+
+    The copies go out after the outage because on the DirectRunner a
+    message redelivered after its ack deadline is late (its Pub/Sub
+    watermark is the wall clock), and a late original cannot be matched
+    to a copy already tagged; docs/reliability.md says what holds where.
+    """
     publisher = pubsub_v1.PublisherClient()
     subscriber = pubsub_v1.SubscriberClient()
     topics, subscriptions = _topics(publisher, subscriber)
@@ -123,16 +131,17 @@ def test_a_stream_rides_out_a_paused_pubsub_server(pubsub_server,
         _publish(publisher, topics["records"], [_record("first", OFFER)])
         before = _pull_until(subscriber, tagged_from, expected=1)
         _publish(publisher, topics["records"],
-                 [json.dumps(r).encode() for r in records + copies])
+                 [json.dumps(r).encode() for r in records])
         with pubsub_server.paused():
             time.sleep(OUTAGE_SECS)
         resumed = time.monotonic()
-        after = _pull_until(subscriber, tagged_from,
-                            expected=len(records) + len(copies))
+        after = _pull_until(subscriber, tagged_from, expected=len(records))
         recovered_secs = time.monotonic() - resumed
+        _publish(publisher, topics["records"],
+                 [json.dumps(c).encode() for c in copies])
         # Anything delivered twice would come within the ack deadline.
         again = _pull_until(subscriber, {**tagged_from, "dead": subscriptions[
-            "dead_letters"]}, expected=1, timeout_secs=15)
+            "dead_letters"]}, expected=len(copies) + 1, timeout_secs=20)
     finally:
         job.cancel()
     tagged = before["tagged"] + after["tagged"] + again["tagged"]
@@ -142,8 +151,8 @@ def test_a_stream_rides_out_a_paused_pubsub_server(pubsub_server,
     ids = sorted(r["id"] for r in tagged)
     assert ids == sorted(["first", *(r["id"] for r in records + copies)])
     flagged = {r["id"]: r.get("duplicate_of") for r in tagged}
-    for copy in copies:
-        assert flagged[copy["id"]] is not None
+    assert {c["id"]: flagged[c["id"]] for c in copies} == {
+        f"copy-{r['id']}": r["id"] for r in records[:5]}
     assert again["dead"] == []
 
 
@@ -192,6 +201,8 @@ def test_dedup_corpus_on_flink_survives_a_lost_worker(
     the failed tasks (the restart strategy `local_runners` configures) and
     the outputs are the DirectRunner's, no record missing or twice."""
     out = tmp_path / "out"
+    # A harness an earlier job left winding down fails nothing when killed.
+    earlier_harnesses = set(_harness_pids(flink_cluster))
     # Its own process: a job's main installs signal handlers.
     job = subprocess.Popen([
         sys.executable, "-m", "pipelines.dedup_corpus", "--input",
@@ -206,7 +217,11 @@ def test_dedup_corpus_on_flink_survives_a_lost_worker(
             time.sleep(3)
             flink_cluster.start_task_manager(1)
         else:
-            os.kill(_harness_pids(flink_cluster)[0], signal.SIGKILL)
+            _wait_for(lambda: set(_harness_pids(flink_cluster))
+                      - earlier_harnesses)
+            harness = min(set(_harness_pids(flink_cluster))
+                          - earlier_harnesses)
+            os.kill(harness, signal.SIGKILL)
     finally:
         assert job.wait(timeout=600) == 0
     recovered_secs = time.monotonic() - killed
