@@ -28,6 +28,11 @@ copies and 1 % bad lines, `benchmarks/load_run.py`), then in one run:
   est." column adds that runner's difference to each `stream_tag` job:
   its records/s on a stream (the local runner runs no unbounded source),
   which `benchmarks/cost.py` prices for Dataflow streaming;
+- `stream_tag --prompts shared` over the first --runner-records records on
+  Prism and on Flink (streaming mode), as a bounded input and through
+  `--as_stream` (the path a Pub/Sub job takes: keyed state, timers,
+  watermark), each in its own process; issue #24's target: the stream at
+  most 1.5x the bounded job's wall time;
 - with --latency, p50/p95 from arrival to tagged output at 4 records/s for
   60 s (`benchmarks/stream_latency.py`), in both prompt modes.
 
@@ -73,6 +78,7 @@ STARTUP_RECORDS = 20
 DETECTOR_RATE = 50  # records a second of event time, for the detector alone
 ENCODE_CHECK_TEXTS = 1000  # encoded just before each job, for its target
 FLINK_CACHE_MB = 100  # the SDK harness's state cache on Flink (Beam's: 0)
+AS_STREAM_TARGET = 1.5  # issue #24: --as_stream's wall time / bounded's
 
 
 def artifacts(model, texts, prompts, directory):
@@ -258,6 +264,29 @@ def state_bytes(records, vectors):
             "join_bytes_per_record_in_flight": line}
 
 
+def as_stream_costs(lines, extra, tmp):
+    """`stream_tag` over `lines` on Prism and on Flink, as a bounded input
+    and `--as_stream`, each job in its own process: {runner: {"bounded":
+    (records/s, after start-up, peak GB), "as_stream": (...), "ratio":
+    as_stream's wall time / bounded's}}."""
+    corpus, small = tmp / "runners.jsonl", tmp / "runners-small.jsonl"
+    corpus.write_bytes(b"\n".join(lines) + b"\n")
+    small.write_bytes(b"\n".join(lines[:STARTUP_RECORDS]) + b"\n")
+    costs = {}
+    for runner, flags in detector_runners().items():
+        if runner == "local":
+            continue  # the DirectRunner refuses --as_stream
+        # The jobs' own: Flink's streaming mode comes with --as_stream.
+        flags = [f for f in flags if f != "--streaming"]
+        paths = {path: job_rate("stream_tag", corpus, small,
+                                [*extra, *flags, *more], tmp, len(lines))
+                 for path, more in (("bounded", []),
+                                    ("as_stream", ["--as_stream"]))}
+        paths["ratio"] = paths["bounded"][0] / paths["as_stream"][0]
+        costs[runner] = paths
+    return costs
+
+
 def _target(prompts, encode, real):
     """Issue #12's targets: 100 rec/s with the tiny model; with real
     weights 0.8 x encode texts/s, divided by the prompts per record."""
@@ -310,6 +339,9 @@ def main():
                              "model).")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--runner-records", type=int, default=3_000,
+                        help="Records of the --as_stream runs on Prism and "
+                             "Flink.")
     parser.add_argument("--latency", action="store_true")
     parser.add_argument("--data-dir", type=pathlib.Path, default=DATA_DIR)
     args = parser.parse_args()
@@ -393,6 +425,20 @@ def main():
                   + " ".join(f"{stream[r]:11.1f}" if stream else " " * 11
                              for r in extra_ms), flush=True)
         del model
+        shared = runs[1][2]
+        results["as_stream"] = as_stream_costs(
+            lines[:args.runner_records], common + shared, tmp)
+        print(f"\nstream_tag --prompts shared, {args.runner_records} records"
+              f"\n{'runner':8} {'path':10} {'rec/s':>7} {'after start':>11} "
+              f"{'peak GB':>8} {'wall / bounded':>14} {'target':>7}",
+              flush=True)
+        for runner, paths in results["as_stream"].items():
+            for path in ("bounded", "as_stream"):
+                rate, steady, peak = paths[path]
+                ratio = (f"{paths['ratio']:14.2f} {AS_STREAM_TARGET:7.1f}"
+                         if path == "as_stream" else "")
+                print(f"{runner:8} {path:10} {rate:7.1f} {steady:11.1f} "
+                      f"{peak:8.2f} {ratio}", flush=True)
         if args.latency:
             print(f"\n{'latency at 4 rec/s':28} {'rec/s':>7} {'p50 s':>7} "
                   f"{'p95 s':>7}", flush=True)

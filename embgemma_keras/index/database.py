@@ -31,6 +31,7 @@ in no message, repr or error this module makes or passes on: see `redact`.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import os
@@ -66,8 +67,14 @@ from embgemma_keras.progress import say
 SCHEMA_VERSION = 1
 MIGRATIONS: dict[int, tuple[str, ...]] = {}
 DEFAULT_SCHEMA = "public"
-# HNSW's candidate list, so also the most neighbours one query vector finds.
-DEFAULT_EF_SEARCH = 200
+# HNSW's first candidate list a query vector gets. A vector whose list
+# comes back full of entries at the threshold (a text with many copies in
+# the index) is asked again with one EF_SEARCH_GROWTH times longer, up to
+# pgvector's longest, so most vectors pay for a short list and none is cut
+# off at it (docs/benchmarks.md has the cost and recall of each).
+DEFAULT_EF_SEARCH = 40
+EF_SEARCH_GROWTH = 5
+MAX_EF_SEARCH = 1000  # pgvector's bound on hnsw.ef_search
 MASK = "***"
 # What an index's location starts with when it is a database, not a
 # directory.
@@ -237,8 +244,8 @@ class DatabaseIndex:
             stream).
         schema: the PostgreSQL schema of the tables.
         version: the version this handle sees (None: no run committed).
-        ef_search: HNSW's candidate list, also the most neighbours one
-            query vector finds.
+        ef_search: HNSW's first candidate list a query vector gets
+            (`by_vectors` asks again with a longer one where it is full).
 
     Example:
 
@@ -410,9 +417,11 @@ class DatabaseIndex:
                    ) -> list[IndexEntry]:
         """The entries at cosine >= `threshold` from any of `vectors`.
 
-        One query for the batch: each vector's `ef_search` nearest
-        neighbours through the HNSW index (approximate: a few may be
-        missed), kept at the threshold.
+        Each vector's `ef_search` nearest neighbours through the HNSW index
+        (approximate: a few may be missed), kept at the threshold, one
+        query for the batch; the vectors whose every neighbour found was
+        at the threshold are asked again with a longer candidate list, up
+        to `MAX_EF_SEARCH`.
 
         Args:
             vectors: float32, one row a query, `settings.dim` columns.
@@ -426,17 +435,45 @@ class DatabaseIndex:
             raise ValueError(f"query vectors of shape {vectors.shape}; the "
                              f"index keeps vectors of dim "
                              f"{self.settings.dim}")
-        # The nearest rows come whole from the HNSW scan: no second read.
+        found: dict[tuple[str, str], IndexEntry] = {}
+        asking, ef_search = np.arange(len(vectors)), self.ef_search
+        while True:
+            near = self._nearest(vectors[asking], ef_search, 1.0 - threshold)
+            per_vector = collections.Counter()
+            for queries, version, entry in near:
+                per_vector.update(queries)
+                if version <= self._seen:
+                    found[entry.node] = entry
+            full = [i for i, n in per_vector.items() if n >= ef_search]
+            if not full or ef_search >= MAX_EF_SEARCH:
+                break
+            asking = asking[np.array(full) - 1]  # ordinals count from 1
+            ef_search = min(ef_search * EF_SEARCH_GROWTH, MAX_EF_SEARCH)
+        return [found[node] for node in sorted(found)]
+
+    def _nearest(self, vectors: np.ndarray, ef_search: int,
+                 distance: float) -> list[tuple[list[int], int, IndexEntry]]:
+        """Each entry within cosine `distance` of the `ef_search` nearest
+        of any of `vectors`, once: (the ordinals of the vectors it is near,
+        counting from 1; the version that committed it; the entry)."""
+        connection = self._connection()
+        # Each entry once, with the vectors it is near: the rows come whole
+        # from the HNSW scan, with no second read of the table.
         query = self._sql(
-            f"SELECT DISTINCT ON (n.run, n.id) {self._columns('n')} "
-            "FROM unnest(%b::vector[]) AS q(v) CROSS JOIN LATERAL ("
-            "SELECT e.*, e.vector <=> q.v AS distance "
-            "FROM {schema}.dedup_entries e "
-            "ORDER BY e.vector <=> q.v LIMIT %s) n "
-            "WHERE n.distance <= %s AND n.version <= %s "
-            "ORDER BY n.run, n.id")
-        return self._fetch(query, [list(vectors), self.ef_search,
-                                   1.0 - threshold, self._seen])
+            "SELECT DISTINCT ON (n.run, n.id) array_agg(q.i) OVER "
+            f"(PARTITION BY n.run, n.id), n.version, {self._columns('n')} "
+            "FROM unnest(%b::vector[]) WITH ORDINALITY AS q(v, i) "
+            "CROSS JOIN LATERAL (SELECT e.*, e.vector <=> q.v AS distance "
+            "FROM {schema}.dedup_entries e ORDER BY e.vector <=> q.v "
+            "LIMIT %s) n WHERE n.distance <= %s ORDER BY n.run, n.id")
+        with self._errors(), connection.transaction():
+            connection.execute("SELECT set_config('hnsw.ef_search', %s, "
+                               "true)", [str(ef_search)])
+            rows = connection.execute(query, [list(vectors), ef_search,
+                                              distance], binary=True
+                                      ).fetchall()
+        return [(queries, version, _entry(row))
+                for queries, version, *row in rows]
 
     def commit(self, run: str, entries: Iterable[IndexEntry],
                centroids: np.ndarray | None = None) -> str:
@@ -658,15 +695,12 @@ class DatabaseIndex:
                                          dim=sql.Literal(dim))
 
     def _connection(self) -> psycopg.Connection:
-        """The open connection, or a new one (HNSW's ef_search set, and
-        pgvector's type known for a semantic index)."""
+        """The open connection, or a new one (pgvector's type known for a
+        semantic index)."""
         if self._connected is not None and not self._connected.closed:
             return self._connected
         with self._errors():
             connection = psycopg.connect(self._conninfo, autocommit=True)
-            connection.execute(
-                "SELECT set_config('hnsw.ef_search', %s, false)",
-                [str(self.ef_search)])
             if self.settings is not None and self.settings.semantic:
                 _create_vector_extension(connection)
                 _register_vector(connection)

@@ -258,15 +258,20 @@ def test_vector_lookups_find_what_brute_force_cosine_finds(url):
         np.testing.assert_array_equal(entry.vector, stored[entry.node].vector)
 
 
-def test_a_vector_finds_up_to_ef_search_neighbours(url):
+def test_a_vector_with_more_neighbours_than_ef_search_is_asked_again(
+        url, monkeypatch):
+    """A first list full of entries at the threshold is not the end: the
+    vector is asked again with a longer one, up to MAX_EF_SEARCH."""
     rng = np.random.default_rng(3)
     direction = rng.normal(size=(1, DIM)).astype(np.float32)
     vectors = direction + rng.normal(size=(150, DIM)).astype(np.float32) / 20
-    with DatabaseIndex.open(url, semantic()) as index:
+    lone = rng.normal(size=(1, DIM)).astype(np.float32)
+    with DatabaseIndex.open(url, semantic(), ef_search=20) as index:
         index.commit("r1", vector_entries(vectors, "r1"))
-        assert len(index.by_vectors(direction, 0.9)) == 150
-    with DatabaseIndex.open(url, semantic(), ef_search=50) as narrow:
-        assert len(narrow.by_vectors(direction, 0.9)) == 50
+        assert len(index.by_vectors(np.concatenate([lone, direction]),
+                                    0.9)) == 150
+        monkeypatch.setattr(database, "MAX_EF_SEARCH", 100)
+        assert len(index.by_vectors(direction, 0.9)) == 100
 
 
 def _scans(connection: psycopg.Connection) -> dict[str, int]:
