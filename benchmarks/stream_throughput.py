@@ -3,6 +3,7 @@
     python benchmarks/stream_throughput.py                     # tiny model
     python benchmarks/stream_throughput.py --model DIR --dtype bfloat16 \\
         --records 2000 [--latency]
+    python benchmarks/stream_throughput.py --records 3000 --parts as_stream
 
 Builds the load-run corpus (real SMS, SST-2 and MRPC texts with planted
 copies and 1 % bad lines, `benchmarks/load_run.py`), then in one run:
@@ -79,6 +80,9 @@ DETECTOR_RATE = 50  # records a second of event time, for the detector alone
 ENCODE_CHECK_TEXTS = 1000  # encoded just before each job, for its target
 FLINK_CACHE_MB = 100  # the SDK harness's state cache on Flink (Beam's: 0)
 AS_STREAM_TARGET = 1.5  # issue #24: --as_stream's wall time / bounded's
+# What a run measures (--parts): the detector alone, the jobs on the
+# DirectRunner beside raw encode, stream_tag --as_stream on Prism and Flink.
+PARTS = ("detector", "jobs", "as_stream")
 
 
 def artifacts(model, texts, prompts, directory):
@@ -287,6 +291,99 @@ def as_stream_costs(lines, extra, tmp):
     return costs
 
 
+def measure_detector(model, lines, results):
+    """The detector alone on each runner and its state per record, into
+    `results`; printed. Returns each runner's extra ms a record on a
+    stream's path."""
+    sample = [r for r in map(_valid, lines[:2000]) if r]
+    vectors = model.encode([r["text"] for r in sample],
+                           task="sentence_similarity")
+    state = results["state"] = state_bytes(sample, vectors)
+    results["detector_per_record"] = {
+        runner: detector_costs(sample, vectors, vectors.shape[1], flags)
+        for runner, flags in detector_runners().items()}
+    print("\nstate per original record, held for the horizon: "
+          + ", ".join(f"{kind} {n:,.0f} B" for kind, n in
+                      state["bucket_bytes_per_original"].items())
+          + f"; per record in the verdict join until its verdicts are "
+          f"in: {state['join_bytes_per_record_in_flight']:,.0f} B")
+    extra_ms = {}
+    for runner, detector in results["detector_per_record"].items():
+        bounded = detector["bounded"]["ms"]
+        stream = detector["stream"]["ms"]
+        extra_ms[runner] = stream - bounded
+        print(f"near-duplicate detector alone on {runner}, "
+              f"{len(sample)} records: {bounded:.2f} ms/record over a "
+              f"bounded input, {stream:.2f} on a stream's path (state "
+              f"and timers)", flush=True)
+        for path, cost in detector.items():
+            requests = cost["state_requests"]
+            if requests:
+                print(f"  {path}: state requests a record over the Fn "
+                      f"API: {sum(requests.values()):.1f} ("
+                      + ", ".join(f"{kind} {n:.1f}" for kind, n in
+                                  sorted(requests.items())) + ")",
+                      flush=True)
+    return extra_ms
+
+
+def measure_jobs(model, texts, runs, inputs, common, extra_ms, tmp,
+                 results):
+    """Each job of `runs` on the DirectRunner beside raw encode, over
+    `inputs` (corpus, its start-up slice, records), into `results`;
+    printed."""
+    corpus, small, records = inputs
+    encode = encode_rate(model, texts, "sentence_similarity")
+    results["encode_texts_per_s"] = encode
+    print(f"\n{records} records, model {results['model']} "
+          f"{results['dtype']}, {os.cpu_count()} CPUs; raw encode: "
+          f"{encode:.1f} texts/s", flush=True)
+    print(f"\n{'job':28} {'encode':>7} {'rec/s':>7} {'after start':>11} "
+          f"{'target':>7} {'peak GB':>8} "
+          + " ".join(f"{'est. ' + runner:>11}" for runner in extra_ms),
+          flush=True)
+    for module, prompts, extra in runs:
+        # The machine's speed drifts: each job's target comes from an
+        # encode measured just before it.
+        encode_now = encode_rate(model, texts[:ENCODE_CHECK_TEXTS],
+                                 "sentence_similarity")
+        rate, steady, peak = job_rate(module, corpus, small,
+                                      common + extra, tmp, records)
+        label = module + (f" --prompts {prompts}" if prompts else "")
+        target = _target(prompts, encode_now,
+                         real=results["model"] == "real")
+        # A stream's records cost the detector's extra ms on top.
+        stream = {runner: 1 / (1 / steady + ms / 1000)
+                  for runner, ms in extra_ms.items()
+                  } if module == "stream_tag" else {}
+        results["jobs"][label] = {
+            "encode_texts_per_s_before": encode_now,
+            "records_per_s": rate, "records_per_s_after_startup": steady,
+            "peak_rss_gb": peak, "target_records_per_s": target,
+            "stream_records_per_s_estimate": stream}
+        print(f"{label:28} {encode_now:7.1f} {rate:7.1f} {steady:11.1f} "
+              f"{'' if target is None else f'{target:7.1f}':>7} "
+              f"{peak:8.2f} "
+              + " ".join(f"{stream[r]:11.1f}" if stream else " " * 11
+                         for r in extra_ms), flush=True)
+
+
+def measure_as_stream(lines, flags, tmp, results):
+    """`as_stream_costs` of `lines` into `results`; printed."""
+    results["as_stream"] = as_stream_costs(lines, flags, tmp)
+    print(f"\nstream_tag --prompts shared, {len(lines)} records"
+          f"\n{'runner':8} {'path':10} {'rec/s':>7} {'after start':>11} "
+          f"{'peak GB':>8} {'wall / bounded':>14} {'target':>7}",
+          flush=True)
+    for runner, paths in results["as_stream"].items():
+        for path in ("bounded", "as_stream"):
+            rate, steady, peak = paths[path]
+            ratio = (f"{paths['ratio']:14.2f} {AS_STREAM_TARGET:7.1f}"
+                     if path == "as_stream" else "")
+            print(f"{runner:8} {path:10} {rate:7.1f} {steady:11.1f} "
+                  f"{peak:8.2f} {ratio}", flush=True)
+
+
 def _target(prompts, encode, real):
     """Issue #12's targets: 100 rec/s with the tiny model; with real
     weights 0.8 x encode texts/s, divided by the prompts per record."""
@@ -339,12 +436,18 @@ def main():
                              "model).")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help="What to measure, of " + ", ".join(PARTS)
+                             + " (default: all).")
     parser.add_argument("--runner-records", type=int, default=3_000,
                         help="Records of the --as_stream runs on Prism and "
                              "Flink.")
     parser.add_argument("--latency", action="store_true")
     parser.add_argument("--data-dir", type=pathlib.Path, default=DATA_DIR)
     args = parser.parse_args()
+    parts = args.parts.split(",")
+    if unknown := set(parts) - set(PARTS):
+        parser.error(f"--parts: unknown {sorted(unknown)}; known: {PARTS}")
     results = {"model": "real" if args.model else "tiny", "dtype": args.dtype,
                "records": args.records, "cpus": os.cpu_count(), "jobs": {}}
     with tempfile.TemporaryDirectory(prefix="throughput-") as tmp:
@@ -357,88 +460,22 @@ def main():
         small.write_bytes(b"\n".join(lines[:STARTUP_RECORDS]) + b"\n")
         texts = [record["text"] for record in map(_valid, lines) if record]
         model = EmbeddingGemma.from_preset(model_dir, dtype=args.dtype)
-        sample = [r for r in map(_valid, lines[:2000]) if r]
-        vectors = model.encode([r["text"] for r in sample],
-                               task="sentence_similarity")
-        results["state"] = state_bytes(sample, vectors)
-        results["detector_per_record"] = {
-            runner: detector_costs(sample, vectors, vectors.shape[1], flags)
-            for runner, flags in detector_runners().items()}
-        encode = encode_rate(model, texts, "sentence_similarity")
-        results["encode_texts_per_s"] = encode
         common = ["--model", str(model_dir), "--dtype", args.dtype]
-        runs = [("stream_tag", "all", artifacts(model, texts, "all", tmp)),
-                ("stream_tag", "shared", artifacts(model, texts, "shared",
-                                                   tmp)),
-                ("dedup_corpus", None, [])]
-        state = results["state"]
-        print("\nstate per original record, held for the horizon: "
-              + ", ".join(f"{kind} {n:,.0f} B" for kind, n in
-                          state["bucket_bytes_per_original"].items())
-              + f"; per record in the verdict join until its verdicts are "
-              f"in: {state['join_bytes_per_record_in_flight']:,.0f} B")
-        print(f"\n{len(lines)} records ({args.records}), model "
-              f"{results['model']} {args.dtype}, {os.cpu_count()} CPUs; raw "
-              f"encode: {encode:.1f} texts/s", flush=True)
+        shared = artifacts(model, texts, "shared", tmp)
         extra_ms = {}
-        for runner, detector in results["detector_per_record"].items():
-            bounded = detector["bounded"]["ms"]
-            stream = detector["stream"]["ms"]
-            extra_ms[runner] = stream - bounded
-            print(f"near-duplicate detector alone on {runner}, "
-                  f"{len(sample)} records: {bounded:.2f} ms/record over a "
-                  f"bounded input, {stream:.2f} on a stream's path (state "
-                  f"and timers)", flush=True)
-            for path, cost in detector.items():
-                requests = cost["state_requests"]
-                if requests:
-                    print(f"  {path}: state requests a record over the Fn "
-                          f"API: {sum(requests.values()):.1f} ("
-                          + ", ".join(f"{kind} {n:.1f}" for kind, n in
-                                      sorted(requests.items())) + ")",
-                          flush=True)
-        print(f"\n{'job':28} {'encode':>7} {'rec/s':>7} {'after start':>11} "
-              f"{'target':>7} {'peak GB':>8} "
-              + " ".join(f"{'est. ' + runner:>11}" for runner in extra_ms),
-              flush=True)
-        for module, prompts, extra in runs:
-            # The machine's speed drifts: each job's target comes from an
-            # encode measured just before it.
-            encode_now = encode_rate(model, texts[:ENCODE_CHECK_TEXTS],
-                                     "sentence_similarity")
-            rate, steady, peak = job_rate(module, corpus, small,
-                                          common + extra, tmp, len(lines))
-            label = module + (f" --prompts {prompts}" if prompts else "")
-            target = _target(prompts, encode_now, real=bool(args.model))
-            # A stream's records cost the detector's extra ms on top.
-            stream = {runner: 1 / (1 / steady + ms / 1000)
-                      for runner, ms in extra_ms.items()
-                      } if module == "stream_tag" else {}
-            results["jobs"][label] = {
-                "encode_texts_per_s_before": encode_now,
-                "records_per_s": rate, "records_per_s_after_startup": steady,
-                "peak_rss_gb": peak, "target_records_per_s": target,
-                "stream_records_per_s_estimate": stream}
-            print(f"{label:28} {encode_now:7.1f} {rate:7.1f} {steady:11.1f} "
-                  f"{'' if target is None else f'{target:7.1f}':>7} "
-                  f"{peak:8.2f} "
-                  + " ".join(f"{stream[r]:11.1f}" if stream else " " * 11
-                             for r in extra_ms), flush=True)
+        if "detector" in parts:
+            extra_ms = measure_detector(model, lines, results)
+        if "jobs" in parts:
+            runs = [("stream_tag", "all", artifacts(model, texts, "all",
+                                                    tmp)),
+                    ("stream_tag", "shared", shared), ("dedup_corpus", None,
+                                                       [])]
+            measure_jobs(model, texts, runs, (corpus, small, len(lines)),
+                         common, extra_ms, tmp, results)
         del model
-        shared = runs[1][2]
-        results["as_stream"] = as_stream_costs(
-            lines[:args.runner_records], common + shared, tmp)
-        print(f"\nstream_tag --prompts shared, {args.runner_records} records"
-              f"\n{'runner':8} {'path':10} {'rec/s':>7} {'after start':>11} "
-              f"{'peak GB':>8} {'wall / bounded':>14} {'target':>7}",
-              flush=True)
-        for runner, paths in results["as_stream"].items():
-            for path in ("bounded", "as_stream"):
-                rate, steady, peak = paths[path]
-                ratio = (f"{paths['ratio']:14.2f} {AS_STREAM_TARGET:7.1f}"
-                         if path == "as_stream" else "")
-                print(f"{runner:8} {path:10} {rate:7.1f} {steady:11.1f} "
-                      f"{peak:8.2f} {ratio}", flush=True)
+        if "as_stream" in parts:
+            measure_as_stream(lines[:args.runner_records], common + shared,
+                              tmp, results)
         if args.latency:
             print(f"\n{'latency at 4 rec/s':28} {'rec/s':>7} {'p50 s':>7} "
                   f"{'p95 s':>7}", flush=True)

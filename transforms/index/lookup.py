@@ -115,7 +115,8 @@ class LookUpByVectors(beam.PTransform):
     from any record's similarity vector, each once.
 
     The database finds each vector's nearest entries through its HNSW
-    index: approximate, and at most `index.ef_search` a vector.
+    index: approximate, its candidate list growing where it comes back
+    full (`DatabaseIndex.by_vectors`).
     """
 
     def __init__(self, index: DatabaseIndex, threshold: float):
