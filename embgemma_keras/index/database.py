@@ -511,6 +511,11 @@ class DatabaseIndex:
                 "INSERT INTO {schema}.dedup_versions (number, name, parent, "
                 "run) VALUES (%s, %s, %s, %s)"), [number, name, parent, run])
         self._seen, self.version = number, name
+        # Fresh planner statistics: until autovacuum gets to a large new
+        # run, the planner would read the band keys without their index.
+        with self._errors():
+            connection.execute(self._sql(
+                "ANALYZE {schema}.dedup_entries, {schema}.dedup_band_keys"))
         say(f"index {self.where}: version {name}, {kept} entries")
         return name
 

@@ -195,6 +195,19 @@ def test_a_layout_with_no_way_up_is_refused_with_instructions(
     assert _layout(url) == 1
 
 
+def test_a_commit_leaves_the_planner_statistics_of_its_rows(url):
+    """A large first run is looked up through its indexes at once, not
+    after autovacuum has come by."""
+    schema = url.rpartition("&schema=")[2]
+    with DatabaseIndex.open(url, lexical()) as index:
+        index.commit("r1", text_entries(TEXTS, "r1"))
+        analyzed = dict(index._connection().execute(
+            "SELECT relname, last_analyze IS NOT NULL "
+            "FROM pg_stat_user_tables WHERE schemaname = %s",
+            [schema]).fetchall())
+    assert analyzed["dedup_entries"] and analyzed["dedup_band_keys"]
+
+
 def test_lookups_by_exact_and_band_keys_find_exactly_the_matches(url):
     kept = text_entries(TEXTS, "r1")
     with DatabaseIndex.open(url, lexical()) as index:
