@@ -488,7 +488,9 @@ def main():
                       f"{p95:7.2f}", flush=True)
     out = REPO / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
-    path = out / f"throughput-{results['model']}-{args.dtype}.json"
+    # A partial run does not overwrite the figures `cost.py` prices.
+    suffix = "" if set(parts) == set(PARTS) else "-" + "-".join(parts)
+    path = out / f"throughput-{results['model']}-{args.dtype}{suffix}.json"
     path.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {path.relative_to(REPO)}")
 
