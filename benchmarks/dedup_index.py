@@ -617,7 +617,7 @@ def print_postgres(rows: list[dict]) -> None:
     from embgemma_keras.index.database import MAX_EF_SEARCH
 
     mwm = rows[0]["maintenance_work_mem"] or "the server's"
-    print("\nPostgreSQL 16 + pgvector (HNSW m 16, ef_construction 64, "
+    print("\nPostgreSQL 16 + pgvector (HNSW m 24, ef_construction 128, "
           f"ef_search {DEFAULT_EF_SEARCH} growing to {MAX_EF_SEARCH} where "
           f"full; maintenance_work_mem {mwm} for the build); DirectRunner, "
           "this machine")

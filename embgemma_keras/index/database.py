@@ -119,8 +119,12 @@ _TABLES = (
         run text PRIMARY KEY REFERENCES {schema}.dedup_runs,
         centroids bytea NOT NULL)""",
 )
+# A denser graph than pgvector's default (m 16, ef_construction 64): its
+# searches reach the neighbours a short candidate list would miss, for
+# about twice the build time (docs/benchmarks.md).
 _HNSW_INDEX = """CREATE INDEX dedup_entries_vector ON {schema}.dedup_entries
-    USING hnsw (vector vector_cosine_ops)"""
+    USING hnsw (vector vector_cosine_ops)
+    WITH (m = 24, ef_construction = 128)"""
 _VECTOR_TABLES = (
     "ALTER TABLE {schema}.dedup_entries ADD COLUMN vector vector({dim}) "
     "NOT NULL",
