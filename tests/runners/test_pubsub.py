@@ -19,7 +19,10 @@ from pipelines.options import start
 pytestmark = pytest.mark.runners
 
 PROJECT = "embgemma-test"
-HORIZON_SECS = 3
+# Long beside the job's own delays: the DirectRunner's Pub/Sub watermark is
+# the wall clock, so a copy that reaches the detector more than a horizon
+# after its original (a slow first batch) would meet an expired bucket.
+HORIZON_SECS = 20
 OFFER = "Congratulations, you have won a free cruise! Call 0800 123 now."
 NOTE = "Running late, I will be at the station around seven."
 OTHER = "The committee approved the budget after a long debate on Tuesday."
