@@ -1,7 +1,7 @@
 """Keras on TensorFlow, imported once and without TensorFlow's start-up noise.
 
 ```python
-from embgemma_keras.backend import keras_hub, tf
+from embgemma_keras.backend import keras, keras_hub, tf
 ```
 
 TensorFlow's C++ runtime prints a dozen lines when it is imported and its
@@ -63,7 +63,8 @@ if "tensorflow" not in sys.modules and not _LOGS_WANTED:
         # Device discovery is where the CUDA probing prints.
         tensorflow.config.list_physical_devices()
 
+import keras  # noqa: E402
 import keras_hub  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-__all__ = ["keras_hub", "quiet", "tf"]
+__all__ = ["keras", "keras_hub", "quiet", "tf"]

@@ -17,6 +17,7 @@ from embgemma_keras.batching import pad_batch
 from embgemma_keras.batching import plan_batches
 from embgemma_keras.config import MATRYOSHKA_DIMS
 from embgemma_keras.config import MAX_CONTEXT
+from embgemma_keras.loading import values_from_checkpoint
 from embgemma_keras.tasks import Task
 from embgemma_keras.tasks import format_prompts
 
@@ -114,9 +115,10 @@ class EmbeddingGemma:
         presets.check_dtype(dtype)
         handle = presets.resolve_handle(handle)
         try:
-            backbone = keras_hub.models.Gemma3Backbone.from_preset(
-                handle, dtype=dtype
-            )
+            with values_from_checkpoint():
+                backbone = keras_hub.models.Gemma3Backbone.from_preset(
+                    handle, dtype=dtype
+                )
             with quiet():
                 tokenizer = keras_hub.models.Gemma3Tokenizer.from_preset(
                     handle)

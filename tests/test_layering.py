@@ -26,7 +26,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 FLOORS = ("pipelines", "transforms", "embgemma_keras")
 # Modules that build or load the model; nothing else imports TensorFlow.
 MODEL_MODULES = {"embgemma_keras.backend", "embgemma_keras.embedding_gemma",
-                 "embgemma_keras.tiny",
+                 "embgemma_keras.loading", "embgemma_keras.tiny",
                  "embgemma_keras.cli", "embgemma_keras.__main__"}
 HEAVY = ("tensorflow", "keras", "keras_hub")
 DOMAINS = {"records", "embedding", "labels", "clusters", "dedup", "index"}
