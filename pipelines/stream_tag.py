@@ -62,6 +62,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 from apache_beam.runners.direct.direct_runner import DirectRunner
+from apache_beam.runners.portability.flink_runner import FlinkRunner
 
 from embgemma_keras.artifacts import ModelIdentity
 from embgemma_keras.clusters.centroids import load_centroids
@@ -77,6 +78,7 @@ from embgemma_keras.labels.heads import load_head
 from embgemma_keras.records.schema import Vector
 from pipelines.options import FileOptions
 from pipelines.options import Files
+from pipelines.options import FlinkJavaOptions
 from pipelines.options import IndexOptions
 from pipelines.options import JobConfig
 from pipelines.options import LexicalOptions
@@ -252,6 +254,22 @@ def load_heads(heads: tuple[tuple[str, str], ...], identity: ModelIdentity,
         for name, directory in heads}
 
 
+def _refuse_a_lossy_replay(pipeline: beam.Pipeline,
+                           config: StreamTagConfig) -> None:
+    """Files replayed into --output files on Flink with checkpointing on
+    lose their last records: Beam 2.62's Flink runner lets the final
+    watermark pass the records still waiting in the micro-batcher, so the
+    last window's files close without them (docs/reliability.md)."""
+    if (config.replay.as_stream and config.files.output
+            and isinstance(pipeline.runner, FlinkRunner)
+            and pipeline.options.view_as(
+                FlinkJavaOptions).checkpointing_interval):
+        raise ValueError("--as_stream with --checkpointing_interval on Flink "
+                         "would close the last window's --output files "
+                         "without the records still being batched when the "
+                         "input ends: replay without checkpointing")
+
+
 def build(pipeline: beam.Pipeline, config: StreamTagConfig) -> None:
     """Wires the job: tagged records and dead letters to their sinks."""
     if config.replay.as_stream and isinstance(pipeline.runner, (
@@ -263,6 +281,7 @@ def build(pipeline: beam.Pipeline, config: StreamTagConfig) -> None:
         raise ValueError("--as_stream needs a runner that reads a "
                          "splittable DoFn as a stream: add --runner "
                          "PrismRunner (or FlinkRunner, DataflowRunner)")
+    _refuse_a_lossy_replay(pipeline, config)
     embed, stream = config.embed, config.stream
     handle, identity = checked_model(embed)
     heads = load_heads(config.heads, identity, embed.dim, stream.prompts)

@@ -215,6 +215,12 @@ AS_STREAM = [
     (stream_tag, ["--input", "{corpus}", "--output", "{out}", "--as_stream"],
      "error: --as_stream needs a runner that reads a splittable DoFn as a "
      "stream: add --runner PrismRunner (or FlinkRunner, DataflowRunner)"),
+    (stream_tag, ["--input", "{corpus}", "--output", "{out}", "--as_stream",
+                  "--runner", "FlinkRunner", "--checkpointing_interval",
+                  "2000"],
+     "error: --as_stream with --checkpointing_interval on Flink would close "
+     "the last window's --output files without the records still being "
+     "batched when the input ends: replay without checkpointing"),
 ]
 
 
