@@ -42,6 +42,8 @@ watermark, micro-batch deadlines, windowed files), at each record's event
 time (`--timestamp_field`, RFC 3339 or epoch seconds; else a line's order,
 a millisecond a line), at `--replay_rate` records a second if given; the
 job ends once every line is out. For load tests of the stream's path.
+On Flink it is refused with --checkpointing_interval and --output: the
+last records would miss their files (docs/reliability.md).
 
 `--index DIR` (a dedup index `dedup_corpus --index` made) also flags
 records that near-duplicate anything its runs kept, however old, naming
