@@ -37,6 +37,7 @@ from embgemma_keras.config import EmbedConfig
 from embgemma_keras.presets import check_dtype
 from embgemma_keras.tasks import Task
 from embgemma_keras.tasks import format_prompts
+from transforms.embedding import micro_batches
 
 if TYPE_CHECKING:
     from embgemma_keras.embedding_gemma import EmbeddingGemma
@@ -48,6 +49,9 @@ METRICS_NAMESPACE = "EmbeddingGemma"
 # be fetched" and reports none; torch is no dependency of this project.
 if inference_base.resource is None:
     inference_base.resource = resource
+
+# A stream's micro-batches hold the watermark at their earliest record.
+micro_batches.install()
 
 # Beam's stream batcher (BatchElements with max_batch_duration_secs) keys
 # each element by its worker's UUID string, or by (that string, a length
