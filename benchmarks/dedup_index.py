@@ -57,7 +57,6 @@ import contextlib
 import json
 import os
 import pathlib
-import platform
 import random
 import sys
 import tempfile
@@ -74,6 +73,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.data import DATA_DIR  # noqa: E402
 from benchmarks.data import column_texts  # noqa: E402
+from benchmarks.machine import cpu_model  # noqa: E402
 from embgemma_keras.tiny import make_tiny_preset  # noqa: E402
 from pipelines import dedup_corpus  # noqa: E402
 from pipelines import stream_tag  # noqa: E402
@@ -715,14 +715,6 @@ def print_row(row: dict) -> None:
     """A size's figures as soon as they are measured (a long run that is
     stopped keeps them)."""
     print("row:", json.dumps(row, default=str), flush=True)
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    return platform.processor() or "unknown"
 
 
 @contextlib.contextmanager

@@ -69,7 +69,7 @@ def measure(engine, dtype, model, data_dir, scale, repeats):
     """
     corpora = build_corpora(data_dir, scale)
     start = time.perf_counter()
-    encode, count_tokens = _load(engine, dtype, model)
+    encode, count_tokens = load_engine(engine, dtype, model)
     result = {"load_s": time.perf_counter() - start, "corpora": {}}
     encode(corpora["short"][:BATCH_SIZE])  # build graphs / allocate pools
     for name, texts in corpora.items():
@@ -88,7 +88,7 @@ def measure(engine, dtype, model, data_dir, scale, repeats):
     return result
 
 
-def _load(engine, dtype, model):
+def load_engine(engine, dtype, model):
     from embgemma_keras import EmbeddingGemma
 
     if engine == "keras-hub":

@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.data import DATA_DIR  # noqa: E402
 from benchmarks.data import column_texts  # noqa: E402
 from benchmarks.embed_throughput import BATCH_SIZE  # noqa: E402
+from benchmarks.embed_throughput import load_engine  # noqa: E402
 from benchmarks.machine import describe_cpu  # noqa: E402
 
 TEXTS = 1000
@@ -51,14 +52,8 @@ def _rss_mb() -> float:
 def _load(engine, model, dtype):
     """An `encode(texts)` for the engine."""
     if engine == "sentence-transformers":
-        import torch
-        from sentence_transformers import SentenceTransformer
-
-        peer = SentenceTransformer(model, device="cpu", model_kwargs={
-            "torch_dtype": getattr(torch, dtype)})
-        return lambda texts: peer.encode(
-            texts, prompt="task: classification | query: ",
-            batch_size=BATCH_SIZE)
+        encode, _ = load_engine(engine, dtype, model)
+        return encode
     from embgemma_keras import EmbeddingGemma
     from embgemma_keras.backend import keras_hub
 
