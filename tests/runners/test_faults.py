@@ -209,7 +209,8 @@ def test_dedup_corpus_on_flink_survives_a_lost_worker(
         str(corpus), "--output", str(out), "--model", tiny_preset,
         *on_flink_cluster], cwd=ROOT)
     try:
-        _wait_for(lambda: _embedding_runs(flink_cluster))
+        # Often: with the tiny model the embedding stage runs a few seconds.
+        _wait_for(lambda: _embedding_runs(flink_cluster), every_secs=0.1)
         jid = _embedding_runs(flink_cluster)
         killed = time.monotonic()
         if fault == "task_manager":
