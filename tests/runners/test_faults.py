@@ -180,6 +180,13 @@ def _wait_for(condition, timeout_secs=180, every_secs=0.5):
         time.sleep(every_secs)
 
 
+def _running_job(cluster) -> str:
+    """The id of the cluster's one running job."""
+    (jid,) = [job["jid"] for job in cluster.rest("/jobs/overview")["jobs"]
+              if job["state"] == "RUNNING"]
+    return jid
+
+
 def _embedding_runs(cluster) -> str | None:
     """The id of a running job whose embedding stage runs, or None."""
     for job in cluster.rest("/jobs/overview")["jobs"]:
@@ -197,9 +204,10 @@ def test_dedup_corpus_on_flink_survives_a_lost_worker(
         fault, direct_dedup, corpus, tiny_preset, flink_cluster,
         on_flink_cluster, tmp_path):
     """A TaskManager killed (SIGKILL) while the embedding stage runs, and
-    started again; or one TaskManager's SDK harness killed: Flink restarts
-    the failed tasks (the restart strategy `local_runners` configures) and
-    the outputs are the DirectRunner's, no record missing or twice."""
+    started again; or the job's first SDK harness killed as it starts:
+    Flink restarts the failed tasks (the restart strategy `local_runners`
+    configures) and the outputs are the DirectRunner's, no record missing
+    or twice."""
     out = tmp_path / "out"
     # A harness an earlier job left winding down fails nothing when killed.
     earlier_harnesses = set(_harness_pids(flink_cluster))
@@ -209,20 +217,24 @@ def test_dedup_corpus_on_flink_survives_a_lost_worker(
         str(corpus), "--output", str(out), "--model", tiny_preset,
         *on_flink_cluster], cwd=ROOT)
     try:
-        # Often: with the tiny model the embedding stage runs a few seconds.
-        _wait_for(lambda: _embedding_runs(flink_cluster), every_secs=0.1)
-        jid = _embedding_runs(flink_cluster)
-        killed = time.monotonic()
         if fault == "task_manager":
+            # With the tiny model the embedding stage runs a few seconds.
+            _wait_for(lambda: _embedding_runs(flink_cluster), every_secs=0.1)
+            jid = _running_job(flink_cluster)
+            killed = time.monotonic()
             flink_cluster.kill_task_manager(1)
             time.sleep(3)
             flink_cluster.start_task_manager(1)
         else:
+            # This job's first harness, killed as it starts: a warm harness
+            # can run the whole embedding stage between two looks at it.
             _wait_for(lambda: set(_harness_pids(flink_cluster))
-                      - earlier_harnesses)
+                      - earlier_harnesses, every_secs=0.02)
             harness = min(set(_harness_pids(flink_cluster))
                           - earlier_harnesses)
             os.kill(harness, signal.SIGKILL)
+            killed = time.monotonic()
+            jid = _running_job(flink_cluster)
     finally:
         assert job.wait(timeout=600) == 0
     recovered_secs = time.monotonic() - killed
