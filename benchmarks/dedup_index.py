@@ -208,12 +208,15 @@ def measure_directory(size: int, flags: list[str], work: pathlib.Path
 
 def stream_state_per_entry(index: pathlib.Path) -> float:
     """Bytes of bucket state an index entry takes in stream_tag: one
-    bucket entry per band of each sketcher, through the job's coder."""
+    bucket entry (with its bucket's key) per band of each sketcher,
+    through the job's coder."""
     from embgemma_keras.config import StreamDedupConfig
     from embgemma_keras.dedup.sketches import stream_sketchers
+    from embgemma_keras.dedup.stream_buckets import HELD
+    from embgemma_keras.dedup.stream_buckets import BucketEntry
+    from embgemma_keras.dedup.stream_buckets import ShardEntry
     from embgemma_keras.index.format import segment_entries
-    from transforms.dedup.streaming import BUCKET_CODER
-    from transforms.dedup.streaming import HELD
+    from transforms.dedup.streaming import SHARD_CODER
 
     segment = next(index.rglob("*.parquet"))
     entries = list(segment_entries(segment.read_bytes()))[:1000]
@@ -223,8 +226,9 @@ def stream_state_per_entry(index: pathlib.Path) -> float:
     for entry in entries:
         for sketcher in sketchers:
             sketch, keys = sketcher.sketch_entry(entry) or (b"", [])
-            total += len(keys) * len(BUCKET_CODER.encode(
-                (HELD, entry.run, entry.id, sketch, 0)))
+            held = BucketEntry(HELD, entry.run, entry.id, sketch, 0)
+            total += sum(len(SHARD_CODER.encode(ShardEntry(key, held)))
+                         for key in keys)
     return total / len(entries)
 
 

@@ -43,7 +43,6 @@ Writes the figures to benchmarks/results/throughput-<model>.json, which
 
 import argparse
 import collections
-import contextlib
 import json
 import os
 import pathlib
@@ -132,7 +131,8 @@ def detector_costs(records, vectors, dim, flags):
     where the runner's SDK harness sends them over the Fn API from this
     process (Prism's and Flink's LOOPBACK harness; not the local
     runner's, whose state stays in-process): {path: {"ms": ...,
-    "state_requests": {kind: n}}}, a record each."""
+    "state_requests": {kind: n}, "state_bytes": {"get": n, "append": n}}},
+    a record each."""
     import apache_beam as beam
     from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -140,6 +140,7 @@ def detector_costs(records, vectors, dim, flags):
 
     from embgemma_keras.config import StreamDedupConfig
     from embgemma_keras.progress import DUPLICATES
+    from local_runners.state_requests import counting_state_requests
     from transforms.dedup.streaming import StreamingNearDuplicates
     from transforms.state_cache import without_local_cache
 
@@ -147,7 +148,7 @@ def detector_costs(records, vectors, dim, flags):
     items = [(i / DETECTOR_RATE, {**r, "embeddings": {"similarity": v}})
              for i, (r, v) in enumerate(zip(records, vectors, strict=True))]
 
-    def run(items, bounded, requests):
+    def run(items, bounded, requests, sizes):
         start = time.perf_counter()
         p = (beam.Pipeline(options=PipelineOptions(flags)) if flags
              else beam.Pipeline("FnApiRunner", options=PipelineOptions([])))
@@ -155,7 +156,7 @@ def detector_costs(records, vectors, dim, flags):
                  | beam.MapTuple(lambda t, r: TimestampedValue(r, t)))
         timed.is_bounded = bounded
         _ = timed | StreamingNearDuplicates(StreamDedupConfig(), dim)
-        with counting_state_requests(requests):
+        with counting_state_requests(requests, sizes):
             result = p.run()
             result.wait_until_finish()
         flagged = result.metrics().query(MetricsFilter().with_name(
@@ -165,44 +166,20 @@ def detector_costs(records, vectors, dim, flags):
 
     costs, duplicates = {}, {}
     for path, bounded in (("bounded", True), ("stream", False)):
-        small_requests, full_requests = collections.Counter(), \
-            collections.Counter()
+        small_counts = collections.Counter(), collections.Counter()
+        full_counts = collections.Counter(), collections.Counter()
         (small, _), (full, duplicates[path]) = (
-            run(items[:STARTUP_RECORDS], bounded, small_requests),
-            run(items, bounded, full_requests))
+            run(items[:STARTUP_RECORDS], bounded, *small_counts),
+            run(items, bounded, *full_counts))
         records = len(items) - STARTUP_RECORDS
-        costs[path] = {"ms": 1000 * (full - small) / records,
-                       "state_requests": {
-                           kind: (n - small_requests[kind]) / records
-                           for kind, n in full_requests.items()}}
+        costs[path] = {"ms": 1000 * (full - small) / records, **{
+            name: {kind: (n - small_counted[kind]) / records
+                   for kind, n in full_counted.items()}
+            for name, small_counted, full_counted in zip(
+                ("state_requests", "state_bytes"), small_counts,
+                full_counts, strict=True)}}
     assert duplicates["bounded"] == duplicates["stream"], duplicates
     return costs
-
-
-@contextlib.contextmanager
-def counting_state_requests(counts):
-    """Counts, by kind (get, append, clear), the state requests an SDK
-    harness in this process sends over the Fn API while the block runs.
-
-    A measurement, not an API: it wraps Beam's private
-    `GrpcStateHandler._request`, and counts nothing where that is gone."""
-    from apache_beam.runners.worker import sdk_worker
-
-    handler = sdk_worker.GrpcStateHandler
-    original = getattr(handler, "_request", None)
-    if original is None:
-        yield
-        return
-
-    def counted(self, request):
-        counts[request.WhichOneof("request")] += 1
-        return original(self, request)
-
-    handler._request = counted
-    try:
-        yield
-    finally:
-        handler._request = original
 
 
 def detector_runners():
@@ -241,17 +218,20 @@ def state_bytes(records, vectors):
     """Bytes the streaming detector keeps per record, through its coders.
 
     An original (a record that matched nothing) leaves one bucket entry per
-    band of each sketcher for the horizon; every record waits in the
-    verdict join as its vector-free JSON line until its verdicts are in.
+    band of each sketcher (with its bucket's key) for the horizon; every
+    record waits in the verdict join as its vector-free JSON line until
+    its verdicts are in.
     """
     from apache_beam.utils.timestamp import Timestamp
 
     from embgemma_keras.config import StreamDedupConfig
     from embgemma_keras.dedup.grouping import THIS_RUN
     from embgemma_keras.dedup.sketches import stream_sketchers
+    from embgemma_keras.dedup.stream_buckets import HELD
+    from embgemma_keras.dedup.stream_buckets import BucketEntry
+    from embgemma_keras.dedup.stream_buckets import ShardEntry
     from embgemma_keras.records.schema import to_json_line
-    from transforms.dedup.streaming import BUCKET_CODER
-    from transforms.dedup.streaming import HELD
+    from transforms.dedup.streaming import SHARD_CODER
 
     micros = Timestamp.now().micros
     held = {}
@@ -260,8 +240,9 @@ def state_bytes(records, vectors):
         for record, vector in zip(records, vectors, strict=True):
             sketch, keys = sketcher.sketch(
                 {**record, "embeddings": {"similarity": vector}})
-            sizes.append(len(keys) * len(BUCKET_CODER.encode(
-                (HELD, THIS_RUN, record["id"], sketch, micros))))
+            entry = BucketEntry(HELD, THIS_RUN, record["id"], sketch, micros)
+            sizes.append(sum(len(SHARD_CODER.encode(ShardEntry(key, entry)))
+                             for key in keys))
         held[sketcher.kind.value] = sum(sizes) / len(sizes)
     line = sum(len(to_json_line(r).encode()) for r in records) / len(records)
     return {"bucket_bytes_per_original": held,
@@ -317,13 +298,15 @@ def measure_detector(model, lines, results):
               f"bounded input, {stream:.2f} on a stream's path (state "
               f"and timers)", flush=True)
         for path, cost in detector.items():
-            requests = cost["state_requests"]
+            requests, sizes = cost["state_requests"], cost["state_bytes"]
             if requests:
                 print(f"  {path}: state requests a record over the Fn "
                       f"API: {sum(requests.values()):.1f} ("
                       + ", ".join(f"{kind} {n:.1f}" for kind, n in
-                                  sorted(requests.items())) + ")",
-                      flush=True)
+                                  sorted(requests.items())) + "); bytes "
+                      "a record: " + ", ".join(
+                          f"{kind} {n:,.0f}" for kind, n in
+                          sorted(sizes.items())), flush=True)
     return extra_ms
 
 

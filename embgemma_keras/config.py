@@ -285,8 +285,12 @@ class StreamDedupConfig(Settings):
         3600, "Near-duplicates are looked for this far back in event time.",
         bounds=POSITIVE)
     max_originals: int = setting(
-        200, "Originals remembered per LSH bucket; the oldest are "
-             "forgotten past it.", bounds=POSITIVE)
+        200, "Originals a record is compared with per LSH bucket: the "
+             "latest within the horizon.", bounds=POSITIVE)
+    bucket_shards: int = setting(
+        64, "Streaming: keys the LSH buckets' state is spread over; a "
+            "key's timer judges all its records the watermark has passed "
+            "with one read.", bounds=POSITIVE)
     semantic_bands: int = setting(16, "Stream semantic LSH: bands.",
                                   bounds=POSITIVE)
     semantic_bits: int = setting(12, "Stream semantic LSH: sign bits per "

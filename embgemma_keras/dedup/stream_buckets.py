@@ -22,14 +22,16 @@ verdicts of some of its bands).
 ...                 BucketEntry.newcomer("lexical", "a", a, 0)], held=[])
 >>> [(v.id, v.match and v.match.original) for v in judged.verdicts]
 [('a', None), ('b', 'a')]
->>> [entry.id for entry in judged.held]
+>>> [entry.id for entry in judged.added]
 ['a']
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import typing
+import zlib
 from collections.abc import Iterable
 from collections.abc import Sequence
 
@@ -149,26 +151,30 @@ def better_match(rank: dict[str, int], one: Match | None,
 
 @dataclasses.dataclass
 class Judgement:
-    """A bucket's verdicts on some newcomers, and what it holds after:
-    the entries it held before, less those forgotten (the bucket was full,
-    or past the horizon), and the newcomers `added` as originals."""
+    """A bucket's verdicts on some newcomers, the newcomers `added` as
+    originals, and how many verdicts left originals out (`crowded`: more
+    than `max_originals` of them within the horizon)."""
 
     verdicts: list[Verdict]
-    held: list[BucketEntry]
     added: list[BucketEntry]
-    evicted: int  # originals forgotten because the bucket was full
+    crowded: int
 
 
 class BucketJudge:
     """Judges a bucket's newcomers against what it holds, in order.
 
+    A newcomer is compared with the latest `max_originals` originals at or
+    before it in event time, within the horizon, and with the index
+    entries. That rule depends on the originals alone, not on when they
+    came, so a bucket judged in several steps (a stream's timers) gives
+    the verdicts of one judged at once (a bounded input).
+
     Args:
         sketchers: the detector's sketchers, by kind.
         horizon_secs: only a record at most this much earlier in event
-            time can be an original; a bucket whose newest original is
-            older than that before a newcomer forgets them all first.
-        max_originals: originals held; the oldest are forgotten past it, so
-            a hot bucket costs bounded time and memory.
+            time can be an original.
+        max_originals: originals a newcomer is compared with, the latest;
+            so a hot bucket costs bounded time.
     """
 
     def __init__(self, sketchers: Sequence[Sketcher], horizon_secs: float,
@@ -178,66 +184,47 @@ class BucketJudge:
         self._max_originals = max_originals
 
     def __call__(self, newcomers: Iterable[BucketEntry],
-                 held: Sequence[BucketEntry],
+                 held: Iterable[BucketEntry],
                  indexed: Sequence[BucketEntry] = ()) -> Judgement:
         """Judges `newcomers` against the originals `held` and the index
-        entries `indexed`; returns the verdicts and what is held after."""
-        judged = Judgement([], list(held), [], 0)
-        newest = _newest(judged.held)
-        for newcomer in sorted(newcomers, key=lambda n: (n.micros, n.id)):
-            if self._outlived(newest, newcomer.micros):
-                judged.held, newest = [], None
-            match = self._closest(newcomer, judged.held, indexed)
+        entries `indexed`; returns the verdicts and the new originals."""
+        judged = Judgement([], [], 0)
+        held = sorted(held, key=_order)
+        held_ids = {entry.id for entry in held}
+        for newcomer in sorted(newcomers, key=_order):
+            match = self._closest(newcomer, self._originals(
+                newcomer, held, judged), indexed)
             judged.verdicts.append(
                 Verdict(newcomer.id, newcomer.micros, match))
             # Only originals are held: a copy matches its original anyway,
             # so a burst of copies (a spam wave) leaves one entry and
             # `duplicate_of` names the original, not another copy. A
             # redelivered record (its id held) is not held twice.
-            if match is None and all(e.id != newcomer.id
-                                     for e in judged.held):
-                if self._make_room(judged):
-                    newest = _newest(judged.held)  # a late one may be gone
-                judged.held.append(newcomer._replace(kind=HELD))
-                judged.added.append(judged.held[-1])
-                newest = (newcomer.micros if newest is None
-                          else max(newest, newcomer.micros))
+            if match is None and newcomer.id not in held_ids:
+                original = newcomer._replace(kind=HELD)
+                bisect.insort(held, original, key=_order)
+                held_ids.add(original.id)
+                judged.added.append(original)
         return judged
 
-    def current_index(self, indexed: Sequence[BucketEntry], micros: int
-                      ) -> list[BucketEntry]:
-        """The index entries a bucket still needs at `micros`, once its
-        newcomers up to then are judged: those held for good (time 0);
-        of an entry looked up by records at or before `micros`, the
-        latest lookup (it outlives the others), unless past the horizon;
-        and every lookup after `micros` (its newcomer is still to come)."""
-        latest: dict[tuple[str, str], BucketEntry] = {}
-        later = []
-        for entry in indexed:
-            if entry.micros > micros:
-                later.append(entry)
-                continue
-            node = entry.run, entry.id
-            if node not in latest or latest[node].micros < entry.micros:
-                latest[node] = entry
-        return [entry for entry in latest.values() if not entry.micros
-                or not self._outlived(entry.micros, micros)] + later
+    def _originals(self, newcomer: BucketEntry, held: list[BucketEntry],
+                   judged: Judgement) -> list[BucketEntry]:
+        """The originals `newcomer` is compared with: of those at or before
+        it within the horizon (`held` is in event-time order), the latest
+        `max_originals`, less any with its own id (a record seen again is
+        never its own original)."""
+        start = bisect.bisect_left(held, newcomer.micros - self.horizon_micros,
+                                   key=_micros)
+        end = bisect.bisect_right(held, newcomer.micros, key=_micros)
+        originals = [entry for entry in held[start:end]
+                     if entry.id != newcomer.id]
+        if len(originals) > self._max_originals:
+            judged.crowded += 1
+            del originals[:-self._max_originals]
+        return originals
 
-    def horizon_end(self, held: Sequence[BucketEntry]) -> int | None:
-        """The last event time at which a newcomer still meets the newest
-        original of `held` (None if it holds none)."""
-        newest = _newest(held)
-        return None if newest is None else newest + self.horizon_micros
-
-    def outlived(self, held: Sequence[BucketEntry], micros: int) -> bool:
-        """Whether a bucket holding `held` forgets them all by `micros`:
-        its newest original is more than the horizon earlier."""
-        return self._outlived(_newest(held), micros)
-
-    def _outlived(self, newest: int | None, micros: int) -> bool:
-        return newest is not None and micros - newest > self.horizon_micros
-
-    def _closest(self, newcomer: BucketEntry, held: Sequence[BucketEntry],
+    def _closest(self, newcomer: BucketEntry,
+                 originals: Sequence[BucketEntry],
                  indexed: Sequence[BucketEntry]) -> Match | None:
         """The closest original or index entry, or None.
 
@@ -250,10 +237,9 @@ class BucketJudge:
         the horizon (a database index's entries come with the records
         that looked them up).
         """
-        earlier = [entry for entry in held if entry.id != newcomer.id
-                   and self._within(newcomer, entry)]
-        earlier += [entry for entry in indexed
-                    if not entry.micros or self._within(newcomer, entry)]
+        earlier = [*originals, *(
+            entry for entry in indexed if not entry.micros or
+            0 <= newcomer.micros - entry.micros <= self.horizon_micros)]
         if not earlier:
             return None
         sketcher = self._sketchers[newcomer.kind]
@@ -265,20 +251,87 @@ class BucketJudge:
         return Match(newcomer.kind, earlier[best].id, float(scores[best]),
                      earlier[best].run)
 
-    def _within(self, newcomer: BucketEntry, entry: BucketEntry) -> bool:
-        """Whether `entry` came at or before `newcomer`, in its horizon."""
-        return 0 <= newcomer.micros - entry.micros <= self.horizon_micros
 
-    def _make_room(self, judged: Judgement) -> int:
-        """Forgets the oldest originals of a full bucket; how many."""
-        if len(judged.held) < self._max_originals:
-            return 0
-        judged.held.sort(key=lambda entry: entry.micros)
-        drop = len(judged.held) - self._max_originals + 1
-        del judged.held[:drop]
-        judged.evicted += drop
-        return drop
+def _order(entry: BucketEntry) -> tuple[int, str]:
+    """The order a bucket judges in: event time, then id."""
+    return entry.micros, entry.id
 
 
-def _newest(held: Sequence[BucketEntry]) -> int | None:
-    return max((entry.micros for entry in held), default=None)
+def _micros(entry: BucketEntry) -> int:
+    return entry.micros
+
+
+# A stream's buckets, spread over a few keys ("shards") --------------------
+
+SLICES = 3  # bags a shard holds its originals in, one slice of time each
+EMPTY = -1 << 62  # a bag holding no slice
+
+
+class ShardEntry(typing.NamedTuple):
+    """A bucket entry as a shard holds it: its bucket's key, and it."""
+
+    bucket: bytes
+    entry: BucketEntry
+
+
+def shard_of(bucket: bytes, shards: int) -> int:
+    """The shard (of `shards`) that holds the bucket keyed `bucket`: the
+    same on every worker."""
+    return zlib.crc32(bucket) % shards
+
+
+class ShardClock(typing.NamedTuple):
+    """What a shard knows between its timers: the latest time one fired
+    at (the watermark has passed it), and the slice of event time each of
+    its `SLICES` bags of originals holds (`EMPTY` for none)."""
+
+    micros: int
+    slices: tuple[int, ...]
+
+    @classmethod
+    def start(cls) -> ShardClock:
+        return cls(EMPTY, (EMPTY,) * SLICES)
+
+
+class ShardSlices:
+    """Where a shard keeps its originals: by slice of event time, one
+    horizon long, in `SLICES` bags (slice mod `SLICES`).
+
+    A newcomer meets originals from its own slice and the one before; once
+    the clock is in slice `s`, everything still to judge on time is later,
+    so a bag holding a slice before `s - 1` is forgotten whole (one clear,
+    no entry read), and an original that old is not kept.
+    """
+
+    def __init__(self, horizon_micros: int):
+        self._length = max(1, horizon_micros)
+
+    def slice_of(self, micros: int) -> int:
+        return micros // self._length
+
+    def bags_to_read(self, clock: ShardClock, earliest: int) -> list[int]:
+        """The bags holding originals a newcomer at `earliest` or later (up
+        to the clock) can meet."""
+        first = self.slice_of(earliest) - 1
+        return [bag for bag, held in enumerate(clock.slices)
+                if held != EMPTY and held >= first]
+
+    def bag_for(self, clock: ShardClock, micros: int) -> int | None:
+        """The bag an original at `micros` goes in; None if it is already
+        too old to meet anything still to judge on time."""
+        held = self.slice_of(micros)
+        return None if held < self._oldest_live(clock) else held % SLICES
+
+    def dead_bags(self, clock: ShardClock) -> list[int]:
+        """The bags holding only slices nothing on time can meet."""
+        oldest = self._oldest_live(clock)
+        return [bag for bag, held in enumerate(clock.slices)
+                if held != EMPTY and held < oldest]
+
+    def expiry(self, clock: ShardClock) -> int | None:
+        """When the oldest slice held is forgotten (None: none held)."""
+        held = [s for s in clock.slices if s != EMPTY]
+        return (min(held) + 2) * self._length if held else None
+
+    def _oldest_live(self, clock: ShardClock) -> int:
+        return self.slice_of(clock.micros) - 1

@@ -1,8 +1,12 @@
 import numpy as np
 
+from embgemma_keras.dedup.stream_buckets import EMPTY
 from embgemma_keras.dedup.stream_buckets import BucketEntry
 from embgemma_keras.dedup.stream_buckets import BucketJudge
 from embgemma_keras.dedup.stream_buckets import Match
+from embgemma_keras.dedup.stream_buckets import ShardClock
+from embgemma_keras.dedup.stream_buckets import ShardSlices
+from embgemma_keras.dedup.stream_buckets import shard_of
 from embgemma_keras.records.schema import DuplicateKind
 
 SECOND = 1_000_000  # microseconds
@@ -33,40 +37,56 @@ def test_newcomers_are_judged_in_event_time_then_id_order():
     judged = judge([_newcomer("b", "x", 0), _newcomer("c", "x", 1),
                     _newcomer("a", "x", 0)], held=[])
     assert _matches(judged) == {"a": None, "b": "a", "c": "a"}
-    assert [entry.id for entry in judged.held] == ["a"]
-    assert judged.added == judged.held
+    assert [entry.id for entry in judged.added] == ["a"]
 
 
 def test_a_redelivered_record_gets_its_first_verdict_and_is_held_once():
     judge = BucketJudge([_EqualTexts()], horizon_secs=60, max_originals=10)
     first = judge([_newcomer("a", "x", 0)], held=[])
-    again = judge([_newcomer("a", "x", 0)], held=first.held)
+    again = judge([_newcomer("a", "x", 0)], held=first.added)
     assert _matches(again) == {"a": None}
-    assert again.added == [] and again.held == first.held
+    assert again.added == []
 
 
-def test_a_bucket_past_the_horizon_forgets_its_originals():
+def test_an_original_past_the_horizon_matches_nothing():
     judge = BucketJudge([_EqualTexts()], horizon_secs=60, max_originals=10)
-    held = judge([_newcomer("a", "x", 0)], held=[]).held
+    held = judge([_newcomer("a", "x", 0)], held=[]).added
     within = judge([_newcomer("b", "x", 60)], held=held)
     past = judge([_newcomer("c", "x", 61)], held=held)
-    assert _matches(within) == {"b": "a"} and within.held == held
+    assert _matches(within) == {"b": "a"} and within.added == []
     assert _matches(past) == {"c": None}
-    assert [entry.id for entry in past.held] == ["c"]
-    assert judge.horizon_end(held) == 60 * SECOND
-    assert judge.horizon_end([]) is None
-    assert not judge.outlived(held, 60 * SECOND)
-    assert judge.outlived(held, 61 * SECOND)
+    assert [entry.id for entry in past.added] == ["c"]
 
 
-def test_a_full_bucket_forgets_its_oldest_original():
+def test_a_crowded_bucket_compares_the_latest_originals():
     judge = BucketJudge([_EqualTexts()], horizon_secs=60, max_originals=2)
     judged = judge([_newcomer(f"r{t}", f"text {t}", t) for t in range(3)]
-                   + [_newcomer("copy", "text 0", 4)], held=[])
-    assert _matches(judged)["copy"] is None  # r0 was forgotten
-    # r0 made room for r2, r1 for the copy (an original now).
-    assert judged.evicted == 2
-    assert [entry.id for entry in judged.held] == ["r2", "copy"]
+                   + [_newcomer("copy0", "text 0", 4),
+                      _newcomer("copy2", "text 2", 5)], held=[])
+    # r0 is one of three originals before copy0, not of the latest two;
+    # copy0 is an original then, so r1 is left out for copy2.
+    assert _matches(judged)["copy0"] is None
+    assert _matches(judged)["copy2"] == "r2"
+    assert judged.crowded == 2
+
+
+def test_judged_in_steps_a_bucket_gives_the_verdicts_of_once():
+    """A stream judges a bucket's newcomers a timer at a time, with the
+    originals of the steps before; the verdicts are those of one step."""
+    rng = np.random.default_rng(7)
+    times = sorted(rng.integers(0, 200, size=60).tolist())
+    newcomers = [_newcomer(f"r{i}", f"text {rng.integers(0, 12)}", t)
+                 for i, t in enumerate(times)]
+    judge = BucketJudge([_EqualTexts()], horizon_secs=30, max_originals=3)
+    at_once = judge(newcomers, held=[])
+    held, verdicts = [], []
+    for step in range(0, len(newcomers), 7):
+        judged = judge(newcomers[step:step + 7], held=held)
+        held += judged.added
+        verdicts += judged.verdicts
+    assert verdicts == at_once.verdicts
+    assert held == at_once.added
+    assert at_once.crowded  # the cap was met
 
 
 def test_index_entries_match_whatever_their_age_and_id():
@@ -74,17 +94,25 @@ def test_index_entries_match_whatever_their_age_and_id():
     judged = judge([_newcomer("kept", "x", 10_000)], held=[],
                    indexed=[BucketEntry.indexed_entry("run1", "kept", b"x")])
     assert judged.verdicts[0].match == Match("exact", "kept", 1.0, "run1")
-    assert judged.held == []  # a duplicate is not an original
+    assert judged.added == []  # a duplicate is not an original
 
 
-def test_a_late_original_that_fills_a_bucket_keeps_the_horizon_its_own():
-    """Room made for a late original can drop the newest one; the
-    horizon then runs from the late one."""
-    judge = BucketJudge([_EqualTexts()], horizon_secs=60, max_originals=1)
-    held = judge([_newcomer("new", "y", 100)], held=[]).held
-    judged = judge([_newcomer("late", "x", 50), _newcomer("next", "z", 111)],
-                   held=held)
-    # "next" is 61 s after "late", the newest left: the horizon forgets
-    # it, so only "new" was evicted (the bucket_evictions metric).
-    assert [entry.id for entry in judged.held] == ["next"]
-    assert judged.evicted == 1
+def test_a_shard_forgets_a_slice_nothing_on_time_can_meet():
+    slices = ShardSlices(horizon_micros=60 * SECOND)
+    clock = ShardClock.start()._replace(micros=130 * SECOND)  # slice 2
+    # An original of slice 1 goes to bag 1, one of slice 0 is too old.
+    assert slices.bag_for(clock, 70 * SECOND) == 1
+    assert slices.bag_for(clock, 59 * SECOND) is None
+    held = clock._replace(slices=(EMPTY, 1, 2))
+    assert slices.dead_bags(held) == []
+    assert slices.bags_to_read(held, earliest=125 * SECOND) == [1, 2]
+    # Slice 1 is forgotten once the clock is in slice 3, at 180 s.
+    assert slices.expiry(held) == 180 * SECOND
+    later = held._replace(micros=180 * SECOND)
+    assert slices.dead_bags(later) == [1]
+    assert slices.bags_to_read(later, earliest=185 * SECOND) == [2]
+
+
+def test_a_bucket_keeps_its_shard_everywhere():
+    assert shard_of(b"bucket", 64) == shard_of(b"bucket", 64) < 64
+    assert len({shard_of(bytes([i]), 8) for i in range(256)}) == 8

@@ -1,19 +1,25 @@
 """Jobs on Prism, Beam's portable runner: the same outputs as on the
 DirectRunner, every record accounted for (tiny model)."""
 
+import collections
 import json
 import time
 
 import apache_beam as beam
+import numpy as np
 import pytest
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms import trigger
 from apache_beam.transforms import window
+from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from embgemma_keras import load_centroids
 from embgemma_keras import load_head
 from embgemma_keras.config import StreamDedupConfig
+from embgemma_keras.progress import DUPLICATES
+from local_runners.state_requests import counting_state_requests
 from pipelines import dedup_corpus
 from pipelines import fit_clusters
 from pipelines import stream_tag
@@ -24,6 +30,7 @@ from tests.helpers import run_events
 from tests.helpers import write_tsv
 from tests.runners.conftest import BAD_LINES
 from tests.runners.conftest import BAD_TIME_ERROR
+from tests.runners.conftest import EXAMPLES
 from tests.runners.conftest import STREAM_EVENTS
 from tests.runners.conftest import STREAM_HORIZON_SECS
 from tests.runners.conftest import STREAM_VERDICTS
@@ -70,6 +77,45 @@ def test_the_stream_path_of_the_detector_on_prism(on_prism, tmp_path):
     assert verdicts("prism", flags=on_prism) == STREAM_VERDICTS
     assert verdicts("direct") == STREAM_VERDICTS
     assert verdicts("bounded", bounded=True) == STREAM_VERDICTS
+
+
+def test_the_detectors_stream_path_costs_a_few_state_requests_on_prism(
+        on_prism):
+    """Prism hands out no cache tokens, so every state read crosses the Fn
+    API. The stream path's buckets share a few keys (shards) and a shard's
+    timer judges all its records at once, so the sample corpus costs a
+    few state requests a record (one a band, about 100, before issue
+    #24), and flags what the bounded path flags."""
+    records = [json.loads(line) for line in
+               (EXAMPLES / "corpus.jsonl").read_text().splitlines()]
+    vectors = np.random.default_rng(0).normal(size=(len(records), 64))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    items = [(i / 10, {**record, "embeddings": {"similarity": vector}})
+             for i, (record, vector) in enumerate(zip(records, vectors,
+                                                      strict=True))]
+    requests, sizes = collections.Counter(), collections.Counter()
+
+    def flagged(flags, bounded):
+        p = beam.Pipeline(options=PipelineOptions(flags))
+        timed = (p | beam.Create(items, reshuffle=False)
+                 | beam.MapTuple(lambda t, r: TimestampedValue(r, t)))
+        timed.is_bounded = bounded
+        _ = timed | StreamingNearDuplicates(StreamDedupConfig(), dim=64)
+        with counting_state_requests(requests, sizes):
+            result = p.run()
+            result.wait_until_finish()
+        return result.metrics().query(MetricsFilter().with_name(
+            DUPLICATES))["counters"][0].committed
+
+    bounded = flagged(["--runner", "DirectRunner"], bounded=True)
+    requests.clear()
+    assert flagged(on_prism, bounded=False) == bounded > 0
+    per_record = sum(requests.values()) / len(items)
+    print(f"\n{per_record:.1f} state requests a record on Prism's stream "
+          f"path ({dict(requests)}; {sizes['get'] / len(items):,.0f} bytes "
+          f"read a record)")
+    assert requests["get"] > 0  # the harness's requests were counted
+    assert per_record < 20
 
 
 def test_train_classifier_and_fit_clusters_on_prism(

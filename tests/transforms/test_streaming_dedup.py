@@ -151,10 +151,12 @@ def _check_plain(value, name):
 
 
 def test_streaming_state_holds_plain_values_only(tmp_path, monkeypatch):
-    from transforms.dedup.streaming import _CompareInBucket
+    from transforms.dedup.streaming import _CompareInShard
     from transforms.dedup.streaming import _JoinVerdicts
 
-    for fn, spec_names in ((_CompareInBucket, ["BUCKET"]),
+    shard_specs = ["PENDING", "HELD_0", "HELD_1", "HELD_2", "INDEXED",
+                   "CLOCK"]
+    for fn, spec_names in ((_CompareInShard, shard_specs),
                            (_JoinVerdicts, ["INBOX"])):
         for spec_name in spec_names:
             spec = getattr(fn, spec_name)
@@ -179,11 +181,11 @@ def test_streaming_state_holds_plain_values_only(tmp_path, monkeypatch):
         "a": None, "b": "a", "c": "kept"}
     assert len(out) == 4 and all("embeddings" not in r for r in out)
     written = {name for name, _ in _STATE_VALUES}
-    assert written == {"bucket", "inbox"}
-    # An entry is a kind, a run, an id, a sketch (a MinHash signature, or a
-    # float16 vector) and a time: never a record.
-    sketches = [value[3] for name, value in _STATE_VALUES
-                if name == "bucket"]
+    assert written == {"pending", "held_0", "indexed", "clock", "inbox"}
+    # An entry is its bucket's key, and a kind, a run, an id, a sketch (a
+    # MinHash signature, or a float16 vector) and a time: never a record.
+    sketches = [value.entry.sketch for name, value in _STATE_VALUES
+                if name in ("pending", "held_0", "indexed")]
     assert sorted({len(sketch) for sketch in sketches}) == [64 * 2, 128 * 4]
 
 

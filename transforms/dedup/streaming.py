@@ -8,28 +8,31 @@ or not, and without its embeddings (they are sketched on the way in).
 
 How it works: each record is sketched (`embgemma_keras.dedup.sketches`)
 into one bucket key per band of each sketcher; each bucket holds the
-originals it saw (records that matched none before them, at most
-`max_originals`, forgotten once the newest is `horizon_secs` old) and
-judges each newcomer against them in order of event time, then id
+originals it saw (records that matched none before them) and judges each
+newcomer, in order of event time, then id, against the latest
+`max_originals` of them within `horizon_secs` before it
 (`embgemma_keras.dedup.stream_buckets.BucketJudge`), so of two
 near-duplicates exactly one is flagged, the same one whatever the order a
 runner or Pub/Sub delivers them in. A stateful DoFn keyed by record id
 joins the verdicts of all bands and emits the record with its best match:
-lexical before semantic, then the highest similarity. In a stream the
-buckets are keyed state and event-time timers, and a record leaves once
-the watermark has passed it; over a bounded input (files) a
-`CoGroupByKey` hands each bucket its records at once, judged with no
-state or timers: the same verdicts for less. Buckets and the join hold
-named tuples (`BucketEntry`, `JoinEntry`, `Match`) with fixed,
-deterministic coders: no pickling. The design, and what it costs:
-docs/streaming.md.
+lexical before semantic, then the highest similarity.
+
+Two paths, the same verdicts. Over a bounded input (files) a `GroupByKey`
+hands each bucket its records at once, judged with no state or timers. In
+a stream the buckets are keyed state and event-time timers, spread over
+`bucket_shards` keys: a bundle's entries go to a shard as one message, a
+shard's timer judges every record the watermark has passed with one read
+of its state, and its originals are kept in slices of event time that are
+forgotten whole (`_CompareInShard`); a record leaves once the watermark
+has passed it. Buckets and the join hold named tuples (`BucketEntry`,
+`ShardEntry`, `JoinEntry`, `Match`) with fixed, deterministic coders: no
+pickling. The design, and what it costs: docs/streaming.md.
 
 Against a dedup index (`against=`, `stream_tag --index`): the entries
 `dedup_corpus` kept join the buckets' state for good, so a record is also
 flagged as a near-duplicate of any of them (`duplicate_of_run` names the
-run that kept it). Over a bounded input they join a bucket's records
-through a tagged `CoGroupByKey`; a stream's keyed state has one input, so
-there they come in with the records and their run tells them apart. An
+run that kept it): over a bounded input in the bucket's group, in a
+stream in its shard's state, told apart from records by their run. An
 index in a database is looked up a record at a time instead
 (`transforms.index.lookup.LookUpForStream`): the entries found come on
 the record (`INDEX_MATCHES`) and join its buckets with its time, held for
@@ -48,6 +51,8 @@ later in event time has been compared is not flagged, nor is that one.
 
 from __future__ import annotations
 
+import collections
+import itertools
 import json
 import typing
 from collections.abc import Sequence
@@ -59,6 +64,7 @@ from apache_beam.coders.coders import FastCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.transforms.userstate import TimerSpec
 from apache_beam.transforms.userstate import on_timer
 from apache_beam.utils.timestamp import Timestamp
@@ -67,14 +73,18 @@ from apache_beam.utils.windowed_value import WindowedValue
 from embgemma_keras.config import StreamDedupConfig
 from embgemma_keras.dedup.sketches import Sketcher
 from embgemma_keras.dedup.sketches import stream_sketchers
-from embgemma_keras.dedup.stream_buckets import HELD as HELD  # benchmarks
+from embgemma_keras.dedup.stream_buckets import EMPTY
 from embgemma_keras.dedup.stream_buckets import BucketEntry
 from embgemma_keras.dedup.stream_buckets import BucketJudge
 from embgemma_keras.dedup.stream_buckets import JoinEntry
 from embgemma_keras.dedup.stream_buckets import Judgement
 from embgemma_keras.dedup.stream_buckets import Match
+from embgemma_keras.dedup.stream_buckets import ShardClock
+from embgemma_keras.dedup.stream_buckets import ShardEntry
+from embgemma_keras.dedup.stream_buckets import ShardSlices
 from embgemma_keras.dedup.stream_buckets import better_match
 from embgemma_keras.dedup.stream_buckets import match_rank
+from embgemma_keras.dedup.stream_buckets import shard_of
 from embgemma_keras.progress import DUPLICATES
 from embgemma_keras.records.schema import DUPLICATE_OF
 from embgemma_keras.records.schema import DUPLICATE_OF_RUN
@@ -87,9 +97,6 @@ from embgemma_keras.records.schema import to_json_line
 from embgemma_keras.records.schema import without_working_fields
 from transforms.counters import count
 from transforms.state_cache import skip_module_scan
-
-# The tags of a bounded input's co-group per bucket.
-_RECORDS, _INDEX = "records", "index"
 
 
 class _FieldsCoder(FastCoder):
@@ -154,10 +161,23 @@ class _JoinEntryCoder(_FieldsCoder):
     fields = (coders.BytesCoder(), coders.VarIntCoder(), _MatchCoder())
 
 
-for _coder in (_MatchCoder, _BucketEntryCoder, _JoinEntryCoder):
+class _ShardEntryCoder(_FieldsCoder):
+    kind = ShardEntry
+    fields = (coders.BytesCoder(), _BucketEntryCoder())
+
+
+class _ShardClockCoder(_FieldsCoder):
+    kind = ShardClock
+    fields = (coders.VarIntCoder(),
+              coders.TupleSequenceCoder(coders.VarIntCoder()))
+
+
+for _coder in (_MatchCoder, _BucketEntryCoder, _JoinEntryCoder,
+               _ShardEntryCoder, _ShardClockCoder):
     coders.registry.register_coder(_coder.kind, _coder)
-BUCKET_CODER = _BucketEntryCoder()
 JOIN_CODER = _JoinEntryCoder()
+SHARD_CODER = _ShardEntryCoder()
+CLOCK_CODER = _ShardClockCoder()
 
 
 class _BucketVerdicts(beam.DoFn):
@@ -168,8 +188,8 @@ class _BucketVerdicts(beam.DoFn):
     def __init__(self, sketchers, horizon_secs, max_originals):
         self._judge = BucketJudge(sketchers, horizon_secs, max_originals)
         self._rank = match_rank(sketchers)
-        self._evicted = Metrics.counter("StreamingNearDuplicates",
-                                        "bucket_evictions")
+        self._crowded = Metrics.counter("StreamingNearDuplicates",
+                                        "crowded_buckets")
 
     def start_bundle(self):
         # (record id, window, event time) -> (bands judged, best match)
@@ -190,87 +210,235 @@ class _BucketVerdicts(beam.DoFn):
             bands, best = self._verdicts.get(key, (0, None))
             self._verdicts[key] = (
                 bands + 1, better_match(self._rank, best, verdict.match))
-        if judged.evicted:
-            self._evicted.inc(judged.evicted)
+        if judged.crowded:
+            self._crowded.inc(judged.crowded)
         return judged
 
 
-class _CompareInBucket(_BucketVerdicts):
-    """A stream's buckets: each in keyed state, woken by an event-time timer
-    at each newcomer's time (tagged with it), so a newcomer is judged once
-    the watermark has passed it: a copy delivered before its original
-    (Pub/Sub keeps no order) is still the one flagged, and every bucket
-    orders two records the same way (event time, then id).
+class _ToShards(beam.DoFn):
+    """A stream's way into its buckets: each record's (or index entry's)
+    bucket entries, gathered per shard (`shard_of` its bucket) over a
+    bundle and sent as one message a shard, so a shard takes one state
+    append a bundle however many records and bands fall in it.
 
-    Whatever woke it, a bucket judges every newcomer waiting up to that
-    time, then forgets its originals if they are past the horizon (an
-    `EXPIRY` timer wakes it then). So the verdicts do not depend on the
-    order in which a runner fires timers due together, as when the
-    watermark jumps over a backlog.
+    Args:
+        entries: what to send, as `(bucket key, BucketEntry)`s, of an
+            element at `micros` (its event time in whole milliseconds).
+        shards: how many keys the buckets are spread over.
     """
 
-    BUCKET = BagStateSpec("bucket", BUCKET_CODER)
+    def __init__(self, entries, shards: int):
+        self._entries = entries
+        self._shards = shards
+
+    def start_bundle(self):
+        self._batches = {}  # (shard, window) -> [ShardEntry]
+
+    def process(self, element, timestamp=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam):
+        # Whole milliseconds: Beam's timers fire at that precision, so a
+        # newcomer's timer fires at its time, not before it.
+        micros = timestamp.micros // 1000 * 1000
+        for bucket, entry in self._entries(element, micros):
+            self._batches.setdefault(
+                (shard_of(bucket, self._shards), window), []).append(
+                ShardEntry(bucket, entry))
+
+    def finish_bundle(self):
+        for (shard, window), entries in self._batches.items():
+            # At the earliest entry's time: it holds the watermark there.
+            earliest = min(item.entry.micros for item in entries)
+            yield WindowedValue((shard, entries), Timestamp(micros=earliest),
+                                [window])
+        self._batches = {}
+
+
+class _ShardView:
+    """A shard's state as this bundle has read and changed it: Beam's
+    harness re-reads a state cell over the Fn API each time it is read
+    without a runner's cache token (Prism hands out none), and one bundle
+    can fire several of a shard's timers."""
+
+    def __init__(self, clock: ShardClock, pending: list[ShardEntry]):
+        self.clock = clock
+        self.pending = pending
+        self.held: dict[int, list[ShardEntry]] = {}  # bag -> its entries
+        self.indexed: list[ShardEntry] | None = None
+
+
+class _CompareInShard(_BucketVerdicts):
+    """A stream's buckets, in keyed state: a few keys (shards), each
+    holding many buckets, so one state read serves every record judged
+    when a timer fires, not one band of one record.
+
+    A shard adds each message of newcomers (`_ToShards`) to its `PENDING`
+    bag and sets an event-time timer at the message's earliest time. When
+    any of its timers fires, every newcomer the watermark has passed is
+    judged, bucket by bucket (`BucketJudge`), against the originals in the
+    bags of their slices of event time (`ShardSlices`); the new originals
+    go to their slice's bag, and a bag whose slice nothing on time can
+    meet any more is cleared whole. Newcomers still ahead of the watermark
+    wait, with a timer at the earliest. So the verdicts do not depend on
+    how a runner groups or orders the timers due together, and each
+    verdict is emitted at its record's time while a timer there holds the
+    watermark.
+
+    An index entry held for good (`against`) goes to `INDEXED`; one looked
+    up for a record (`INDEX_MATCHES`) waits with it and is then held, like
+    an original, for its horizon.
+    """
+
+    PENDING = BagStateSpec("pending", SHARD_CODER)
+    HELD_0 = BagStateSpec("held_0", SHARD_CODER)
+    HELD_1 = BagStateSpec("held_1", SHARD_CODER)
+    HELD_2 = BagStateSpec("held_2", SHARD_CODER)
+    INDEXED = BagStateSpec("indexed", SHARD_CODER)
+    CLOCK = ReadModifyWriteStateSpec("clock", CLOCK_CODER)
     WAKE = TimerSpec("wake", TimeDomain.WATERMARK)
-    EXPIRY = "expiry"  # the tag of the timer that forgets the originals
+    EXPIRY = "expiry"  # the tag of the timer that forgets a slice
+
+    def __init__(self, sketchers, horizon_secs, max_originals,
+                 with_index: bool):
+        super().__init__(sketchers, horizon_secs, max_originals)
+        self._slices = ShardSlices(self._judge.horizon_micros)
+        self._with_index = with_index
 
     def setup(self):
         skip_module_scan()
 
-    def process(self, element, bucket=beam.DoFn.StateParam(BUCKET),
+    def start_bundle(self):
+        super().start_bundle()
+        self._views = {}  # (shard, window) -> _ShardView
+
+    def finish_bundle(self):
+        self._views = {}
+        yield from super().finish_bundle()
+
+    def process(self, element, window=beam.DoFn.WindowParam,
+                pending=beam.DoFn.StateParam(PENDING),
+                indexed=beam.DoFn.StateParam(INDEXED),
                 wake=beam.DoFn.TimerParam(WAKE)):
-        _, entry = element
-        bucket.add(entry)
-        # An index entry is held for good: its timestamp is the earliest,
-        # so it is in before any newcomer's timer can fire.
-        if not entry.indexed:
-            wake.set(Timestamp(micros=entry.micros),
-                     dynamic_timer_tag=str(entry.micros))
+        shard, entries = element
+        view = self._views.get((shard, window))
+        waiting = []
+        for item in entries:
+            if item.entry.indexed and not item.entry.micros:
+                indexed.add(item)  # held for good
+                if view and view.indexed is not None:
+                    view.indexed.append(item)
+            else:
+                pending.add(item)
+                waiting.append(item.entry.micros)
+                if view:
+                    view.pending.append(item)
+        if waiting:
+            earliest = min(waiting)
+            wake.set(Timestamp(micros=earliest),
+                     dynamic_timer_tag=str(earliest))
 
     @on_timer(WAKE)
     def wake_up(self, fired=beam.DoFn.TimestampParam,
-                window=beam.DoFn.WindowParam,
-                bucket=beam.DoFn.StateParam(BUCKET),
+                key=beam.DoFn.KeyParam, window=beam.DoFn.WindowParam,
+                pending=beam.DoFn.StateParam(PENDING),
+                held_0=beam.DoFn.StateParam(HELD_0),
+                held_1=beam.DoFn.StateParam(HELD_1),
+                held_2=beam.DoFn.StateParam(HELD_2),
+                indexed=beam.DoFn.StateParam(INDEXED),
+                clock=beam.DoFn.StateParam(CLOCK),
                 wake=beam.DoFn.TimerParam(WAKE)):
-        now = fired.micros
-        ready, waiting, held, indexed = [], [], [], []
-        for entry in bucket.read():
-            if entry.indexed:
-                indexed.append(entry)
-            elif entry.is_newcomer:
-                (ready if entry.micros <= now else waiting).append(entry)
-            else:
-                held.append(entry)
-        kept = held
+        view = self._view(key, window, clock, pending)
+        before = view.clock
+        view.clock = view.clock._replace(
+            micros=max(view.clock.micros, fired.micros))
+        ready = [item for item in view.pending
+                 if item.entry.micros <= view.clock.micros]
+        bags = (held_0, held_1, held_2)
         if ready:
-            judged = self._judged(ready, held, indexed, window)
-            kept = judged.held
-            looked_up = [entry for entry in indexed if entry.micros]
-            if judged.added or looked_up:
-                # A millisecond (a timer's precision) past the horizon: a
-                # newcomer right at it still meets the newest original.
-                expiry = self._judge.horizon_end([*kept, *looked_up]) + 1000
-                wake.set(Timestamp(micros=expiry),
-                         dynamic_timer_tag=self.EXPIRY)
-        if self._judge.outlived(kept, now):
-            kept = []
-        index = self._judge.current_index(indexed, now)
-        if not ready and len(kept) == len(held) and len(index) == len(
-                indexed):
-            return  # nothing judged, nothing forgotten
-        bucket.clear()
-        for entry in (*index, *kept, *waiting):
-            bucket.add(entry)
+            self._judge_ready(view, ready, window, bags, indexed)
+            view.pending = [item for item in view.pending
+                            if item.entry.micros > view.clock.micros]
+            pending.clear()
+            for item in view.pending:
+                pending.add(item)
+        slices = list(view.clock.slices)
+        for bag in self._slices.dead_bags(view.clock):
+            bags[bag].clear()
+            view.held[bag], slices[bag] = [], EMPTY
+        view.clock = view.clock._replace(slices=tuple(slices))
+        if view.pending:
+            earliest = min(item.entry.micros for item in view.pending)
+            wake.set(Timestamp(micros=earliest),
+                     dynamic_timer_tag=str(earliest))
+        expiry = self._slices.expiry(view.clock)
+        if expiry is not None and view.clock.slices != before.slices:
+            wake.set(Timestamp(micros=expiry), dynamic_timer_tag=self.EXPIRY)
+        if view.clock != before:
+            clock.write(view.clock)
+
+    def _view(self, key, window, clock, pending) -> _ShardView:
+        view = self._views.get((key, window))
+        if view is None:
+            view = self._views[key, window] = _ShardView(
+                clock.read() or ShardClock.start(), list(pending.read()))
+        return view
+
+    def _judge_ready(self, view, ready, window, bags, indexed) -> None:
+        """Judges the newcomers `ready` bucket by bucket; keeps the new
+        originals and the index entries looked up for them."""
+        earliest = min(item.entry.micros for item in ready)
+        for bag in self._slices.bags_to_read(view.clock, earliest):
+            if bag not in view.held:
+                view.held[bag] = list(bags[bag].read())
+        if self._with_index and view.indexed is None:
+            view.indexed = list(indexed.read())
+        newcomers = collections.defaultdict(list)
+        for item in ready:
+            if not item.entry.indexed:
+                newcomers[item.bucket].append(item.entry)
+        looked_up = [item for item in ready if item.entry.indexed]
+        held = collections.defaultdict(list)
+        index = collections.defaultdict(list)
+        for item in itertools.chain(*view.held.values(), view.indexed or (),
+                                    looked_up):
+            if item.bucket in newcomers:
+                (index if item.entry.indexed else held)[item.bucket].append(
+                    item.entry)
+        keep = looked_up  # held for their records' horizon
+        for bucket, entries in newcomers.items():
+            keep += [ShardEntry(bucket, added) for added in self._judged(
+                entries, held[bucket], index[bucket], window).added]
+        self._keep(view, keep, bags)
+
+    def _keep(self, view, items, bags) -> None:
+        """Adds originals (and looked-up index entries) to their slices'
+        bags, clearing first a bag that holds a forgotten slice."""
+        slices = list(view.clock.slices)
+        for item in items:
+            bag = self._slices.bag_for(view.clock, item.entry.micros)
+            if bag is None:
+                continue  # too old to meet anything still to come
+            held = self._slices.slice_of(item.entry.micros)
+            if slices[bag] != held:
+                if slices[bag] != EMPTY:
+                    bags[bag].clear()
+                view.held[bag], slices[bag] = [], held
+            bags[bag].add(item)
+            view.held[bag].append(item)
+        view.clock = view.clock._replace(slices=tuple(slices))
 
 
 class _CompareGrouped(_BucketVerdicts):
     """A bounded input's buckets: all of a bucket's records and index
-    entries come as one co-group (`_RECORDS`, `_INDEX`), so the watermark
-    has passed them all and they are judged at once, with no state or
-    timers; the verdicts are those of `_CompareInBucket`."""
+    entries come as one group, so the watermark has passed them all and
+    they are judged at once, with no state or timers; the verdicts are
+    those of `_CompareInShard`."""
 
     def process(self, element, window=beam.DoFn.WindowParam):
-        _, grouped = element
-        self._judged(grouped[_RECORDS], [], grouped.get(_INDEX, ()), window)
+        _, entries = element
+        newcomers, indexed = [], []
+        for entry in entries:
+            (indexed if entry.indexed else newcomers).append(entry)
+        self._judged(newcomers, [], indexed, window)
         return ()
 
 
@@ -356,15 +524,15 @@ class StreamingNearDuplicates(beam.PTransform):
     A flagged record gets `duplicate_of`, `kept_id` (the same id: see the
     module docstring), `similarity` and `kind`. A record already carrying
     `duplicate_of` keeps it. Records leave without their embeddings.
-    Evictions from full buckets are counted in the
-    `StreamingNearDuplicates/bucket_evictions` metric.
+    A record whose bucket held more than `max_originals` originals within
+    its horizon is compared with the latest of them, and counted in the
+    `StreamingNearDuplicates/crowded_buckets` metric.
 
     The index is not held whole by any worker: each entry goes, like an
     original, to its buckets (one per band of each sketcher), which the
-    runner spreads over its workers by key; a record reads the buckets it
-    falls in, as it does for the horizon. On a stream the buckets are
-    keyed state ordered by timers; on a bounded input, one `CoGroupByKey`
-    of records and index entries (see the module docstring).
+    runner spreads over its workers by key (on a stream, by shard); a
+    record meets the buckets it falls in, as it does for the horizon. See
+    the module docstring for the two paths.
     """
 
     def __init__(self, config: StreamDedupConfig = StreamDedupConfig(),
@@ -380,66 +548,34 @@ class StreamingNearDuplicates(beam.PTransform):
         sketchers = self._sketchers
         bands = sum(s.bands for s in sketchers)
 
-        def sketch(record, timestamp=beam.DoFn.TimestampParam):
-            # Whole milliseconds: Beam's timers fire at that precision, so
-            # a newcomer's timer fires at its time, not before it.
-            micros = timestamp.micros // 1000 * 1000
+        def record_entries(record, micros):
             for sketcher in sketchers:
                 sketch, keys = sketcher.sketch(record)
                 for key in keys:
                     yield key, BucketEntry.newcomer(
                         sketcher.kind.value, record[ID], sketch, micros)
-
-        def sketch_entry(entry):
-            for sketcher in sketchers:
-                sketched = sketcher.sketch_entry(entry)
-                for key in sketched[1] if sketched else ():
-                    yield key, BucketEntry.indexed_entry(
-                        entry.run, entry.id, sketched[0])
-
-        def sketch_looked_up(record, timestamp=beam.DoFn.TimestampParam):
             # Each entry a lookup found goes to the buckets it shares with
             # its record, with the record's time.
-            entries = record.get(INDEX_MATCHES)
-            if not entries:
-                return
-            micros = timestamp.micros // 1000 * 1000
             for sketcher in sketchers:
                 keys = set(sketcher.sketch(record)[1])
-                for entry in entries:
+                for entry in record.get(INDEX_MATCHES) or ():
                     sketched = sketcher.sketch_entry(entry)
                     for key in keys.intersection(sketched[1] if sketched
                                                  else ()):
                         yield key, BucketEntry.indexed_entry(
                             entry.run, entry.id, sketched[0], micros)
 
-        # Typed: Beam then codes keys and entries with deterministic,
-        # pickle-free coders.
-        sketched = records | "Sketch" >> beam.FlatMap(
-            sketch).with_output_types(tuple[bytes, BucketEntry])
-        index = [records | "SketchLookedUp" >> beam.FlatMap(
-            sketch_looked_up).with_output_types(tuple[bytes, BucketEntry])]
-        if self._against is not None:
-            index.append(self._against | "SketchIndex" >> beam.FlatMap(
-                sketch_entry).with_output_types(tuple[bytes, BucketEntry]))
-        index = index | "AllIndexed" >> beam.Flatten()
-        config = self._config
-        if sketched.is_bounded:
-            # All the input is there before the watermark moves: one
-            # group per bucket gives the stream's verdicts without its
-            # state and timers.
-            compare = _CompareGrouped(sketchers, config.horizon_secs,
-                                      config.max_originals)
-            sketched = ({_RECORDS: sketched, _INDEX: index}
-                        | "GroupBuckets" >> beam.CoGroupByKey())
+        def index_entries(entry, micros):
+            for sketcher in sketchers:
+                sketched = sketcher.sketch_entry(entry)
+                for key in sketched[1] if sketched else ():
+                    yield key, BucketEntry.indexed_entry(
+                        entry.run, entry.id, sketched[0])
+
+        if records.is_bounded:
+            verdicts = self._grouped(records, record_entries, index_entries)
         else:
-            # Keyed state has one input: index entries come in with the
-            # records, told apart by their run.
-            compare = _CompareInBucket(sketchers, config.horizon_secs,
-                                       config.max_originals)
-            sketched = (sketched, index) | "WithIndex" >> beam.Flatten()
-        verdicts = sketched | "Compare" >> beam.ParDo(
-            compare).with_output_types(tuple[str, JoinEntry])
+            verdicts = self._sharded(records, record_entries, index_entries)
         lines = records | "KeyById" >> beam.Map(lambda r: (
             r[ID], JoinEntry.of_line(to_json_line(
                 without_working_fields(r)).encode("utf-8")))
@@ -447,3 +583,46 @@ class StreamingNearDuplicates(beam.PTransform):
         return ((lines, verdicts) | "Merge" >> beam.Flatten()
                 | "Join" >> beam.ParDo(_JoinVerdicts(
                     bands, match_rank(sketchers))))
+
+    def _grouped(self, records, record_entries, index_entries):
+        """A bounded input's verdicts: all the input is there before the
+        watermark moves, so one group per bucket gives the stream's
+        verdicts without its state and timers."""
+
+        def keyed(entries):
+            def each(element, timestamp=beam.DoFn.TimestampParam):
+                return entries(element, timestamp.micros // 1000 * 1000)
+            return each
+
+        # Typed: Beam then codes keys and entries with deterministic,
+        # pickle-free coders.
+        entries = [records | "Sketch" >> beam.FlatMap(keyed(
+            record_entries)).with_output_types(tuple[bytes, BucketEntry])]
+        if self._against is not None:
+            entries.append(self._against | "SketchIndex" >> beam.FlatMap(
+                keyed(index_entries)).with_output_types(
+                tuple[bytes, BucketEntry]))
+        config = self._config
+        return (entries | "AllEntries" >> beam.Flatten()
+                | "GroupBuckets" >> beam.GroupByKey()
+                | "Compare" >> beam.ParDo(_CompareGrouped(
+                    self._sketchers, config.horizon_secs,
+                    config.max_originals)).with_output_types(
+                    tuple[str, JoinEntry]))
+
+    def _sharded(self, records, record_entries, index_entries):
+        """A stream's verdicts: buckets in keyed state, spread over
+        `bucket_shards` keys (`_CompareInShard`)."""
+        config = self._config
+        shards = [records | "ToShards" >> beam.ParDo(_ToShards(
+            record_entries, config.bucket_shards)).with_output_types(
+            tuple[int, list[ShardEntry]])]
+        if self._against is not None:
+            shards.append(self._against | "IndexToShards" >> beam.ParDo(
+                _ToShards(index_entries, config.bucket_shards)
+            ).with_output_types(tuple[int, list[ShardEntry]]))
+        return (shards | "AllShards" >> beam.Flatten()
+                | "Compare" >> beam.ParDo(_CompareInShard(
+                    self._sketchers, config.horizon_secs,
+                    config.max_originals, self._against is not None)
+                ).with_output_types(tuple[str, JoinEntry]))
