@@ -291,6 +291,11 @@ class StreamDedupConfig(Settings):
         64, "Streaming: keys the LSH buckets' state is spread over; a "
             "key's timer judges all its records the watermark has passed "
             "with one read.", bounds=POSITIVE)
+    judge_every_secs: float = setting(
+        1.0, "Streaming: a key's buckets judge the records the watermark "
+             "has passed at most once a step of this much event time; a "
+             "record waits up to this long more for its verdict.",
+        bounds=POSITIVE)
     semantic_bands: int = setting(16, "Stream semantic LSH: bands.",
                                   bounds=POSITIVE)
     semantic_bits: int = setting(12, "Stream semantic LSH: sign bits per "

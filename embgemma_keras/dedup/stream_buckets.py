@@ -282,15 +282,23 @@ def shard_of(bucket: bytes, shards: int) -> int:
 
 class ShardClock(typing.NamedTuple):
     """What a shard knows between its timers: the latest time one fired
-    at (the watermark has passed it), and the slice of event time each of
-    its `SLICES` bags of originals holds (`EMPTY` for none)."""
+    at (the watermark has passed it), the slice of event time each of its
+    `SLICES` bags of originals holds (`EMPTY` for none), and where it
+    holds the watermark (`EMPTY`: nowhere)."""
 
     micros: int
     slices: tuple[int, ...]
+    held_at: int
 
     @classmethod
     def start(cls) -> ShardClock:
-        return cls(EMPTY, (EMPTY,) * SLICES)
+        return cls(EMPTY, (EMPTY,) * SLICES, EMPTY)
+
+
+def next_judging(micros: int, every_micros: int) -> int:
+    """When a shard judges a record at `micros`: the next multiple of
+    `every_micros` at or after it."""
+    return -(-micros // every_micros) * every_micros
 
 
 class ShardSlices:

@@ -84,6 +84,7 @@ from embgemma_keras.dedup.stream_buckets import ShardEntry
 from embgemma_keras.dedup.stream_buckets import ShardSlices
 from embgemma_keras.dedup.stream_buckets import better_match
 from embgemma_keras.dedup.stream_buckets import match_rank
+from embgemma_keras.dedup.stream_buckets import next_judging
 from embgemma_keras.dedup.stream_buckets import shard_of
 from embgemma_keras.progress import DUPLICATES
 from embgemma_keras.records.schema import DUPLICATE_OF
@@ -169,7 +170,8 @@ class _ShardEntryCoder(_FieldsCoder):
 class _ShardClockCoder(_FieldsCoder):
     kind = ShardClock
     fields = (coders.VarIntCoder(),
-              coders.TupleSequenceCoder(coders.VarIntCoder()))
+              coders.TupleSequenceCoder(coders.VarIntCoder()),
+              coders.VarIntCoder())
 
 
 for _coder in (_MatchCoder, _BucketEntryCoder, _JoinEntryCoder,
@@ -257,11 +259,11 @@ class _ShardView:
     """A shard's state as this bundle has read and changed it: Beam's
     harness re-reads a state cell over the Fn API each time it is read
     without a runner's cache token (Prism hands out none), and one bundle
-    can fire several of a shard's timers."""
+    can bring a shard several messages and timers."""
 
-    def __init__(self, clock: ShardClock, pending: list[ShardEntry]):
+    def __init__(self, clock: ShardClock):
         self.clock = clock
-        self.pending = pending
+        self.pending: list[ShardEntry] | None = None  # read when judging
         self.held: dict[int, list[ShardEntry]] = {}  # bag -> its entries
         self.indexed: list[ShardEntry] | None = None
 
@@ -272,16 +274,18 @@ class _CompareInShard(_BucketVerdicts):
     when a timer fires, not one band of one record.
 
     A shard adds each message of newcomers (`_ToShards`) to its `PENDING`
-    bag and sets an event-time timer at the message's earliest time. When
+    bag and sets an event-time timer at the next multiple of
+    `judge_every_secs` at or after the message's earliest record, so a
+    shard is woken at most once a step of event time however finely the
+    watermark moves. A processing-time timer (`HOLD`), never meant to
+    fire, holds the watermark at the earliest record waiting, so each
+    verdict, emitted at its record's time, is never late downstream. When
     any of its timers fires, every newcomer the watermark has passed is
-    judged, bucket by bucket (`BucketJudge`), against the originals in the
-    bags of their slices of event time (`ShardSlices`); the new originals
-    go to their slice's bag, and a bag whose slice nothing on time can
-    meet any more is cleared whole. Newcomers still ahead of the watermark
-    wait, with a timer at the earliest. So the verdicts do not depend on
-    how a runner groups or orders the timers due together, and each
-    verdict is emitted at its record's time while a timer there holds the
-    watermark.
+    judged, bucket by bucket (`BucketJudge`), against the originals in
+    the bags of their slices of event time (`ShardSlices`); the new
+    originals go to their slice's bag, and a bag whose slice nothing on
+    time can meet any more is cleared whole. So the verdicts do not depend
+    on how a runner groups or orders the timers due together.
 
     An index entry held for good (`against`) goes to `INDEXED`; one looked
     up for a record (`INDEX_MATCHES`) waits with it and is then held, like
@@ -295,12 +299,16 @@ class _CompareInShard(_BucketVerdicts):
     INDEXED = BagStateSpec("indexed", SHARD_CODER)
     CLOCK = ReadModifyWriteStateSpec("clock", CLOCK_CODER)
     WAKE = TimerSpec("wake", TimeDomain.WATERMARK)
+    HOLD = TimerSpec("hold", TimeDomain.REAL_TIME)
     EXPIRY = "expiry"  # the tag of the timer that forgets a slice
+    HOLD_SECS = 30 * 86400  # of processing time: a hold, not an alarm
 
-    def __init__(self, sketchers, horizon_secs, max_originals,
+    def __init__(self, sketchers, config: StreamDedupConfig,
                  with_index: bool):
-        super().__init__(sketchers, horizon_secs, max_originals)
+        super().__init__(sketchers, config.horizon_secs, config.max_originals)
         self._slices = ShardSlices(self._judge.horizon_micros)
+        # Whole milliseconds, the precision of Beam's timers.
+        self._every = max(1000, int(config.judge_every_secs * 1000) * 1000)
         self._with_index = with_index
 
     def setup(self):
@@ -317,24 +325,32 @@ class _CompareInShard(_BucketVerdicts):
     def process(self, element, window=beam.DoFn.WindowParam,
                 pending=beam.DoFn.StateParam(PENDING),
                 indexed=beam.DoFn.StateParam(INDEXED),
-                wake=beam.DoFn.TimerParam(WAKE)):
+                clock=beam.DoFn.StateParam(CLOCK),
+                wake=beam.DoFn.TimerParam(WAKE),
+                hold=beam.DoFn.TimerParam(HOLD)):
         shard, entries = element
-        view = self._views.get((shard, window))
-        waiting = []
+        view = self._view(shard, window, clock)
+        times = []
         for item in entries:
             if item.entry.indexed and not item.entry.micros:
                 indexed.add(item)  # held for good
-                if view and view.indexed is not None:
+                if view.indexed is not None:
                     view.indexed.append(item)
             else:
                 pending.add(item)
-                waiting.append(item.entry.micros)
-                if view:
+                times.append(item.entry.micros)
+                if view.pending is not None:
                     view.pending.append(item)
-        if waiting:
-            earliest = min(waiting)
-            wake.set(Timestamp(micros=earliest),
-                     dynamic_timer_tag=str(earliest))
+        if not times:
+            return
+        earliest = min(times)
+        due = next_judging(earliest, self._every)
+        wake.set(Timestamp(micros=due), dynamic_timer_tag=str(due))
+        if view.clock.held_at == EMPTY or earliest < view.clock.held_at:
+            # Held at this message's time, its earliest record's.
+            hold.set(Timestamp.now() + self.HOLD_SECS)
+            view.clock = view.clock._replace(held_at=earliest)
+            clock.write(view.clock)
 
     @on_timer(WAKE)
     def wake_up(self, fired=beam.DoFn.TimestampParam,
@@ -345,42 +361,67 @@ class _CompareInShard(_BucketVerdicts):
                 held_2=beam.DoFn.StateParam(HELD_2),
                 indexed=beam.DoFn.StateParam(INDEXED),
                 clock=beam.DoFn.StateParam(CLOCK),
-                wake=beam.DoFn.TimerParam(WAKE)):
-        view = self._view(key, window, clock, pending)
+                wake=beam.DoFn.TimerParam(WAKE),
+                hold=beam.DoFn.TimerParam(HOLD)):
+        view = self._view(key, window, clock)
+        if view.pending is None:
+            view.pending = list(pending.read())
         before = view.clock
-        view.clock = view.clock._replace(
-            micros=max(view.clock.micros, fired.micros))
-        ready = [item for item in view.pending
-                 if item.entry.micros <= view.clock.micros]
+        now = max(view.clock.micros, fired.micros)
+        view.clock = view.clock._replace(micros=now)
         bags = (held_0, held_1, held_2)
+        ready = [item for item in view.pending if item.entry.micros <= now]
         if ready:
             self._judge_ready(view, ready, window, bags, indexed)
             view.pending = [item for item in view.pending
-                            if item.entry.micros > view.clock.micros]
+                            if item.entry.micros > now]
             pending.clear()
             for item in view.pending:
                 pending.add(item)
+        self._forget(view, bags)
+        expiry = self._slices.expiry(view.clock)
+        if expiry is not None and expiry != self._slices.expiry(before):
+            # The oldest slice left is forgotten then, if nothing wakes
+            # the shard before.
+            wake.set(Timestamp(micros=expiry), dynamic_timer_tag=self.EXPIRY)
+        if view.pending:
+            earliest = min(item.entry.micros for item in view.pending)
+            due = next_judging(earliest, self._every)
+            wake.set(Timestamp(micros=due), dynamic_timer_tag=str(due))
+            if view.clock.held_at < fired.micros:
+                # Held at this timer's time now: all still waiting is later.
+                hold.set(Timestamp.now() + self.HOLD_SECS)
+                view.clock = view.clock._replace(held_at=fired.micros)
+        elif view.clock.held_at != EMPTY:
+            hold.clear()
+            view.clock = view.clock._replace(held_at=EMPTY)
+        if view.clock != before:
+            clock.write(view.clock)
+
+    @on_timer(HOLD)
+    def hold_ran_out(self, key=beam.DoFn.KeyParam,
+                     window=beam.DoFn.WindowParam,
+                     clock=beam.DoFn.StateParam(CLOCK)):
+        """The watermark stood still for `HOLD_SECS`: the hold is gone, and
+        the next message sets one again."""
+        view = self._view(key, window, clock)
+        view.clock = view.clock._replace(held_at=EMPTY)
+        clock.write(view.clock)
+
+    def _view(self, key, window, clock) -> _ShardView:
+        view = self._views.get((key, window))
+        if view is None:
+            view = self._views[key, window] = _ShardView(
+                clock.read() or ShardClock.start())
+        return view
+
+    def _forget(self, view, bags) -> None:
+        """Clears the bags of slices nothing on time can meet."""
         slices = list(view.clock.slices)
         for bag in self._slices.dead_bags(view.clock):
             bags[bag].clear()
             view.held[bag], slices[bag] = [], EMPTY
         view.clock = view.clock._replace(slices=tuple(slices))
-        if view.pending:
-            earliest = min(item.entry.micros for item in view.pending)
-            wake.set(Timestamp(micros=earliest),
-                     dynamic_timer_tag=str(earliest))
-        expiry = self._slices.expiry(view.clock)
-        if expiry is not None and view.clock.slices != before.slices:
-            wake.set(Timestamp(micros=expiry), dynamic_timer_tag=self.EXPIRY)
-        if view.clock != before:
-            clock.write(view.clock)
-
-    def _view(self, key, window, clock, pending) -> _ShardView:
-        view = self._views.get((key, window))
-        if view is None:
-            view = self._views[key, window] = _ShardView(
-                clock.read() or ShardClock.start(), list(pending.read()))
-        return view
 
     def _judge_ready(self, view, ready, window, bags, indexed) -> None:
         """Judges the newcomers `ready` bucket by bucket; keeps the new
@@ -623,6 +664,5 @@ class StreamingNearDuplicates(beam.PTransform):
             ).with_output_types(tuple[int, list[ShardEntry]]))
         return (shards | "AllShards" >> beam.Flatten()
                 | "Compare" >> beam.ParDo(_CompareInShard(
-                    self._sketchers, config.horizon_secs,
-                    config.max_originals, self._against is not None)
+                    self._sketchers, config, self._against is not None)
                 ).with_output_types(tuple[str, JoinEntry]))
