@@ -389,3 +389,28 @@ def test_the_detectors_elements_have_fixed_deterministic_coders():
         back = coder.decode(coder.encode(("key", value)))
         assert back == ("key", value) and type(back[1]) is element_type
     assert message.match.indexed and JoinEntry.of_line(b"{}").match is None
+
+
+def test_a_stream_over_many_horizons_gives_the_bounded_verdicts(tmp_path):
+    """A steady stream over ten horizons, on two shards woken every 5 s:
+    slices are forgotten as the watermark moves on, crowded buckets
+    compare their latest originals, and every record gets the verdict the
+    bounded path gives it."""
+    rng = np.random.default_rng(3)
+    times = np.sort(rng.choice(300, size=80, replace=False))
+    events = [(int(t), {"id": f"r{i:02d}",
+                          "text": f"{TEXT} {rng.integers(0, 10)}"})
+              for i, t in enumerate(times)]
+    config = StreamDedupConfig(horizon_secs=30, max_originals=3,
+                               bucket_shards=2, judge_every_secs=5)
+
+    def verdicts(bounded):
+        out = run_events(events, StreamingNearDuplicates(
+            config, sketchers=[_OneBucket()]), tmp_path / str(bounded),
+            bounded=bounded)
+        assert sorted(r["id"] for r in out) == [r["id"] for _, r in events]
+        return {r["id"]: r.get("duplicate_of") for r in out}
+
+    stream = verdicts(bounded=False)
+    assert stream == verdicts(bounded=True)
+    assert 10 < sum(v is not None for v in stream.values()) < 70
