@@ -6,11 +6,12 @@ Reads what `benchmarks/stream_throughput.py` measured on this machine
 (records/s of each job and its peak RSS, with the number of CPUs it ran
 on), and prices one million records on Dataflow worker types:
 
-- streaming (`stream_tag`): at its estimated records/s on a stream (the
+- streaming (`stream_tag`): at its records/s measured on a stream
+  (`--as_stream` on Prism and Flink, as on Dataflow every state request
+  crossing the Fn API), and at its estimated records/s on a stream (the
   run over files plus the detector's extra cost on a stream's path), one
   row per runner that extra cost was measured on (the local runner keeps
-  state in-process; on Prism and Flink, as on Dataflow, every state
-  request crosses the Fn API),
+  state in-process),
   vCPU-hours and GB-hours of streaming workers, plus Streaming Engine
   data processed: every record crosses the engine as its JSON line
   several times (to the detector's buckets once per LSH band, with its
@@ -81,6 +82,13 @@ def cost_per_million(records_per_s_per_vcpu, peak_gb, vcpus, gb, streaming,
 
 def table(results, line_bytes):
     rows = []
+    for runner, paths in results.get("as_stream", {}).items():
+        _, rate, peak = paths["as_stream"]
+        per_vcpu = rate / results["cpus"]
+        rows.append((f"stream_tag shared, --as_stream, {runner}", per_vcpu,
+                     peak, [cost_per_million(per_vcpu, peak, vcpus, gb, True,
+                                             line_bytes)
+                            for vcpus, gb in WORKER_TYPES.values()]))
     for job, measured in results["jobs"].items():
         streaming = job.startswith("stream_tag")
         # A stream takes the detector's state-and-timers path, which a run
@@ -115,12 +123,15 @@ def main(argv=None):
     for path in paths:
         results = json.loads(path.read_text())
         name = f"{results['model']} {results['dtype']}"
-        if "detector_per_record" not in results:
+        # A record's vector-free JSON line, as the detector's join holds it.
+        line_bytes = (results.get("state", {}).get(
+            "join_bytes_per_record_in_flight")
+            or results.get("as_stream_line_bytes"))
+        if line_bytes is None or (results["jobs"] and
+                                  "detector_per_record" not in results):
             print(f"{name:26} (from an older stream_throughput.py; run it "
                   "again)")
             continue
-        # A record's vector-free JSON line, as the detector's join holds it.
-        line_bytes = results["state"]["join_bytes_per_record_in_flight"]
         for job, per_vcpu, peak, costs in table(results, line_bytes):
             cells = " ".join(f"{'-' if c is None else f'{c:.2f}':>14}"
                              for c in costs)

@@ -358,6 +358,11 @@ def measure_as_stream(lines, flags, tmp, results, encode, real):
     0.8 x)."""
     results["as_stream"] = as_stream_costs(lines, flags, tmp)
     results["as_stream_encode"] = encode
+    from embgemma_keras.records.schema import to_json_line
+
+    valid = [r for r in map(_valid, lines) if r]
+    results["as_stream_line_bytes"] = sum(
+        len(to_json_line(r).encode()) for r in valid) / len(valid)
     print(f"\nstream_tag --prompts shared, {len(lines)} records; raw encode "
           f"{encode:.1f} texts/s"
           f"\n{'runner':8} {'path':10} {'rec/s':>7} {'after start':>11} "
