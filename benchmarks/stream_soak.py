@@ -41,17 +41,26 @@ HORIZON_SECS = 60
 START = datetime.datetime(2026, 1, 5, tzinfo=datetime.UTC)
 
 
+def _record(line: bytes) -> dict | None:
+    """The line's record if it is a JSON object with a text, else None
+    (the corpus's bad lines)."""
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(record, dict) and isinstance(record.get("text"), str):
+        return record
+    return None
+
+
 def timed_lines(lines: list[bytes], spread_secs: float) -> list[bytes]:
     """Each JSON record with a `time` (RFC 3339), evenly over
     `spread_secs` in line order; other lines as they are."""
     step = spread_secs / len(lines)
     timed = []
     for i, line in enumerate(lines):
-        try:
-            record = json.loads(line)
-        except (ValueError, RecursionError):  # the corpus's bad lines
-            record = None
-        if isinstance(record, dict) and isinstance(record.get("text"), str):
+        record = _record(line)
+        if record is not None:
             at = START + datetime.timedelta(seconds=i * step)
             line = json.dumps({**record, "time": at.isoformat()}).encode()
         timed.append(line)
@@ -134,8 +143,8 @@ def main():
         model_dir = make_tiny_preset(tmp / "tiny")
         lines = corpus_lines(real_texts(args.data_dir), max(args.records),
                              random.Random(0))
-        texts = [json.loads(line)["text"] for line in lines[:2000]
-                 if line.startswith(b'{"id"')]
+        texts = [record["text"] for record in map(_record, lines[:2000])
+                 if record]
         flags += ["--model", str(model_dir), *artifacts(
             EmbeddingGemma.from_preset(model_dir), texts, "shared", tmp)]
         print(f"\n{'records':>8} {'event time':>10} {'wall s':>7} "

@@ -280,25 +280,44 @@ def shard_of(bucket: bytes, shards: int) -> int:
     return zlib.crc32(bucket) % shards
 
 
+STEPS = 4  # bags a shard's newcomers wait in, one step of time each
+
+
 class ShardClock(typing.NamedTuple):
     """What a shard knows between its timers: the latest time one fired
     at (the watermark has passed it), the slice of event time each of its
-    `SLICES` bags of originals holds (`EMPTY` for none), and where it
-    holds the watermark (`EMPTY`: nowhere)."""
+    `SLICES` bags of originals holds (`EMPTY` for none), where it holds
+    the watermark (`EMPTY`: nowhere), and the earliest step of time each
+    of its `STEPS` bags of newcomers holds (`EMPTY` for none)."""
 
     micros: int
     slices: tuple[int, ...]
     held_at: int
+    pending: tuple[int, ...]
 
     @classmethod
     def start(cls) -> ShardClock:
-        return cls(EMPTY, (EMPTY,) * SLICES, EMPTY)
+        return cls(EMPTY, (EMPTY,) * SLICES, EMPTY, (EMPTY,) * STEPS)
 
 
-def next_judging(micros: int, every_micros: int) -> int:
-    """When a shard judges a record at `micros`: the next multiple of
-    `every_micros` at or after it."""
-    return -(-micros // every_micros) * every_micros
+class JudgingSteps:
+    """When a shard judges: at the multiples of `every_secs` of event time
+    (steps, whole milliseconds as Beam's timers keep). A newcomer waits
+    for the step at or after its time, in the bag `step mod STEPS`, so a
+    bag holds one step unless records come `STEPS` steps ahead."""
+
+    def __init__(self, every_secs: float):
+        self.every_micros = max(1000, round(every_secs * 1000) * 1000)
+
+    def step_of(self, micros: int) -> int:
+        return -(-micros // self.every_micros)
+
+    def time_of(self, step: int) -> int:
+        return step * self.every_micros
+
+    @staticmethod
+    def bag_of(step: int) -> int:
+        return step % STEPS
 
 
 class ShardSlices:

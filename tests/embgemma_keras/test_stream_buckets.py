@@ -1,8 +1,10 @@
 import numpy as np
 
 from embgemma_keras.dedup.stream_buckets import EMPTY
+from embgemma_keras.dedup.stream_buckets import STEPS
 from embgemma_keras.dedup.stream_buckets import BucketEntry
 from embgemma_keras.dedup.stream_buckets import BucketJudge
+from embgemma_keras.dedup.stream_buckets import JudgingSteps
 from embgemma_keras.dedup.stream_buckets import Match
 from embgemma_keras.dedup.stream_buckets import ShardClock
 from embgemma_keras.dedup.stream_buckets import ShardSlices
@@ -116,3 +118,13 @@ def test_a_shard_forgets_a_slice_nothing_on_time_can_meet():
 def test_a_bucket_keeps_its_shard_everywhere():
     assert shard_of(b"bucket", 64) == shard_of(b"bucket", 64) < 64
     assert len({shard_of(bytes([i]), 8) for i in range(256)}) == 8
+
+
+def test_a_newcomer_waits_for_the_step_at_or_after_its_time():
+    steps = JudgingSteps(every_secs=0.5)
+    assert [steps.step_of(t) for t in (0, 1, 500_000, 500_001)] == [
+        0, 1, 1, 2]
+    assert steps.time_of(steps.step_of(700_000)) == SECOND
+    # Four bags: a step and the one STEPS steps on share a bag.
+    assert steps.bag_of(5) == steps.bag_of(5 + STEPS) != steps.bag_of(6)
+    assert JudgingSteps(every_secs=0.0001).every_micros == 1000  # a timer's

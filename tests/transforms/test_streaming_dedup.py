@@ -154,8 +154,8 @@ def test_streaming_state_holds_plain_values_only(tmp_path, monkeypatch):
     from transforms.dedup.streaming import _CompareInShard
     from transforms.dedup.streaming import _JoinVerdicts
 
-    shard_specs = ["PENDING", "HELD_0", "HELD_1", "HELD_2", "INDEXED",
-                   "CLOCK"]
+    shard_specs = ["PENDING_0", "PENDING_1", "PENDING_2", "PENDING_3",
+                   "HELD_0", "HELD_1", "HELD_2", "INDEXED", "CLOCK"]
     for fn, spec_names in ((_CompareInShard, shard_specs),
                            (_JoinVerdicts, ["INBOX"])):
         for spec_name in spec_names:
@@ -181,11 +181,13 @@ def test_streaming_state_holds_plain_values_only(tmp_path, monkeypatch):
         "a": None, "b": "a", "c": "kept"}
     assert len(out) == 4 and all("embeddings" not in r for r in out)
     written = {name for name, _ in _STATE_VALUES}
-    assert written == {"pending", "held_0", "indexed", "clock", "inbox"}
+    # (events at 0, 5 and 9 s: steps 0, 5 and 9 of 1 s: bags 0, 1 and 1)
+    assert written == {"pending_0", "pending_1", "held_0", "indexed",
+                       "clock", "inbox"}
     # An entry is its bucket's key, and a kind, a run, an id, a sketch (a
     # MinHash signature, or a float16 vector) and a time: never a record.
     sketches = [value.entry.sketch for name, value in _STATE_VALUES
-                if name in ("pending", "held_0", "indexed")]
+                if name.startswith(("pending", "held", "indexed"))]
     assert sorted({len(sketch) for sketch in sketches}) == [64 * 2, 128 * 4]
 
 

@@ -78,13 +78,13 @@ from embgemma_keras.dedup.stream_buckets import BucketEntry
 from embgemma_keras.dedup.stream_buckets import BucketJudge
 from embgemma_keras.dedup.stream_buckets import JoinEntry
 from embgemma_keras.dedup.stream_buckets import Judgement
+from embgemma_keras.dedup.stream_buckets import JudgingSteps
 from embgemma_keras.dedup.stream_buckets import Match
 from embgemma_keras.dedup.stream_buckets import ShardClock
 from embgemma_keras.dedup.stream_buckets import ShardEntry
 from embgemma_keras.dedup.stream_buckets import ShardSlices
 from embgemma_keras.dedup.stream_buckets import better_match
 from embgemma_keras.dedup.stream_buckets import match_rank
-from embgemma_keras.dedup.stream_buckets import next_judging
 from embgemma_keras.dedup.stream_buckets import shard_of
 from embgemma_keras.progress import DUPLICATES
 from embgemma_keras.records.schema import DUPLICATE_OF
@@ -171,7 +171,8 @@ class _ShardClockCoder(_FieldsCoder):
     kind = ShardClock
     fields = (coders.VarIntCoder(),
               coders.TupleSequenceCoder(coders.VarIntCoder()),
-              coders.VarIntCoder())
+              coders.VarIntCoder(),
+              coders.TupleSequenceCoder(coders.VarIntCoder()))
 
 
 for _coder in (_MatchCoder, _BucketEntryCoder, _JoinEntryCoder,
@@ -263,7 +264,7 @@ class _ShardView:
 
     def __init__(self, clock: ShardClock):
         self.clock = clock
-        self.pending: list[ShardEntry] | None = None  # read when judging
+        self.pending: dict[int, list[ShardEntry]] = {}  # bag -> entries
         self.held: dict[int, list[ShardEntry]] = {}  # bag -> its entries
         self.indexed: list[ShardEntry] | None = None
 
@@ -273,26 +274,31 @@ class _CompareInShard(_BucketVerdicts):
     holding many buckets, so one state read serves every record judged
     when a timer fires, not one band of one record.
 
-    A shard adds each message of newcomers (`_ToShards`) to its `PENDING`
-    bag and sets an event-time timer at the next multiple of
-    `judge_every_secs` at or after the message's earliest record, so a
-    shard is woken at most once a step of event time however finely the
-    watermark moves. A processing-time timer (`HOLD`), never meant to
-    fire, holds the watermark at the earliest record waiting, so each
-    verdict, emitted at its record's time, is never late downstream. When
-    any of its timers fires, every newcomer the watermark has passed is
-    judged, bucket by bucket (`BucketJudge`), against the originals in
-    the bags of their slices of event time (`ShardSlices`); the new
-    originals go to their slice's bag, and a bag whose slice nothing on
-    time can meet any more is cleared whole. So the verdicts do not depend
-    on how a runner groups or orders the timers due together.
+    A shard is woken at steps of event time, the multiples of
+    `judge_every_secs`: a record waits in the `PENDING_*` bag of the step
+    at or after its time (step mod `STEPS`), and each message sets an
+    event-time timer at each of its steps, so a shard wakes at most once a
+    step however finely the watermark moves, and reads only the steps due,
+    with no entry written twice while it waits. A processing-time timer
+    (`HOLD`), never meant to fire, holds the watermark at the earliest
+    record waiting, so each verdict, emitted at its record's time, is
+    never late downstream. When a timer fires, every newcomer the
+    watermark has passed is judged, bucket by bucket (`BucketJudge`),
+    against the originals in the bags of their slices of event time
+    (`ShardSlices`); the new originals go to their slice's bag, and a bag
+    whose slice nothing on time can meet any more is cleared whole. So the
+    verdicts do not depend on how a runner groups or orders the timers due
+    together.
 
     An index entry held for good (`against`) goes to `INDEXED`; one looked
     up for a record (`INDEX_MATCHES`) waits with it and is then held, like
     an original, for its horizon.
     """
 
-    PENDING = BagStateSpec("pending", SHARD_CODER)
+    PENDING_0 = BagStateSpec("pending_0", SHARD_CODER)
+    PENDING_1 = BagStateSpec("pending_1", SHARD_CODER)
+    PENDING_2 = BagStateSpec("pending_2", SHARD_CODER)
+    PENDING_3 = BagStateSpec("pending_3", SHARD_CODER)
     HELD_0 = BagStateSpec("held_0", SHARD_CODER)
     HELD_1 = BagStateSpec("held_1", SHARD_CODER)
     HELD_2 = BagStateSpec("held_2", SHARD_CODER)
@@ -307,8 +313,7 @@ class _CompareInShard(_BucketVerdicts):
                  with_index: bool):
         super().__init__(sketchers, config.horizon_secs, config.max_originals)
         self._slices = ShardSlices(self._judge.horizon_micros)
-        # Whole milliseconds, the precision of Beam's timers.
-        self._every = max(1000, int(config.judge_every_secs * 1000) * 1000)
+        self._steps = JudgingSteps(config.judge_every_secs)
         self._with_index = with_index
 
     def setup(self):
@@ -323,39 +328,43 @@ class _CompareInShard(_BucketVerdicts):
         yield from super().finish_bundle()
 
     def process(self, element, window=beam.DoFn.WindowParam,
-                pending=beam.DoFn.StateParam(PENDING),
+                pending_0=beam.DoFn.StateParam(PENDING_0),
+                pending_1=beam.DoFn.StateParam(PENDING_1),
+                pending_2=beam.DoFn.StateParam(PENDING_2),
+                pending_3=beam.DoFn.StateParam(PENDING_3),
                 indexed=beam.DoFn.StateParam(INDEXED),
                 clock=beam.DoFn.StateParam(CLOCK),
                 wake=beam.DoFn.TimerParam(WAKE),
                 hold=beam.DoFn.TimerParam(HOLD)):
         shard, entries = element
         view = self._view(shard, window, clock)
-        times = []
+        before = view.clock
+        waiting = []
         for item in entries:
             if item.entry.indexed and not item.entry.micros:
                 indexed.add(item)  # held for good
                 if view.indexed is not None:
                     view.indexed.append(item)
             else:
-                pending.add(item)
-                times.append(item.entry.micros)
-                if view.pending is not None:
-                    view.pending.append(item)
-        if not times:
-            return
-        earliest = min(times)
-        due = next_judging(earliest, self._every)
-        wake.set(Timestamp(micros=due), dynamic_timer_tag=str(due))
-        if view.clock.held_at == EMPTY or earliest < view.clock.held_at:
-            # Held at this message's time, its earliest record's.
-            hold.set(Timestamp.now() + self.HOLD_SECS)
-            view.clock = view.clock._replace(held_at=earliest)
+                waiting.append(item)
+        self._wait(view, waiting, (pending_0, pending_1, pending_2,
+                                   pending_3), wake)
+        if waiting:
+            earliest = min(item.entry.micros for item in waiting)
+            if view.clock.held_at == EMPTY or earliest < view.clock.held_at:
+                # Held at this message's time, its earliest record's.
+                hold.set(Timestamp.now() + self.HOLD_SECS)
+                view.clock = view.clock._replace(held_at=earliest)
+        if view.clock != before:
             clock.write(view.clock)
 
     @on_timer(WAKE)
     def wake_up(self, fired=beam.DoFn.TimestampParam,
                 key=beam.DoFn.KeyParam, window=beam.DoFn.WindowParam,
-                pending=beam.DoFn.StateParam(PENDING),
+                pending_0=beam.DoFn.StateParam(PENDING_0),
+                pending_1=beam.DoFn.StateParam(PENDING_1),
+                pending_2=beam.DoFn.StateParam(PENDING_2),
+                pending_3=beam.DoFn.StateParam(PENDING_3),
                 held_0=beam.DoFn.StateParam(HELD_0),
                 held_1=beam.DoFn.StateParam(HELD_1),
                 held_2=beam.DoFn.StateParam(HELD_2),
@@ -364,30 +373,21 @@ class _CompareInShard(_BucketVerdicts):
                 wake=beam.DoFn.TimerParam(WAKE),
                 hold=beam.DoFn.TimerParam(HOLD)):
         view = self._view(key, window, clock)
-        if view.pending is None:
-            view.pending = list(pending.read())
         before = view.clock
-        now = max(view.clock.micros, fired.micros)
-        view.clock = view.clock._replace(micros=now)
+        view.clock = view.clock._replace(
+            micros=max(view.clock.micros, fired.micros))
         bags = (held_0, held_1, held_2)
-        ready = [item for item in view.pending if item.entry.micros <= now]
+        ready = self._due(view, (pending_0, pending_1, pending_2, pending_3),
+                          wake)
         if ready:
             self._judge_ready(view, ready, window, bags, indexed)
-            view.pending = [item for item in view.pending
-                            if item.entry.micros > now]
-            pending.clear()
-            for item in view.pending:
-                pending.add(item)
         self._forget(view, bags)
         expiry = self._slices.expiry(view.clock)
         if expiry is not None and expiry != self._slices.expiry(before):
             # The oldest slice left is forgotten then, if nothing wakes
             # the shard before.
             wake.set(Timestamp(micros=expiry), dynamic_timer_tag=self.EXPIRY)
-        if view.pending:
-            earliest = min(item.entry.micros for item in view.pending)
-            due = next_judging(earliest, self._every)
-            wake.set(Timestamp(micros=due), dynamic_timer_tag=str(due))
+        if any(step != EMPTY for step in view.clock.pending):
             if view.clock.held_at < fired.micros:
                 # Held at this timer's time now: all still waiting is later.
                 hold.set(Timestamp.now() + self.HOLD_SECS)
@@ -414,6 +414,50 @@ class _CompareInShard(_BucketVerdicts):
             view = self._views[key, window] = _ShardView(
                 clock.read() or ShardClock.start())
         return view
+
+    def _wait(self, view, items, pending, wake) -> None:
+        """Adds newcomers (and looked-up index entries) to the bags of
+        their steps, each step with a timer."""
+        steps = list(view.clock.pending)
+        for item in items:
+            step = self._steps.step_of(item.entry.micros)
+            bag = self._steps.bag_of(step)
+            pending[bag].add(item)
+            if bag in view.pending:
+                view.pending[bag].append(item)
+            if steps[bag] == EMPTY or step < steps[bag]:
+                steps[bag] = step
+        for step in {self._steps.step_of(item.entry.micros) for item in items}:
+            due = self._steps.time_of(step)
+            wake.set(Timestamp(micros=due), dynamic_timer_tag=str(due))
+        view.clock = view.clock._replace(pending=tuple(steps))
+
+    def _due(self, view, pending, wake) -> list[ShardEntry]:
+        """Takes the newcomers the watermark has passed out of the bags of
+        the steps due; a bag that also holds a later step (one `STEPS`
+        steps on) keeps it."""
+        now = self._steps.step_of(view.clock.micros + 1) - 1
+        steps = list(view.clock.pending)
+        ready = []
+        for bag, first in enumerate(steps):
+            if first == EMPTY or first > now:
+                continue
+            if bag not in view.pending:
+                view.pending[bag] = list(pending[bag].read())
+            items = view.pending[bag]
+            ready += [i for i in items if i.entry.micros <= view.clock.micros]
+            later = [i for i in items if i.entry.micros > view.clock.micros]
+            pending[bag].clear()
+            for item in later:
+                pending[bag].add(item)
+            view.pending[bag] = later
+            steps[bag] = min((self._steps.step_of(i.entry.micros)
+                              for i in later), default=EMPTY)
+            if later:
+                due = self._steps.time_of(steps[bag])
+                wake.set(Timestamp(micros=due), dynamic_timer_tag=str(due))
+        view.clock = view.clock._replace(pending=tuple(steps))
+        return ready
 
     def _forget(self, view, bags) -> None:
         """Clears the bags of slices nothing on time can meet."""
