@@ -1,13 +1,15 @@
 """Memory of a long stream: does it follow the horizon or the records seen?
 
     python benchmarks/stream_soak.py                  # 20,000 and 100,000
-    python benchmarks/stream_soak.py --records 2000 10000 --spread-mins 3
+    python benchmarks/stream_soak.py --records 10000 40000 --spread-mins 12 \
+        --replay-rate 150
 
 Builds the load-run corpus (`benchmarks/load_run.py`) with a `time` field
 spread evenly over --spread-mins minutes of event time, then runs
 `stream_tag --as_stream --timestamp_field time --horizon_secs 60 --prompts
 shared` (tiny model) over the first N records for each N of --records, on
-Prism, each job in its own process. While a job runs, the resident memory
+Prism, each job in its own process, read as fast as the job takes them or
+at --replay-rate records a second. While a job runs, the resident memory
 of its process and of the Prism server it started is sampled every
 half-second: peaks and the final sample are printed. Issue #24's target:
 the 100,000-record soak peaks within 15 % of the 20,000-record one.
@@ -134,17 +136,20 @@ def main():
                         default=[20_000, 100_000])
     parser.add_argument("--spread-mins", type=float, default=30,
                         help="Minutes of event time the records span.")
+    parser.add_argument("--replay-rate", type=float, default=None,
+                        help="Records a second the file is read at "
+                             "(default: as fast as the job takes them).")
     parser.add_argument("--data-dir", type=pathlib.Path, default=DATA_DIR)
     args = parser.parse_args()
     flags = [*prism_flags(prism_binary()), "--experiments",
              "disable_prism_server_singleton"]
+    if args.replay_rate:
+        flags += ["--replay_rate", str(args.replay_rate)]
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         tmp = pathlib.Path(tmp)
         model_dir = make_tiny_preset(tmp / "tiny")
-        lines = corpus_lines(real_texts(args.data_dir), max(args.records),
-                             random.Random(0))
-        texts = [record["text"] for record in map(_record, lines[:2000])
-                 if record]
+        texts = real_texts(args.data_dir)
+        lines = corpus_lines(texts, max(args.records), random.Random(0))
         flags += ["--model", str(model_dir), *artifacts(
             EmbeddingGemma.from_preset(model_dir), texts, "shared", tmp)]
         print(f"\n{'records':>8} {'event time':>10} {'wall s':>7} "
