@@ -100,6 +100,13 @@ from transforms.counters import count
 from transforms.state_cache import skip_module_scan
 
 
+def _whole_millis(timestamp: Timestamp) -> int:
+    """An element's event time in microseconds, down to whole milliseconds:
+    Beam's timers fire at that precision, so a newcomer's timer fires at
+    its time, not before it."""
+    return timestamp.micros // 1000 * 1000
+
+
 class _FieldsCoder(FastCoder):
     """Codes a named tuple `kind` as a `TupleCoder` of its `fields` would
     (the same bytes), decoding to the named tuple: deterministic, nothing
@@ -239,10 +246,7 @@ class _ToShards(beam.DoFn):
 
     def process(self, element, timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam):
-        # Whole milliseconds: Beam's timers fire at that precision, so a
-        # newcomer's timer fires at its time, not before it.
-        micros = timestamp.micros // 1000 * 1000
-        for bucket, entry in self._entries(element, micros):
+        for bucket, entry in self._entries(element, _whole_millis(timestamp)):
             self._batches.setdefault(
                 (shard_of(bucket, self._shards), window), []).append(
                 ShardEntry(bucket, entry))
@@ -418,7 +422,7 @@ class _CompareInShard(_BucketVerdicts):
     def _wait(self, view, items, pending, wake) -> None:
         """Adds newcomers (and looked-up index entries) to the bags of
         their steps, each step with a timer."""
-        steps = list(view.clock.pending)
+        steps, woken = list(view.clock.pending), set()
         for item in items:
             step = self._steps.step_of(item.entry.micros)
             bag = self._steps.bag_of(step)
@@ -427,7 +431,8 @@ class _CompareInShard(_BucketVerdicts):
                 view.pending[bag].append(item)
             if steps[bag] == EMPTY or step < steps[bag]:
                 steps[bag] = step
-        for step in {self._steps.step_of(item.entry.micros) for item in items}:
+            woken.add(step)
+        for step in woken:
             due = self._steps.time_of(step)
             wake.set(Timestamp(micros=due), dynamic_timer_tag=str(due))
         view.clock = view.clock._replace(pending=tuple(steps))
@@ -639,10 +644,9 @@ class StreamingNearDuplicates(beam.PTransform):
                 for key in keys:
                     yield key, BucketEntry.newcomer(
                         sketcher.kind.value, record[ID], sketch, micros)
-            # Each entry a lookup found goes to the buckets it shares with
-            # its record, with the record's time.
-            for sketcher in sketchers:
-                keys = set(sketcher.sketch(record)[1])
+                # Each entry a lookup found goes to the buckets it shares
+                # with its record, with the record's time.
+                keys = set(keys)
                 for entry in record.get(INDEX_MATCHES) or ():
                     sketched = sketcher.sketch_entry(entry)
                     for key in keys.intersection(sketched[1] if sketched
@@ -676,7 +680,7 @@ class StreamingNearDuplicates(beam.PTransform):
 
         def keyed(entries):
             def each(element, timestamp=beam.DoFn.TimestampParam):
-                return entries(element, timestamp.micros // 1000 * 1000)
+                return entries(element, _whole_millis(timestamp))
             return each
 
         # Typed: Beam then codes keys and entries with deterministic,
