@@ -23,7 +23,6 @@ import random
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -97,28 +96,29 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def soak(corpus: pathlib.Path, out: pathlib.Path, flags: list[str]) -> dict:
+def soak(corpus: pathlib.Path, out: pathlib.Path, flags: list[str],
+         log: pathlib.Path) -> dict:
     """Runs `stream_tag` over `corpus` as a stream, sampling memory: its
     wall seconds, records out, and peak and final RSS (GB) of the job's
-    process and of the rest of its process tree (Prism)."""
-    job = subprocess.Popen([
-        sys.executable, "-m", "pipelines.stream_tag", "--input", str(corpus),
-        "--output", str(out), "--as_stream", "--timestamp_field", "time",
-        "--horizon_secs", str(HORIZON_SECS), *flags], cwd=REPO,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    samples = []
-    stderr = []
-    reader = threading.Thread(target=lambda: stderr.append(job.stderr.read()))
-    reader.start()
-    start = time.perf_counter()
-    while job.poll() is None:
-        others = sum(map(_rss_kb, _descendants(job.pid)))
-        samples.append((_rss_kb(job.pid), others))
-        time.sleep(0.5)
-    seconds = time.perf_counter() - start
-    reader.join()
+    process and of the rest of its process tree (Prism). The job's log
+    (with Prism's, which Beam relays) goes to `log`, whole."""
+    with open(log, "wb") as log_file:
+        job = subprocess.Popen([
+            sys.executable, "-m", "pipelines.stream_tag", "--input",
+            str(corpus), "--output", str(out), "--as_stream",
+            "--timestamp_field", "time", "--horizon_secs", str(HORIZON_SECS),
+            *flags], cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
+        samples = []
+        start = time.perf_counter()
+        while job.poll() is None:
+            others = sum(map(_rss_kb, _descendants(job.pid)))
+            samples.append((_rss_kb(job.pid), others))
+            time.sleep(0.5)
+        seconds = time.perf_counter() - start
     if job.returncode:
-        sys.exit(f"stream_tag failed:\n{stderr[0][-3000:]}")
+        tail = log.read_text(errors="replace")[-3000:]
+        sys.exit(f"stream_tag failed (exit {job.returncode}; log: {log}):"
+                 f"\n{tail}")
     samples = [s for s in samples if s[0]] or [(0, 0)]
     gb = 2 ** 20
     produced = sum(count_lines(out, prefix) for prefix in (
@@ -140,11 +140,17 @@ def main():
                         help="Records a second the file is read at "
                              "(default: as fast as the job takes them).")
     parser.add_argument("--data-dir", type=pathlib.Path, default=DATA_DIR)
+    parser.add_argument("--log-dir", type=pathlib.Path,
+                        default=pathlib.Path(tempfile.gettempdir())
+                        / "stream-soak-logs",
+                        help="Where each job's whole log is kept.")
     args = parser.parse_args()
+    # --verbose: the job logs at INFO, Prism's own lines among them.
     flags = [*prism_flags(prism_binary()), "--experiments",
-             "disable_prism_server_singleton"]
+             "disable_prism_server_singleton", "--verbose"]
     if args.replay_rate:
         flags += ["--replay_rate", str(args.replay_rate)]
+    args.log_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         tmp = pathlib.Path(tmp)
         model_dir = make_tiny_preset(tmp / "tiny")
@@ -161,7 +167,9 @@ def main():
             corpus.write_bytes(b"\n".join(timed_lines(
                 lines[:records], args.spread_mins * 60 * records
                 / max(args.records))) + b"\n")
-            row = rows[records] = soak(corpus, tmp / f"out-{records}", flags)
+            row = rows[records] = soak(
+                corpus, tmp / f"out-{records}", flags,
+                args.log_dir / f"soak-{records}.log")
             assert row["out"] == records, f"{row['out']} of {records} out"
             span = args.spread_mins * records / max(args.records)
             print(f"{records:>8,} {span:>7.1f} min {row['seconds']:>7.0f} "

@@ -336,29 +336,92 @@ class ShardSlices:
     def slice_of(self, micros: int) -> int:
         return micros // self._length
 
-    def bags_to_read(self, clock: ShardClock, earliest: int) -> list[int]:
+    def bags_to_read(self, clock: ShardClock | KeptClock,
+                     earliest: int) -> list[int]:
         """The bags holding originals a newcomer at `earliest` or later (up
         to the clock) can meet."""
         first = self.slice_of(earliest) - 1
         return [bag for bag, held in enumerate(clock.slices)
                 if held != EMPTY and held >= first]
 
-    def bag_for(self, clock: ShardClock, micros: int) -> int | None:
+    def bag_for(self, clock: ShardClock | KeptClock, micros: int) -> int | None:
         """The bag an original at `micros` goes in; None if it is already
         too old to meet anything still to judge on time."""
         held = self.slice_of(micros)
         return None if held < self._oldest_live(clock) else held % SLICES
 
-    def dead_bags(self, clock: ShardClock) -> list[int]:
+    def dead_bags(self, clock: ShardClock | KeptClock) -> list[int]:
         """The bags holding only slices nothing on time can meet."""
         oldest = self._oldest_live(clock)
         return [bag for bag, held in enumerate(clock.slices)
                 if held != EMPTY and held < oldest]
 
-    def expiry(self, clock: ShardClock) -> int | None:
+    def expiry(self, clock: ShardClock | KeptClock) -> int | None:
         """When the oldest slice held is forgotten (None: none held)."""
         held = [s for s in clock.slices if s != EMPTY]
         return (min(held) + 2) * self._length if held else None
 
-    def _oldest_live(self, clock: ShardClock) -> int:
+    def _oldest_live(self, clock: ShardClock | KeptClock) -> int:
         return self.slice_of(clock.micros) - 1
+
+
+# The record each flagged record's group kept ------------------------------
+
+class KeptLink(typing.NamedTuple):
+    """A record the stream flagged, as its group's kept record is found:
+    its time (whole milliseconds, as its buckets ordered it), its id, the
+    record it matched, and the id that group kept where already known (an
+    index entry is kept for good), else ''."""
+
+    micros: int
+    id: str
+    duplicate_of: str
+    kept: str
+
+
+def resolve_kept(links: Iterable[KeptLink], kept: dict[str, str]
+                 ) -> list[tuple[KeptLink, str]]:
+    """Each link with the id its group kept in the end.
+
+    A record's `duplicate_of` was an original in a bucket, but other
+    buckets may have flagged it: then its group kept what it was flagged
+    against. Links are resolved in the buckets' order (time, then id), in
+    which a record comes after whatever it matched, so one pass does it;
+    `kept` maps the ids flagged before (a horizon's worth is all a record
+    can match) to the id their group kept, and gains these links.
+
+    >>> kept = {}
+    >>> [(link.id, root) for link, root in resolve_kept(
+    ...     [KeptLink(2, "c", "b", ""), KeptLink(1, "b", "a", ""),
+    ...      KeptLink(3, "d", "x", "x")], kept)]
+    [('b', 'a'), ('c', 'a'), ('d', 'x')]
+    """
+    resolved = []
+    for link in sorted(links):
+        root = link.kept or kept.get(link.duplicate_of, link.duplicate_of)
+        kept[link.id] = root
+        resolved.append((link, root))
+    return resolved
+
+
+class KeptWaiting(typing.NamedTuple):
+    """A flagged record waiting for the watermark to pass its time before
+    its group's kept record is found: its link, its exact event time
+    (microseconds) and its line."""
+
+    link: KeptLink
+    micros: int
+    line: bytes
+
+
+class KeptClock(typing.NamedTuple):
+    """What the chain resolver knows between its timers: the latest time
+    one fired at, and the slice of event time each of its `SLICES` bags of
+    resolved links holds (`EMPTY` for none)."""
+
+    micros: int
+    slices: tuple[int, ...]
+
+    @classmethod
+    def start(cls) -> KeptClock:
+        return cls(EMPTY, (EMPTY,) * SLICES)

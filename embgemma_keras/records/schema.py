@@ -38,7 +38,8 @@ DUPLICATE_OF = "duplicate_of"
 DUPLICATE_OF_RUN = "duplicate_of_run"  # set when the original is indexed
 # The id of the record a duplicate's group kept, the end of its
 # `duplicate_of` chain (`duplicate_of` may name a record a later stage
-# flagged): in dedup_corpus, a record of unique-* or an index entry.
+# flagged): in dedup_corpus, a record of unique-* or an index entry; in a
+# stream, a record no bucket flagged or an index entry.
 KEPT_ID = "kept_id"
 SIMILARITY = "similarity"
 KIND = "kind"

@@ -103,18 +103,19 @@ STREAM_EVENTS = [(61.0004, {"id": "c", "text": _TEXT + "?"}),
                  (0.0004, {"id": "a", "text": _TEXT}),
                  (61.5009, {"id": "d", "text": _TEXT + "?!"})]
 STREAM_HORIZON_SECS = 60
-# c is an original again, d its copy.
-STREAM_VERDICTS = {"a": None, "b": "a", "c": None, "d": "c", "e": None}
+# c is an original again, d its copy: {id: (duplicate_of, kept_id)}.
+STREAM_VERDICTS = {"a": (None, None), "b": ("a", "a"), "c": (None, None),
+                   "d": ("c", "c"), "e": (None, None)}
 
 
 def stream_verdicts(out) -> dict:
-    """{id: duplicate_of} of the detector's output on STREAM_EVENTS, which
-    must hold every record once, at its time."""
+    """{id: (duplicate_of, kept_id)} of the detector's output on
+    STREAM_EVENTS, which must hold every record once, at its time."""
     assert sorted(r["id"] for r in out) == sorted(
         r["id"] for _, r in STREAM_EVENTS)
     times = {r["id"]: t for t, r in STREAM_EVENTS}
     assert all(abs(r[EVENT_TIME] - times[r["id"]]) < 1e-3 for r in out)
-    return {r["id"]: r.get("duplicate_of") for r in out}
+    return {r["id"]: (r.get("duplicate_of"), r.get("kept_id")) for r in out}
 
 
 def lines(path) -> int:
@@ -122,9 +123,9 @@ def lines(path) -> int:
 
 
 def tag_verdicts(out):
-    """What `stream_tag` decided: (id, duplicate_of, spam label) per
-    record, and the dead letters' errors."""
-    return (sorted((r["id"], r.get("duplicate_of"),
+    """What `stream_tag` decided: (id, duplicate_of, kept_id, spam label)
+    per record, and the dead letters' errors."""
+    return (sorted((r["id"], r.get("duplicate_of"), r.get("kept_id"),
                     r["labels"]["spam"]["label"])
                    for r in read_outputs(out, "tagged")),
             sorted(d["error"] for d in read_outputs(out, "dead_letters")))
@@ -141,9 +142,12 @@ def assert_tags_agree(verdicts, direct, corpus) -> None:
     assert dead == direct_dead
     assert len(tagged) + len(dead) == lines(corpus)
     assert tagged == direct_tagged
-    flagged = {i: duplicate_of for i, duplicate_of, _ in tagged
+    flagged = {i: duplicate_of for i, duplicate_of, _, _ in tagged
                if duplicate_of}
-    copies = [i for i, _, _ in tagged if i.endswith(("-copy", "-case"))]
+    # A group's kept record is one no stage flagged.
+    assert all(kept and kept not in flagged
+               for i, _, kept, _ in tagged if i in flagged)
+    copies = [i for i, _, _, _ in tagged if i.endswith(("-copy", "-case"))]
     assert copies
     for copy in copies:
         assert flagged.get(copy) == copy.rsplit("-", 1)[0], copy
@@ -242,14 +246,15 @@ def timed_corpus(ordered_corpus, tmp_path_factory):
 
 
 def as_stream_verdicts(out) -> tuple[dict, list, list]:
-    """What `stream_tag` decided in `out`: {id: (duplicate_of, kind)},
+    """What `stream_tag` decided in `out`: {id: (duplicate_of, kept_id,
+    kind)},
     the dead letters' errors, and the tagged files' names; each id must be
     out once."""
     tagged = read_outputs(out, "tagged")
     ids = collections.Counter(r["id"] for r in tagged)
     assert not [i for i, n in ids.items() if n > 1]
-    verdicts = {r["id"]: (r.get("duplicate_of"), r.get("kind"))
-                for r in tagged}
+    verdicts = {r["id"]: (r.get("duplicate_of"), r.get("kept_id"),
+                          r.get("kind")) for r in tagged}
     return (verdicts,
             sorted(d["error"] for d in read_outputs(out, "dead_letters")),
             sorted(p.name for p in pathlib.Path(out).glob("tagged*")))
@@ -273,6 +278,9 @@ def bounded_verdicts(run_as_stream, ordered_corpus):
     verdicts, dead, _ = run_as_stream(ordered_corpus)
     assert len(verdicts) + len(dead) == lines(ordered_corpus)
     assert sum(bool(v[0]) for v in verdicts.values()) > 0
+    # Each duplicate names the record its group kept, one not flagged.
+    assert all(kept and not verdicts[kept][0]
+               for duplicate_of, kept, _ in verdicts.values() if duplicate_of)
     return verdicts, dead
 
 

@@ -338,6 +338,7 @@ def test_the_join_lets_each_delivery_leave_with_the_best_verdict(tmp_path):
     a verdict before its record's line, and a redelivery in flight with the
     first delivery. Each line leaves once `bands` verdicts are in, with the
     best match either delivery got (lexical before semantic)."""
+    from transforms.dedup.streaming import FLAGGED
     from transforms.dedup.streaming import _JoinVerdicts
 
     line = json.dumps({"id": "x", "text": TEXT}).encode("utf-8")
@@ -346,13 +347,20 @@ def test_the_join_lets_each_delivery_leave_with_the_best_verdict(tmp_path):
     # (bands judged, best match) from a bundle of the compare stage, or
     # None for a delivery of the record's line
     messages = [(1, semantic), None, None, (1, lexical), (2, None)]
-    join = beam.Map(lambda m: ("x", JoinEntry.of_line(line)
-                               if m["verdict"] is None
-                               else JoinEntry.of_verdicts(*m["verdict"]))
-                    ) | beam.ParDo(_JoinVerdicts(
-                        bands=2, rank={"lexical": 0, "semantic": 1}))
+
+    @beam.ptransform_fn
+    def flagged(events):
+        # Only the flagged output: a record the join flags must go there,
+        # to have its kept record found.
+        return (events | beam.Map(lambda m: (
+            "x", JoinEntry.of_line(line) if m["verdict"] is None
+            else JoinEntry.of_verdicts(*m["verdict"])))
+            | beam.ParDo(_JoinVerdicts(
+                bands=2, rank={"lexical": 0, "semantic": 1})).with_outputs(
+                FLAGGED, main="unflagged"))[FLAGGED]
+
     out = run_events([(t, {"verdict": m}) for t, m in enumerate(messages)],
-                     join, tmp_path)
+                     flagged(), tmp_path)
     assert [(r["id"], r["duplicate_of"], r["kind"]) for r in out] == [
         ("x", "b", "lexical")] * 2
 
@@ -371,6 +379,54 @@ def test_a_flagged_record_names_the_record_kept(tmp_path, bounded):
     tags = {r["id"]: (r.get("duplicate_of"), r.get("kept_id")) for r in out}
     assert tags == {"first": (None, None), "copy": ("first", "first"),
                     "resent": ("lunch", "lunch")}
+
+
+def _chain(length: int, seed: int = 0) -> list[np.ndarray]:
+    """Unit vectors each at cosine 0.95 to the one before it along one
+    great circle, so 0.81 to the one before that: with seed 0, each pair
+    of neighbours shares an LSH band of `SemanticSketch(64)` that the one
+    before them does not."""
+    rng = np.random.default_rng(seed)
+
+    def unit(v):
+        return (v / np.linalg.norm(v)).astype(np.float32)
+
+    chain = [unit(rng.normal(size=64))]
+    turn = unit(rng.normal(size=64))
+    for _ in range(length - 1):
+        away = unit(turn - (turn @ chain[-1]) * chain[-1])
+        chain.append(unit(0.95 * chain[-1] + np.sqrt(1 - 0.95**2) * away))
+    return chain
+
+
+@pytest.mark.parametrize("apart_secs", [5, 0.1], ids=["apart", "one_step"])
+@pytest.mark.parametrize(("bounded", "in_order"), [
+    (False, True), (False, False), (True, True)],
+    ids=["stream", "stream_any_order", "bounded"])
+def test_kept_id_follows_a_chain_to_the_record_kept(tmp_path, bounded,
+                                                    in_order, apart_secs):
+    """a, b, c, d, each a near-duplicate of the one before only: b is
+    flagged against a, c against b (an original in a bucket a is not in),
+    d against c. Each names the record before it in `duplicate_of`, and
+    all name `a`, the one their group kept, in `kept_id`: whether they
+    were judged at separate steps or at one, in any order of arrival."""
+    ids = ["a", "b", "c", "d"]
+    events = [(apart_secs * i, {"id": record_id, "text": record_id,
+                                "embeddings": {"similarity": vector}})
+              for i, (record_id, vector) in enumerate(zip(ids, _chain(4),
+                                                          strict=True))]
+    events.append((apart_secs, {"id": "apart", "text": "apart",
+                                "embeddings": {"similarity": _chain(
+                                    1, seed=1)[0]}}))
+    out = run_events(events if in_order else events[::-1],
+                     StreamingNearDuplicates(
+                         StreamDedupConfig(horizon_secs=60),
+                         sketchers=[SemanticSketch(64, threshold=0.9)]),
+                     tmp_path, bounded=bounded, in_order=in_order)
+    assert len(out) == len(events)
+    tags = {r["id"]: (r.get("duplicate_of"), r.get("kept_id")) for r in out}
+    assert tags == {"a": (None, None), "b": ("a", "a"), "c": ("b", "a"),
+                    "d": ("c", "a"), "apart": (None, None)}
 
 
 def test_the_detectors_elements_have_fixed_deterministic_coders():

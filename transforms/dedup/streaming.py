@@ -37,9 +37,10 @@ index in a database is looked up a record at a time instead
 (`transforms.index.lookup.LookUpForStream`): the entries found come on
 the record (`INDEX_MATCHES`) and join its buckets with its time, held for
 its horizon, matching it and the records after it there.
-A flagged record's `kept_id` is its `duplicate_of`: a stream keeps every
-record, and whether the original it matched was itself flagged is decided
-in other buckets at the same time, so the chain is not resolved here.
+A flagged record's `kept_id` is the record its group kept: what it
+matched may have been flagged in another bucket, so flagged records go on
+to one key that resolves the chain in the buckets' order once the
+watermark has passed them (`_ResolveKept`; over a bounded input, at once).
 Replays: a re-delivered record (same id) is never compared with itself and
 gets the verdict it got the first time (while the horizon's state lasts), so
 Pub/Sub redelivery does not make a record a duplicate of itself. Late
@@ -79,12 +80,16 @@ from embgemma_keras.dedup.stream_buckets import BucketJudge
 from embgemma_keras.dedup.stream_buckets import JoinEntry
 from embgemma_keras.dedup.stream_buckets import Judgement
 from embgemma_keras.dedup.stream_buckets import JudgingSteps
+from embgemma_keras.dedup.stream_buckets import KeptClock
+from embgemma_keras.dedup.stream_buckets import KeptLink
+from embgemma_keras.dedup.stream_buckets import KeptWaiting
 from embgemma_keras.dedup.stream_buckets import Match
 from embgemma_keras.dedup.stream_buckets import ShardClock
 from embgemma_keras.dedup.stream_buckets import ShardEntry
 from embgemma_keras.dedup.stream_buckets import ShardSlices
 from embgemma_keras.dedup.stream_buckets import better_match
 from embgemma_keras.dedup.stream_buckets import match_rank
+from embgemma_keras.dedup.stream_buckets import resolve_kept
 from embgemma_keras.dedup.stream_buckets import shard_of
 from embgemma_keras.progress import DUPLICATES
 from embgemma_keras.records.schema import DUPLICATE_OF
@@ -182,8 +187,26 @@ class _ShardClockCoder(_FieldsCoder):
               coders.TupleSequenceCoder(coders.VarIntCoder()))
 
 
+class _KeptLinkCoder(_FieldsCoder):
+    kind = KeptLink
+    fields = (coders.VarIntCoder(), coders.StrUtf8Coder(),
+              coders.StrUtf8Coder(), coders.StrUtf8Coder())
+
+
+class _KeptWaitingCoder(_FieldsCoder):
+    kind = KeptWaiting
+    fields = (_KeptLinkCoder(), coders.VarIntCoder(), coders.BytesCoder())
+
+
+class _KeptClockCoder(_FieldsCoder):
+    kind = KeptClock
+    fields = (coders.VarIntCoder(),
+              coders.TupleSequenceCoder(coders.VarIntCoder()))
+
+
 for _coder in (_MatchCoder, _BucketEntryCoder, _JoinEntryCoder,
-               _ShardEntryCoder, _ShardClockCoder):
+               _ShardEntryCoder, _ShardClockCoder, _KeptLinkCoder,
+               _KeptWaitingCoder, _KeptClockCoder):
     coders.registry.register_coder(_coder.kind, _coder)
 JOIN_CODER = _JoinEntryCoder()
 SHARD_CODER = _ShardEntryCoder()
@@ -385,7 +408,7 @@ class _CompareInShard(_BucketVerdicts):
                           wake)
         if ready:
             self._judge_ready(view, ready, window, bags, indexed)
-        self._forget(view, bags)
+        _forget_dead_slices(self._slices, view, bags)
         expiry = self._slices.expiry(view.clock)
         if expiry is not None and expiry != self._slices.expiry(before):
             # The oldest slice left is forgotten then, if nothing wakes
@@ -464,14 +487,6 @@ class _CompareInShard(_BucketVerdicts):
         view.clock = view.clock._replace(pending=tuple(steps))
         return ready
 
-    def _forget(self, view, bags) -> None:
-        """Clears the bags of slices nothing on time can meet."""
-        slices = list(view.clock.slices)
-        for bag in self._slices.dead_bags(view.clock):
-            bags[bag].clear()
-            view.held[bag], slices[bag] = [], EMPTY
-        view.clock = view.clock._replace(slices=tuple(slices))
-
     def _judge_ready(self, view, ready, window, bags, indexed) -> None:
         """Judges the newcomers `ready` bucket by bucket; keeps the new
         originals and the index entries looked up for them."""
@@ -497,24 +512,38 @@ class _CompareInShard(_BucketVerdicts):
         for bucket, entries in newcomers.items():
             keep += [ShardEntry(bucket, added) for added in self._judged(
                 entries, held[bucket], index[bucket], window).added]
-        self._keep(view, keep, bags)
+        _keep_in_slices(self._slices, view, keep, bags,
+                        lambda item: item.entry.micros)
 
-    def _keep(self, view, items, bags) -> None:
-        """Adds originals (and looked-up index entries) to their slices'
-        bags, clearing first a bag that holds a forgotten slice."""
-        slices = list(view.clock.slices)
-        for item in items:
-            bag = self._slices.bag_for(view.clock, item.entry.micros)
-            if bag is None:
-                continue  # too old to meet anything still to come
-            held = self._slices.slice_of(item.entry.micros)
-            if slices[bag] != held:
-                if slices[bag] != EMPTY:
-                    bags[bag].clear()
-                view.held[bag], slices[bag] = [], held
-            bags[bag].add(item)
-            view.held[bag].append(item)
-        view.clock = view.clock._replace(slices=tuple(slices))
+
+def _forget_dead_slices(slices: ShardSlices, view, bags) -> None:
+    """Clears the bags of slices nothing on time can meet (`view`: a
+    `clock` with `slices`, and the bags' entries read so far, `held`)."""
+    held = list(view.clock.slices)
+    for bag in slices.dead_bags(view.clock):
+        bags[bag].clear()
+        view.held[bag], held[bag] = [], EMPTY
+    view.clock = view.clock._replace(slices=tuple(held))
+
+
+def _keep_in_slices(slices: ShardSlices, view, items, bags,
+                    micros_of) -> None:
+    """Adds items to the bags of their slices of event time (`micros_of`
+    each), clearing first a bag that holds a forgotten slice; an item too
+    old to meet anything still to come is not kept."""
+    held = list(view.clock.slices)
+    for item in items:
+        micros = micros_of(item)
+        bag = slices.bag_for(view.clock, micros)
+        if bag is None:
+            continue
+        if held[bag] != slices.slice_of(micros):
+            if held[bag] != EMPTY:
+                bags[bag].clear()
+            view.held[bag], held[bag] = [], slices.slice_of(micros)
+        bags[bag].add(item)
+        view.held[bag].append(item)
+    view.clock = view.clock._replace(slices=tuple(held))
 
 
 class _CompareGrouped(_BucketVerdicts):
@@ -530,6 +559,9 @@ class _CompareGrouped(_BucketVerdicts):
             (indexed if entry.indexed else newcomers).append(entry)
         self._judged(newcomers, [], indexed, window)
         return ()
+
+
+FLAGGED = "flagged"  # the join's output of the records it flagged
 
 
 class _JoinVerdicts(beam.DoFn):
@@ -569,7 +601,11 @@ class _JoinVerdicts(beam.DoFn):
         if not leaving:
             return
         for line in lines[:leaving]:
-            yield _tagged(json.loads(line), best)
+            record = json.loads(line)
+            if best is None or DUPLICATE_OF in record:
+                yield record
+            else:
+                yield beam.pvalue.TaggedOutput(FLAGGED, _tagged(record, best))
         inbox.clear()
         received -= leaving * self._bands
         waiting = lines[leaving:]
@@ -580,17 +616,142 @@ class _JoinVerdicts(beam.DoFn):
             inbox.add(JoinEntry.of_line(line))
 
 
-def _tagged(record: dict, best: Match | None) -> dict:
-    """The record with its best match's tags; as it is if it matched
-    nothing, or already carries `duplicate_of`."""
-    if best is None or DUPLICATE_OF in record:
-        return record
+def _tagged(record: dict, best: Match) -> dict:
+    """The record with its best match's tags, but for `kept_id`: which
+    record its group kept is found after (`_ResolveKept`)."""
     count(DUPLICATES)
-    tags = {DUPLICATE_OF: best.original, KEPT_ID: best.original,
-            SIMILARITY: best.similarity, KIND: best.kind}
+    tags = {DUPLICATE_OF: best.original, SIMILARITY: best.similarity,
+            KIND: best.kind}
     if best.indexed:
         tags[DUPLICATE_OF_RUN] = best.run
     return {**record, **tags}
+
+
+def _kept_link(record: dict, timestamp: Timestamp) -> KeptLink:
+    """A flagged record's link to what it matched; an index entry is kept
+    for good."""
+    original = record[DUPLICATE_OF]
+    return KeptLink(_whole_millis(timestamp), record[ID], original,
+                    original if DUPLICATE_OF_RUN in record else "")
+
+
+class _ToResolver(beam.DoFn):
+    """Gathers a bundle's flagged records (per window) into one message
+    for the chain resolver's one key, at the earliest one's time."""
+
+    def start_bundle(self):
+        self._waiting = {}  # window -> [KeptWaiting]
+
+    def process(self, record, timestamp=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam):
+        self._waiting.setdefault(window, []).append(KeptWaiting(
+            _kept_link(record, timestamp), timestamp.micros,
+            to_json_line(record).encode("utf-8")))
+
+    def finish_bundle(self):
+        for window, items in self._waiting.items():
+            earliest = min(item.micros for item in items)
+            yield WindowedValue((0, items), Timestamp(micros=earliest),
+                                [window])
+        self._waiting = {}
+
+
+class _KeptView:
+    """The resolver's state as this bundle has read and changed it (see
+    `_ShardView`)."""
+
+    def __init__(self, clock: KeptClock):
+        self.clock = clock
+        self.pending: list[KeptWaiting] | None = None
+        self.held: dict[int, list[KeptLink]] = {}  # bag -> resolved links
+
+
+class _ResolveKept(beam.DoFn):
+    """A stream's flagged records with `kept_id`, the record their group
+    kept (`resolve_kept`).
+
+    The record a newcomer matched was an original in that bucket, but
+    another bucket may have flagged it at the same step; so every flagged
+    record comes to this one key, waits (`PENDING`) for the watermark to
+    pass its time (an event-time timer at it, which holds the watermark
+    there), and is resolved in the buckets' order against the links
+    resolved before. Those are kept a horizon (all a record can match),
+    in bags by slice of event time forgotten whole (`ShardSlices`). Only
+    flagged records come here, with their lines: a fraction of the
+    buckets' traffic (docs/streaming.md).
+    """
+
+    PENDING = BagStateSpec("pending", _KeptWaitingCoder())
+    KEPT_0 = BagStateSpec("kept_0", _KeptLinkCoder())
+    KEPT_1 = BagStateSpec("kept_1", _KeptLinkCoder())
+    KEPT_2 = BagStateSpec("kept_2", _KeptLinkCoder())
+    CLOCK = ReadModifyWriteStateSpec("clock", _KeptClockCoder())
+    WAKE = TimerSpec("wake", TimeDomain.WATERMARK)
+
+    def __init__(self, horizon_secs: float):
+        self._slices = ShardSlices(int(horizon_secs * 1_000_000))
+
+    def setup(self):
+        skip_module_scan()
+
+    def start_bundle(self):
+        self._views = {}  # window -> _KeptView
+
+    def finish_bundle(self):
+        self._views = {}
+
+    def process(self, element, window=beam.DoFn.WindowParam,
+                pending=beam.DoFn.StateParam(PENDING),
+                wake=beam.DoFn.TimerParam(WAKE)):
+        _, items = element
+        for item in items:
+            pending.add(item)
+        view = self._views.get(window)
+        if view is not None and view.pending is not None:
+            view.pending += items
+        for micros in {item.link.micros for item in items}:
+            wake.set(Timestamp(micros=micros), dynamic_timer_tag=str(micros))
+
+    @on_timer(WAKE)
+    def resolve(self, fired=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam,
+                pending=beam.DoFn.StateParam(PENDING),
+                kept_0=beam.DoFn.StateParam(KEPT_0),
+                kept_1=beam.DoFn.StateParam(KEPT_1),
+                kept_2=beam.DoFn.StateParam(KEPT_2),
+                clock=beam.DoFn.StateParam(CLOCK)):
+        view = self._views.get(window)
+        if view is None:
+            view = self._views[window] = _KeptView(
+                clock.read() or KeptClock.start())
+        if view.pending is None:
+            view.pending = list(pending.read())
+        due = sorted((i for i in view.pending if i.link.micros <= fired.micros),
+                     key=lambda item: item.link)
+        if not due:
+            return  # resolved at an earlier timer of this bundle
+        view.pending = [i for i in view.pending
+                        if i.link.micros > fired.micros]
+        pending.clear()
+        for item in view.pending:
+            pending.add(item)
+        view.clock = view.clock._replace(
+            micros=max(view.clock.micros, fired.micros))
+        bags = (kept_0, kept_1, kept_2)
+        _forget_dead_slices(self._slices, view, bags)
+        for bag in self._slices.bags_to_read(view.clock, due[0].link.micros):
+            if bag not in view.held:
+                view.held[bag] = list(bags[bag].read())
+        known = {link.id: link.kept for held in view.held.values()
+                 for link in held}
+        resolved = resolve_kept([item.link for item in due], known)
+        for item, (_, root) in zip(due, resolved, strict=True):
+            yield WindowedValue({**json.loads(item.line), KEPT_ID: root},
+                                Timestamp(micros=item.micros), [window])
+        _keep_in_slices(self._slices, view, [
+            link._replace(duplicate_of="", kept=root)
+            for link, root in resolved], bags, lambda link: link.micros)
+        clock.write(view.clock)
 
 
 class StreamingNearDuplicates(beam.PTransform):
@@ -611,8 +772,8 @@ class StreamingNearDuplicates(beam.PTransform):
             that near-duplicate one of them are flagged too, whatever its
             age, with `duplicate_of_run` naming the run that kept it.
 
-    A flagged record gets `duplicate_of`, `kept_id` (the same id: see the
-    module docstring), `similarity` and `kind`. A record already carrying
+    A flagged record gets `duplicate_of`, `kept_id` (the record its group
+    kept: see the module docstring), `similarity` and `kind`. A record already carrying
     `duplicate_of` keeps it. Records leave without their embeddings.
     A record whose bucket held more than `max_originals` originals within
     its horizon is compared with the latest of them, and counted in the
@@ -669,9 +830,36 @@ class StreamingNearDuplicates(beam.PTransform):
             r[ID], JoinEntry.of_line(to_json_line(
                 without_working_fields(r)).encode("utf-8")))
         ).with_output_types(tuple[str, JoinEntry])
-        return ((lines, verdicts) | "Merge" >> beam.Flatten()
-                | "Join" >> beam.ParDo(_JoinVerdicts(
-                    bands, match_rank(sketchers))))
+        joined = ((lines, verdicts) | "Merge" >> beam.Flatten()
+                  | "Join" >> beam.ParDo(_JoinVerdicts(
+                      bands, match_rank(sketchers))).with_outputs(
+                      FLAGGED, main="unflagged"))
+        if records.is_bounded:
+            flagged = self._kept_at_once(joined[FLAGGED])
+        else:
+            flagged = (joined[FLAGGED]
+                       | "ToResolver" >> beam.ParDo(_ToResolver()
+                                                    ).with_output_types(
+                           tuple[int, list[KeptWaiting]])
+                       | "ResolveKept" >> beam.ParDo(_ResolveKept(
+                           self._config.horizon_secs)))
+        return (joined.unflagged, flagged) | "All" >> beam.Flatten()
+
+    @staticmethod
+    def _kept_at_once(flagged):
+        """A bounded input's `kept_id`s: all the flagged records' links in
+        one list, resolved as the stream resolves them, and joined back to
+        their records as a map (a side input)."""
+        kept = (flagged
+                | "Links" >> beam.Map(lambda record, t=beam.DoFn.TimestampParam:
+                                      _kept_link(record, t))
+                | "AllLinks" >> beam.CombineGlobally(
+                    beam.combiners.ToListCombineFn()).without_defaults()
+                | "ResolveKept" >> beam.FlatMap(lambda links: [
+                    (link.id, root) for link, root in resolve_kept(links, {})]))
+        return flagged | "WithKeptId" >> beam.Map(
+            lambda record, kept: {**record, KEPT_ID: kept[record[ID]]},
+            beam.pvalue.AsDict(kept))
 
     def _grouped(self, records, record_entries, index_entries):
         """A bounded input's verdicts: all the input is there before the
