@@ -416,12 +416,14 @@ class KeptWaiting(typing.NamedTuple):
 
 class KeptClock(typing.NamedTuple):
     """What the chain resolver knows between its timers: the latest time
-    one fired at, and the slice of event time each of its `SLICES` bags of
-    resolved links holds (`EMPTY` for none)."""
+    one fired at, the slice of event time each of its `SLICES` bags of
+    resolved links holds (`EMPTY` for none), and where it holds the
+    watermark (`EMPTY`: nowhere)."""
 
     micros: int
     slices: tuple[int, ...]
+    held_at: int
 
     @classmethod
     def start(cls) -> KeptClock:
-        return cls(EMPTY, (EMPTY,) * SLICES)
+        return cls(EMPTY, (EMPTY,) * SLICES, EMPTY)

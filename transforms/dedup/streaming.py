@@ -201,7 +201,8 @@ class _KeptWaitingCoder(_FieldsCoder):
 class _KeptClockCoder(_FieldsCoder):
     kind = KeptClock
     fields = (coders.VarIntCoder(),
-              coders.TupleSequenceCoder(coders.VarIntCoder()))
+              coders.TupleSequenceCoder(coders.VarIntCoder()),
+              coders.VarIntCoder())
 
 
 for _coder in (_MatchCoder, _BucketEntryCoder, _JoinEntryCoder,
@@ -672,13 +673,16 @@ class _ResolveKept(beam.DoFn):
 
     The record a newcomer matched was an original in that bucket, but
     another bucket may have flagged it at the same step; so every flagged
-    record comes to this one key, waits (`PENDING`) for the watermark to
-    pass its time (an event-time timer at it, which holds the watermark
-    there), and is resolved in the buckets' order against the links
-    resolved before. Those are kept a horizon (all a record can match),
-    in bags by slice of event time forgotten whole (`ShardSlices`). Only
-    flagged records come here, with their lines: a fraction of the
-    buckets' traffic (docs/streaming.md).
+    record comes to this one key and waits (`PENDING`) until the
+    watermark has passed it, then is resolved in the buckets' order
+    against the links resolved before. Like a shard, the key wakes at
+    steps of event time (`JudgingSteps`), not once a record, and a
+    processing-time timer (`HOLD`) holds the watermark at the earliest
+    record waiting, so each leaves at its own time, never late. Resolved
+    links are kept a horizon (all a record can match), in bags by slice
+    of event time forgotten whole (`ShardSlices`). Only flagged records
+    come here, with their lines: a fraction of the buckets' traffic
+    (docs/streaming.md).
     """
 
     PENDING = BagStateSpec("pending", _KeptWaitingCoder())
@@ -687,9 +691,11 @@ class _ResolveKept(beam.DoFn):
     KEPT_2 = BagStateSpec("kept_2", _KeptLinkCoder())
     CLOCK = ReadModifyWriteStateSpec("clock", _KeptClockCoder())
     WAKE = TimerSpec("wake", TimeDomain.WATERMARK)
+    HOLD = TimerSpec("hold", TimeDomain.REAL_TIME)
 
-    def __init__(self, horizon_secs: float):
-        self._slices = ShardSlices(int(horizon_secs * 1_000_000))
+    def __init__(self, config: StreamDedupConfig):
+        self._slices = ShardSlices(int(config.horizon_secs * 1_000_000))
+        self._steps = JudgingSteps(config.judge_every_secs)
 
     def setup(self):
         skip_module_scan()
@@ -702,15 +708,24 @@ class _ResolveKept(beam.DoFn):
 
     def process(self, element, window=beam.DoFn.WindowParam,
                 pending=beam.DoFn.StateParam(PENDING),
-                wake=beam.DoFn.TimerParam(WAKE)):
+                clock=beam.DoFn.StateParam(CLOCK),
+                wake=beam.DoFn.TimerParam(WAKE),
+                hold=beam.DoFn.TimerParam(HOLD)):
         _, items = element
+        view = self._view(window, clock)
         for item in items:
             pending.add(item)
-        view = self._views.get(window)
-        if view is not None and view.pending is not None:
+        if view.pending is not None:
             view.pending += items
-        for micros in {item.link.micros for item in items}:
-            wake.set(Timestamp(micros=micros), dynamic_timer_tag=str(micros))
+        for step in {self._steps.step_of(item.link.micros) for item in items}:
+            due = self._steps.time_of(step)
+            wake.set(Timestamp(micros=due), dynamic_timer_tag=str(due))
+        earliest = min(item.micros for item in items)
+        if view.clock.held_at == EMPTY or earliest < view.clock.held_at:
+            # Held at this message's time, its earliest record's.
+            hold.set(Timestamp.now() + _CompareInShard.HOLD_SECS)
+            view.clock = view.clock._replace(held_at=earliest)
+            clock.write(view.clock)
 
     @on_timer(WAKE)
     def resolve(self, fired=beam.DoFn.TimestampParam,
@@ -719,17 +734,15 @@ class _ResolveKept(beam.DoFn):
                 kept_0=beam.DoFn.StateParam(KEPT_0),
                 kept_1=beam.DoFn.StateParam(KEPT_1),
                 kept_2=beam.DoFn.StateParam(KEPT_2),
-                clock=beam.DoFn.StateParam(CLOCK)):
-        view = self._views.get(window)
-        if view is None:
-            view = self._views[window] = _KeptView(
-                clock.read() or KeptClock.start())
+                clock=beam.DoFn.StateParam(CLOCK),
+                hold=beam.DoFn.TimerParam(HOLD)):
+        view = self._view(window, clock)
         if view.pending is None:
             view.pending = list(pending.read())
         due = sorted((i for i in view.pending if i.link.micros <= fired.micros),
                      key=lambda item: item.link)
         if not due:
-            return  # resolved at an earlier timer of this bundle
+            return  # resolved at an earlier timer
         view.pending = [i for i in view.pending
                         if i.link.micros > fired.micros]
         pending.clear()
@@ -737,7 +750,36 @@ class _ResolveKept(beam.DoFn):
             pending.add(item)
         view.clock = view.clock._replace(
             micros=max(view.clock.micros, fired.micros))
-        bags = (kept_0, kept_1, kept_2)
+        yield from self._resolved(view, due, window, (kept_0, kept_1, kept_2))
+        if view.pending:
+            if view.clock.held_at < fired.micros:
+                # Held at this timer's time now: all still waiting is later.
+                hold.set(Timestamp.now() + _CompareInShard.HOLD_SECS)
+                view.clock = view.clock._replace(held_at=fired.micros)
+        elif view.clock.held_at != EMPTY:
+            hold.clear()
+            view.clock = view.clock._replace(held_at=EMPTY)
+        clock.write(view.clock)
+
+    @on_timer(HOLD)
+    def hold_ran_out(self, window=beam.DoFn.WindowParam,
+                     clock=beam.DoFn.StateParam(CLOCK)):
+        """The watermark stood still for `HOLD_SECS`: the hold is gone, and
+        the next message sets one again."""
+        view = self._view(window, clock)
+        view.clock = view.clock._replace(held_at=EMPTY)
+        clock.write(view.clock)
+
+    def _view(self, window, clock) -> _KeptView:
+        view = self._views.get(window)
+        if view is None:
+            view = self._views[window] = _KeptView(
+                clock.read() or KeptClock.start())
+        return view
+
+    def _resolved(self, view, due, window, bags):
+        """The records `due` with their `kept_id`s, at their own times;
+        their links kept in their slices' bags."""
         _forget_dead_slices(self._slices, view, bags)
         for bag in self._slices.bags_to_read(view.clock, due[0].link.micros):
             if bag not in view.held:
@@ -751,7 +793,6 @@ class _ResolveKept(beam.DoFn):
         _keep_in_slices(self._slices, view, [
             link._replace(duplicate_of="", kept=root)
             for link, root in resolved], bags, lambda link: link.micros)
-        clock.write(view.clock)
 
 
 class StreamingNearDuplicates(beam.PTransform):
@@ -773,8 +814,9 @@ class StreamingNearDuplicates(beam.PTransform):
             age, with `duplicate_of_run` naming the run that kept it.
 
     A flagged record gets `duplicate_of`, `kept_id` (the record its group
-    kept: see the module docstring), `similarity` and `kind`. A record already carrying
-    `duplicate_of` keeps it. Records leave without their embeddings.
+    kept: see the module docstring), `similarity` and `kind`. A record
+    already carrying `duplicate_of` keeps it. Records leave without their
+    embeddings.
     A record whose bucket held more than `max_originals` originals within
     its horizon is compared with the latest of them, and counted in the
     `StreamingNearDuplicates/crowded_buckets` metric.
@@ -842,7 +884,7 @@ class StreamingNearDuplicates(beam.PTransform):
                                                     ).with_output_types(
                            tuple[int, list[KeptWaiting]])
                        | "ResolveKept" >> beam.ParDo(_ResolveKept(
-                           self._config.horizon_secs)))
+                           self._config)))
         return (joined.unflagged, flagged) | "All" >> beam.Flatten()
 
     @staticmethod
