@@ -33,10 +33,12 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import apache_beam as beam
+import grpc
 import psycopg
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PortableOptions
 from apache_beam.options.pipeline_options import _BeamArgumentParser
 from apache_beam.runners.runner import PipelineResult
 
@@ -67,6 +69,15 @@ REFUSED_BEFORE_START = (ValueError, ModelNotFoundError,
 # job inside `pipeline.run()`); other errors keep their traceback.
 REFUSED_WHILE_RUNNING = (ModelNotFoundError, IndexMismatchError,
                          IndexConflictError)
+# Beam's portable runner (Prism, Flink, any --job_endpoint) makes
+# --job_server_timeout (300 s by default) the deadline of a running job's
+# state and message streams too, so a job that runs longer fails with
+# DEADLINE_EXCEEDED and Beam tears down the runner it started
+# (apache/beam#35867; a 20,000-record soak here died at its fifth minute).
+# A job waits this long unless told otherwise; a --job_endpoint is checked
+# first, so a wrong one is refused at once rather than waited for as long.
+JOB_SERVER_TIMEOUT_SECS = 30 * 86400
+JOB_ENDPOINT_CHECK_SECS = 60
 
 
 class FileOptions(PipelineOptions):
@@ -361,9 +372,36 @@ def _built(argv: Sequence[str], config: JobConfig, build: Build,
     else:
         dofn_errors.addFilter(_not_a_refusal)
     without_local_cache()
-    pipeline = beam.Pipeline(options=PipelineOptions(_masked(argv)))
+    options = PipelineOptions(_with_lasting_job_streams(_masked(argv)))
+    _check_job_endpoint(options.view_as(PortableOptions).job_endpoint)
+    pipeline = beam.Pipeline(options=options)
     build(pipeline, config)
     return pipeline
+
+
+def _with_lasting_job_streams(argv: Sequence[str]) -> list[str]:
+    """`argv`, with `--job_server_timeout` at `JOB_SERVER_TIMEOUT_SECS`
+    unless it is given."""
+    given = any(arg.lstrip("-").replace("-", "_").split("=")[0]
+                == "job_server_timeout" for arg in argv)
+    return list(argv) if given else [
+        *argv, f"--job_server_timeout={JOB_SERVER_TIMEOUT_SECS}"]
+
+
+def _check_job_endpoint(endpoint: str | None) -> None:
+    """Refuses a `--job_endpoint` no job service answers at."""
+    if not endpoint or endpoint == "embed":
+        return
+    channel = grpc.insecure_channel(endpoint)
+    try:
+        grpc.channel_ready_future(channel).result(
+            timeout=JOB_ENDPOINT_CHECK_SECS)
+    except grpc.FutureTimeoutError:
+        raise ValueError(f"--job_endpoint {endpoint}: no job service "
+                         f"answered within {JOB_ENDPOINT_CHECK_SECS} s"
+                         ) from None
+    finally:
+        channel.close()
 
 
 def _masked(argv: Sequence[str]) -> list[str]:

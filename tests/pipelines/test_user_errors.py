@@ -396,3 +396,47 @@ def test_flinks_java_side_options_pass_the_unknown_flag_check():
                                          "--checkpointing_interval"):
         parse_flags(["--input", "x.jsonl", "--checkpointing_intervall",
                      "2000"], dedup_corpus.DedupCorpusConfig)
+
+
+def test_a_job_endpoint_no_service_answers_at(paths, monkeypatch):
+    """A wrong --job_endpoint is refused before the job is built, not
+    waited for as long as a job may run (below)."""
+    import socket
+
+    from pipelines import options
+
+    monkeypatch.setattr(options, "JOB_ENDPOINT_CHECK_SECS", 1)
+    with socket.socket() as unused:
+        unused.bind(("localhost", 0))
+        endpoint = f"localhost:{unused.getsockname()[1]}"
+    assert _refused(dedup_corpus, "--input", paths["corpus"], "--output",
+                    paths["out"], "--runner", "PortableRunner",
+                    "--job_endpoint", endpoint) == (
+        f"error: --job_endpoint {endpoint}: no job service answered "
+        f"within 1 s")
+
+
+@pytest.mark.parametrize(("flags", "seconds"), [
+    ([], 30 * 86400),
+    (["--job_server_timeout", "120"], 120),
+    (["--job-server-timeout=90"], 90)], ids=["default", "given", "dashed"])
+def test_a_portable_job_may_outlast_beams_job_server_timeout(
+        paths, flags, seconds, monkeypatch):
+    """Beam makes --job_server_timeout (300 s by its default) the deadline
+    of a portable job's state stream, so a longer job on Prism or Flink
+    died with DEADLINE_EXCEEDED: the jobs run with 30 days unless told."""
+    from apache_beam.options.pipeline_options import PortableOptions
+
+    from pipelines import options
+
+    built = []
+
+    def build(pipeline, config: dedup_corpus.DedupCorpusConfig):
+        built.append(pipeline.options.view_as(PortableOptions))
+        raise SystemExit("built")
+
+    argv = ["--input", str(paths["corpus"]), "--output", str(paths["out"]),
+            *flags]
+    with pytest.raises(SystemExit):
+        options.run(argv, dedup_corpus.REQUIRED, build, "")
+    assert built[0].job_server_timeout == seconds
