@@ -1,7 +1,7 @@
 """Encoding throughput and memory of `EmbeddingGemma`, optionally vs a peer.
 
     python benchmarks/embed_throughput.py --model DIR \
-        [--dtypes float32 bfloat16] [--compare-sentence-transformers] \
+        [--dtypes float32 bfloat16 int8] [--compare-sentence-transformers] \
         [--scale 1.0]
 
 Measures texts/s and tokens/s on four corpora built from ../shared/data:
@@ -11,7 +11,11 @@ runs in its own process, so the peak RSS reported is that of one process
 loading the model and encoding everything, and the two frameworks do not
 share thread pools. With --compare-sentence-transformers the same texts go
 through sentence-transformers on torch (CPU) and the ratio is printed.
-Needs `pip install -e .[bench]` for the comparison.
+Needs `pip install -e .[bench]` for the comparison. int8 rows are compared
+with our bfloat16 and the peer's bfloat16 (the peer has no int8 path); its
+load time includes making the int8 program unless a preset or the cache
+holds it. The CPU model and its matrix extensions head the table: the
+ratios differ by CPU.
 """
 
 import argparse
@@ -30,6 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.data import DATA_DIR  # noqa: E402
 from benchmarks.data import read_tsv  # noqa: E402
+from benchmarks.machine import describe_cpu  # noqa: E402
 
 BATCH_SIZE = 32
 
@@ -89,9 +94,10 @@ def measure(engine, dtype, model, data_dir, scale, repeats):
 
 
 def load_engine(engine, dtype, model):
-    from embgemma_keras import EmbeddingGemma
-
     if engine == "keras-hub":
+        # Imported only here: TensorFlow and torch in one process crash.
+        from embgemma_keras import EmbeddingGemma
+
         ours = EmbeddingGemma.from_preset(model, dtype=dtype)
         return (
             lambda texts: ours.encode(texts, task="classification",
@@ -102,6 +108,7 @@ def load_engine(engine, dtype, model):
     from sentence_transformers import SentenceTransformer
 
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+    # The peer has no int8 path: its int8 row is never run (see main).
     peer = SentenceTransformer(model, device="cpu",
                                model_kwargs={"torch_dtype": torch_dtype[dtype]})
     prompt = "task: classification | query: "
@@ -124,28 +131,41 @@ def _run_child(engine, dtype, args):
 
 
 def _print_table(results, dtypes):
+    print(f"\n{describe_cpu()}")
     print(f"\n{'corpus':10} {'dtype':9} {'engine':22} {'texts/s':>9} "
-          f"{'tokens/s':>9} {'vs peer':>8}")
+          f"{'tokens/s':>9} {'vs peer':>8} {'vs our bf16':>11}")
     corpora = next(iter(results.values()))["corpora"]
     for name in corpora:
         for dtype in dtypes:
-            peer = results.get(("sentence-transformers", dtype))
             for engine in ("keras-hub", "sentence-transformers"):
                 run = results.get((engine, dtype))
                 if run is None:
                     continue
                 c = run["corpora"][name]
-                ratio = ""
-                if peer and engine == "keras-hub":
-                    p = peer["corpora"][name]
-                    ratio = f"{p['seconds'] / c['seconds']:.2f}x"
+                peer = _ratio(results, ("sentence-transformers", _peer_dtype(
+                    dtype)), name, c) if engine == "keras-hub" else ""
+                ours = _ratio(results, ("keras-hub", "bfloat16"), name, c) \
+                    if (engine, dtype) == ("keras-hub", "int8") else ""
                 print(f"{name:10} {dtype:9} {engine:22} "
                       f"{c['texts'] / c['seconds']:9.1f} "
-                      f"{c['tokens'] / c['seconds']:9.0f} {ratio:>8}")
+                      f"{c['tokens'] / c['seconds']:9.0f} {peer:>8} "
+                      f"{ours:>11}")
     print(f"\n{'engine':22} {'dtype':9} {'load s':>7} {'peak RSS MB':>12}")
     for (engine, dtype), run in results.items():
         print(f"{engine:22} {dtype:9} {run['load_s']:7.1f} "
               f"{run['peak_rss_mb']:12.0f}")
+
+
+def _peer_dtype(dtype):
+    return "bfloat16" if dtype == "int8" else dtype
+
+
+def _ratio(results, key, corpus, ours):
+    """How many times faster `ours` encoded `corpus` than the run `key`."""
+    run = results.get(key)
+    if run is None:
+        return ""
+    return f"{run['corpora'][corpus]['seconds'] / ours['seconds']:.2f}x"
 
 
 def main():
@@ -173,11 +193,16 @@ def main():
     if args.compare_sentence_transformers:
         engines.append("sentence-transformers")
     results = {}
-    for dtype in args.dtypes:
-        for engine in engines:
-            print(f"running {engine} {dtype} ...", file=sys.stderr, flush=True)
-            results[(engine, dtype)] = _run_child(engine, dtype, args)
-    _print_table(results, args.dtypes)
+    runs = [(engine, dtype) for dtype in args.dtypes for engine in engines
+            if (engine, dtype) != ("sentence-transformers", "int8")]
+    if "int8" in args.dtypes:  # its ratios need both bfloat16 runs
+        runs += [(engine, "bfloat16") for engine in engines
+                 if (engine, "bfloat16") not in runs]
+    for engine, dtype in runs:
+        print(f"running {engine} {dtype} ...", file=sys.stderr, flush=True)
+        results[(engine, dtype)] = _run_child(engine, dtype, args)
+    _print_table(results, sorted({dtype for _, dtype in runs},
+                                 key=["float32", "bfloat16", "int8"].index))
 
 
 if __name__ == "__main__":

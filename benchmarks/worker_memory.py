@@ -2,7 +2,7 @@
 encodes 1,000 real texts (issue #27's measure), for each model and dtype.
 
     python benchmarks/worker_memory.py --model DIR [--model DIR2] \
-        [--dtypes bfloat16 float32] [--compare-sentence-transformers]
+        [--dtypes bfloat16 float32 int8] [--compare-sentence-transformers]
 
 Engines, each in its own process, one after another:
 - `EmbeddingGemma`: `EmbeddingGemma.from_preset`, whose variables take the
@@ -12,7 +12,9 @@ Engines, each in its own process, one after another:
   checkpoint): the baseline in the same run;
 - `sentence-transformers` (with the flag and `pip install -e .[bench]`).
 `--model` takes a Keras preset (`python -m embgemma_keras save-preset`) or
-a Sentence-Transformers snapshot; a worker image ships the preset.
+a Sentence-Transformers snapshot; a worker image ships the preset. For
+int8, give a preset saved in int8 (or have its program in the cache), or
+the peak is that of making the program.
 """
 
 import argparse
@@ -55,11 +57,12 @@ def _load(engine, model, dtype):
         encode, _ = load_engine(engine, dtype, model)
         return encode
     from embgemma_keras import EmbeddingGemma
-    from embgemma_keras.backend import keras_hub
 
     if engine == "EmbeddingGemma":
         ours = EmbeddingGemma.from_preset(model, dtype=dtype)
     else:
+        from embgemma_keras.backend import keras_hub
+
         ours = EmbeddingGemma(
             keras_hub.models.Gemma3Backbone.from_preset(model, dtype=dtype),
             keras_hub.models.Gemma3Tokenizer.from_preset(model))
@@ -116,6 +119,8 @@ def main():
                 if engine == "sentence-transformers" and os.path.exists(
                         os.path.join(model, "metadata.json")):
                     continue  # a Keras preset: the peer cannot read it
+                if dtype == "int8" and engine != "EmbeddingGemma":
+                    continue  # int8 is this project's route alone
                 run = _run_child(engine, model, dtype)
                 print(f"| {pathlib.Path(model).name} | {dtype} | {engine} | "
                       f"{run['load_s']:.1f} | {run['rss_start_mb']:.0f} | "

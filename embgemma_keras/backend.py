@@ -17,47 +17,17 @@ batch), unless the user asked for them: `TF_CPP_MIN_LOG_LEVEL` set, or
 Errors still surface as Python exceptions.
 """
 
-import contextlib
 import os
 import sys
 
-from embgemma_keras.config import VERBOSE_ENV_VAR
+from embgemma_keras.native_logs import LOGS_WANTED
+from embgemma_keras.native_logs import quiet
+from embgemma_keras.native_logs import stderr_to_devnull
 
-
-def _user_wants_logs() -> bool:
-    """Whether the user asked for TensorFlow's start-up logs."""
-    return (os.environ.get(VERBOSE_ENV_VAR, "") not in ("", "0")
-            or "TF_CPP_MIN_LOG_LEVEL" in os.environ)
-
-
-def quiet() -> contextlib.AbstractContextManager[None]:
-    """A context in which the process's stderr goes to /dev/null, unless
-    the user asked for logs: for native libraries that print notices
-    (SentencePiece's "precompiled_charsmap is empty" when a tokenizer
-    loads)."""
-    return contextlib.nullcontext() if _LOGS_WANTED else _stderr_to_devnull()
-
-
-@contextlib.contextmanager
-def _stderr_to_devnull():
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-# Read before this module sets TF_CPP_MIN_LOG_LEVEL itself.
-_LOGS_WANTED = _user_wants_logs()
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-if "tensorflow" not in sys.modules and not _LOGS_WANTED:
+if "tensorflow" not in sys.modules and not LOGS_WANTED:
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    with _stderr_to_devnull():
+    with stderr_to_devnull():
         import tensorflow
 
         # Device discovery is where the CUDA probing prints.

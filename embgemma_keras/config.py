@@ -29,7 +29,11 @@ from embgemma_keras.tasks import Task
 
 MATRYOSHKA_DIMS = (768, 512, 256, 128)
 MAX_CONTEXT = 2048
-SUPPORTED_DTYPES = ("float32", "bfloat16")
+SUPPORTED_DTYPES = ("float32", "bfloat16", "int8")
+# The Keras dtype a model dtype loads in: int8 keeps the bfloat16 weights'
+# embedding table and heads (embgemma_keras.int8).
+KERAS_DTYPE = {"float32": "float32", "bfloat16": "bfloat16",
+               "int8": "bfloat16"}
 MAX_RECORD_BYTES = 1 << 20
 PROMPT_MODES = ("all", "shared")
 # Set (to 1) to see TensorFlow's start-up logs; `--verbose` sets it.

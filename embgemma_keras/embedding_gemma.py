@@ -5,21 +5,28 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import shutil
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from embgemma_keras import presets
 from embgemma_keras.artifacts import ModelIdentity
-from embgemma_keras.backend import keras_hub
-from embgemma_keras.backend import quiet
-from embgemma_keras.backend import tf
 from embgemma_keras.batching import pad_batch
 from embgemma_keras.batching import plan_batches
+from embgemma_keras.config import KERAS_DTYPE
 from embgemma_keras.config import MATRYOSHKA_DIMS
 from embgemma_keras.config import MAX_CONTEXT
-from embgemma_keras.loading import values_from_checkpoint
+from embgemma_keras.int8 import Int8Program
+from embgemma_keras.int8 import PresetTokenizer
+from embgemma_keras.int8 import find_program
+from embgemma_keras.int8 import make_program
+from embgemma_keras.int8 import serves_without_tensorflow
 from embgemma_keras.tasks import Task
 from embgemma_keras.tasks import format_prompts
+
+if TYPE_CHECKING:
+    from embgemma_keras.backend import keras_hub
 
 log = logging.getLogger(__name__)
 
@@ -59,21 +66,32 @@ class EmbeddingGemma:
 
     Args:
         backbone: a `keras_hub.models.Gemma3Backbone` built with
-            `is_embedding_model=True`.
-        tokenizer: the matching `keras_hub.models.Gemma3Tokenizer`.
+            `is_embedding_model=True`; None for an int8 model served from
+            its preset without TensorFlow.
+        tokenizer: the matching `keras_hub.models.Gemma3Tokenizer` (or
+            `PresetTokenizer`).
         max_length: tokens per text, `<bos>`/`<eos>` included; longer texts
             are truncated (and counted). At most 2048, the model's context.
         max_batch_tokens: most padded tokens per forward pass, so long texts
             go in small batches and short ones in large batches. 1024 was
             fastest over short, medium and mixed texts on a 2-core CPU
             (512-2048 were tried; see benchmarks/embed_throughput.py).
+        handle: where the weights came from.
+        int8: when given, this `Int8Program` runs the model (dtype "int8")
+            with the embedding table and heads it holds.
     """
 
-    def __init__(self, backbone: keras_hub.models.Gemma3Backbone,
-                 tokenizer: keras_hub.tokenizers.Gemma3Tokenizer,
+    def __init__(self, backbone: keras_hub.models.Gemma3Backbone | None,
+                 tokenizer: keras_hub.tokenizers.Gemma3Tokenizer
+                 | PresetTokenizer,
                  max_length: int = MAX_CONTEXT, max_batch_tokens: int = 1024,
-                 handle: str | None = None):
-        if not getattr(backbone, "is_embedding_model", False):
+                 handle: str | None = None,
+                 int8: Int8Program | None = None):
+        if backbone is None and int8 is None:
+            raise ValueError("EmbeddingGemma needs a backbone or an int8 "
+                             "program.")
+        if backbone is not None and not getattr(
+                backbone, "is_embedding_model", False):
             raise ValueError(
                 "EmbeddingGemma needs a Gemma3Backbone built with "
                 "is_embedding_model=True."
@@ -88,13 +106,18 @@ class EmbeddingGemma:
         self.max_length = max_length
         self.max_batch_tokens = max_batch_tokens
         self.handle = handle
-        self.dtype = backbone.dtype_policy.compute_dtype
-        # One trace for every batch shape: graph mode runs any (batch, length)
-        # without retracing, so length-aware batching costs no compilation.
-        self._embed = tf.function(
-            self._forward,
-            input_signature=[tf.TensorSpec([None, None], tf.int32)] * 2,
-        )
+        self.int8 = int8
+        self.dtype = "int8" if int8 else backbone.dtype_policy.compute_dtype
+        if not int8:
+            from embgemma_keras.backend import tf
+
+            # One trace for every batch shape: graph mode runs any (batch,
+            # length) without retracing, so length-aware batching costs no
+            # compilation.
+            self._embed = tf.function(
+                self._forward,
+                input_signature=[tf.TensorSpec([None, None], tf.int32)] * 2,
+            )
 
     @classmethod
     def from_preset(cls, handle: str | None = None, dtype: str = "float32",
@@ -107,13 +130,38 @@ class EmbeddingGemma:
                 directory (see `save_preset`), `hf://google/embeddinggemma-300m`
                 or `kaggle://keras/embeddinggemma/keras/embedding_gemma3_300m`.
                 `None` reads the `EMBGEMMA_MODEL` environment variable.
-            dtype: "float32" or "bfloat16" (the model does not support
-                float16).
+            dtype: "float32", "bfloat16" or "int8" (int8 weights and
+                per-token int8 activations through LiteRT, derived from
+                these weights: see `embgemma_keras.int8`). The model does
+                not support float16.
             max_length: tokens per text; longer texts are truncated.
             **kwargs: passed to the constructor (`max_batch_tokens`).
         """
         presets.check_dtype(dtype)
         handle = presets.resolve_handle(handle)
+        program = dtype == "int8" and serves_without_tensorflow(handle)
+        if program:
+            return cls(None, PresetTokenizer(handle), max_length=max_length,
+                       handle=handle,
+                       int8=Int8Program.from_keras_preset(program, handle),
+                       **kwargs)
+        backbone, tokenizer = cls._load_keras(handle, KERAS_DTYPE[dtype])
+        if dtype != "int8":
+            return cls(backbone, tokenizer, max_length=max_length,
+                       handle=handle, **kwargs)
+        fingerprint = presets.weights_fingerprint(_head_kernels(backbone))
+        program = (find_program(handle, fingerprint)
+                   or make_program(handle, fingerprint))
+        return cls(backbone, tokenizer, max_length=max_length, handle=handle,
+                   int8=Int8Program.from_backbone(program, backbone),
+                   **kwargs)
+
+    @staticmethod
+    def _load_keras(handle, dtype):
+        from embgemma_keras.backend import keras_hub
+        from embgemma_keras.backend import quiet
+        from embgemma_keras.loading import values_from_checkpoint
+
         try:
             with values_from_checkpoint():
                 backbone = keras_hub.models.Gemma3Backbone.from_preset(
@@ -126,8 +174,7 @@ class EmbeddingGemma:
             raise presets.ModelNotFoundError(
                 f"Could not load EmbeddingGemma from {handle!r}: {e}"
             ) from e
-        return cls(backbone, tokenizer, max_length=max_length, handle=handle,
-                   **kwargs)
+        return backbone, tokenizer
 
     @functools.cached_property
     def identity(self) -> ModelIdentity:
@@ -139,10 +186,8 @@ class EmbeddingGemma:
         loaded from, and any other checkpoint differs. Heads store it and
         refuse vectors from other weights.
         """
-        kernels = [
-            tf.cast(self.backbone.get_layer(name).kernel, tf.float32).numpy()
-            for name in ("pooling_dense_1", "embedding_projection")
-        ]
+        kernels = (self.int8.heads if self.backbone is None
+                   else _head_kernels(self.backbone))
         return ModelIdentity(handle=str(self.handle),
                              fingerprint=presets.weights_fingerprint(kernels))
 
@@ -150,10 +195,18 @@ class EmbeddingGemma:
         """Writes a Keras preset (weights in this model's dtype).
 
         `from_preset(directory)` loads it back to identical vectors, without
-        the Sentence-Transformers snapshot it came from.
+        the Sentence-Transformers snapshot it came from. An int8 model
+        also writes its int8 program (`litert/`), so workers loading it in
+        int8 make none and need no TensorFlow; one served that way copies
+        the preset it came from.
         """
-        self.backbone.save_to_preset(directory)
-        self.tokenizer.save_to_preset(directory)
+        if self.backbone is None:
+            shutil.copytree(self.handle, directory, dirs_exist_ok=True)
+        else:
+            self.backbone.save_to_preset(directory)
+            self.tokenizer.save_to_preset(directory)
+        if self.int8:
+            self.int8.save(directory)
 
     def encode(self, texts: list[str], task: Task | str = Task.CLASSIFICATION,
                titles: list[str | None] | None = None, dim: int = 768,
@@ -182,19 +235,26 @@ class EmbeddingGemma:
         lengths = [len(tokens) for tokens in token_lists]
         stats = EncodeStats(texts=len(texts), tokens=sum(lengths),
                             truncated_texts=truncated)
-        vectors = np.zeros((len(texts), MATRYOSHKA_DIMS[0]), np.float32)
-        for batch in plan_batches(lengths, batch_size, self.max_batch_tokens):
-            token_ids, padding_mask = pad_batch(
-                [token_lists[i] for i in batch], self.tokenizer.pad_token_id
-            )
-            vectors[batch] = self._embed(token_ids, padding_mask).numpy()
-            stats.padded_tokens += token_ids.size
-            stats.batches += 1
+        vectors = self._embed_in_batches(token_lists, batch_size, stats)
         if truncated:
             log.info("Truncated %d of %d texts to %d tokens.", truncated,
                      len(texts), self.max_length)
         vectors = truncate_embeddings(vectors, dim)
         return (vectors, stats) if return_stats else vectors
+
+    def _embed_in_batches(self, token_lists, batch_size, stats):
+        vectors = np.zeros((len(token_lists), MATRYOSHKA_DIMS[0]), np.float32)
+        lengths = [len(tokens) for tokens in token_lists]
+        for batch in plan_batches(lengths, batch_size, self.max_batch_tokens):
+            token_ids, padding_mask = pad_batch(
+                [token_lists[i] for i in batch], self.tokenizer.pad_token_id
+            )
+            vectors[batch] = (
+                self.int8.embed(token_ids, padding_mask) if self.int8
+                else self._embed(token_ids, padding_mask).numpy())
+            stats.padded_tokens += token_ids.size
+            stats.batches += 1
+        return vectors
 
     def count_tokens(self, texts: list[str],
                      task: Task | str = Task.CLASSIFICATION,
@@ -215,10 +275,20 @@ class EmbeddingGemma:
         return token_lists, truncated
 
     def _forward(self, token_ids, padding_mask):
+        from embgemma_keras.backend import tf
+
         outputs = self.backbone(
             {"token_ids": token_ids, "padding_mask": padding_mask}
         )
         return tf.cast(outputs["pooled_output"], tf.float32)
+
+
+def _head_kernels(backbone):
+    """The two projection kernels, float32."""
+    from embgemma_keras.backend import tf
+
+    return [tf.cast(backbone.get_layer(name).kernel, tf.float32).numpy()
+            for name in ("pooling_dense_1", "embedding_projection")]
 
 
 def truncate_embeddings(vectors: np.ndarray, dim: int) -> np.ndarray:

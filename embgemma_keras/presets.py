@@ -102,11 +102,12 @@ def check_dtype(dtype: str) -> str:
     if dtype == "float16":
         raise ValueError(
             "EmbeddingGemma does not support float16: its activations "
-            "overflow the float16 range. Use 'float32' or 'bfloat16'."
+            "overflow the float16 range. Use 'float32', 'bfloat16' or 'int8'."
         )
     if dtype not in SUPPORTED_DTYPES:
         raise ValueError(
-            f"Unsupported dtype {dtype!r}; use 'float32' or 'bfloat16'."
+            f"Unsupported dtype {dtype!r}; use 'float32', 'bfloat16' or "
+            "'int8'."
         )
     return dtype
 
@@ -249,27 +250,43 @@ def fingerprint_files(handle: str) -> str | None:
             with safe_open(os.path.join(handle, name), framework="np") as f:
                 kernels.append(f.get_tensor("linear.weight").T)
         return weights_fingerprint(kernels)
-    return weights_fingerprint(_keras_projection_kernels(handle))
+    return weights_fingerprint(keras_projection_kernels(handle))
 
 
-def _keras_projection_kernels(path):
-    """The two projection kernels of a saved Gemma3Backbone, by shape."""
-    import h5py
-    import ml_dtypes
-
+def keras_projection_kernels(path: str) -> list[np.ndarray]:
+    """The two projection kernels of a saved Gemma3Backbone, found by
+    shape, read without Keras."""
     config = _read_config(path)["config"]
     hidden = config["hidden_dim"]
     shapes = [(hidden, config["pooling_intermediate_dim"]),
               (config["pooling_intermediate_dim"], config["embedding_dim"])]
+    found = _preset_arrays(path, shapes)
+    return [found[shape] for shape in shapes]
+
+
+def keras_embedding_table(path: str) -> np.ndarray:
+    """The token embedding table (vocabulary x hidden) of a saved
+    Gemma3Backbone, in its stored dtype, read without Keras."""
+    config = _read_config(path)["config"]
+    shape = (config["vocabulary_size"], config["hidden_dim"])
+    return _preset_arrays(path, [shape])[shape]
+
+
+def _preset_arrays(path, shapes):
+    """The first array of each shape in a Keras preset's weights file."""
+    import h5py
+    import ml_dtypes
+
     found = {}
 
     def visit(_, node):
         if isinstance(node, h5py.Dataset) and node.shape in shapes:
-            value = node[()]
-            if node.attrs.get("dtype") == "bfloat16":
-                value = value.view(ml_dtypes.bfloat16)
-            found.setdefault(node.shape, value)
+            if node.shape not in found:
+                value = node[()]
+                if node.attrs.get("dtype") == "bfloat16":
+                    value = value.view(ml_dtypes.bfloat16)
+                found[node.shape] = value
 
     with h5py.File(os.path.join(path, "model.weights.h5"), "r") as f:
         f.visititems(visit)
-    return [found[shape] for shape in shapes]
+    return found

@@ -26,6 +26,7 @@ collect_ignore = ["data/make_reference.py"]
 
 from embgemma_keras import EmbeddingGemma  # noqa: E402
 from embgemma_keras import make_tiny_preset  # noqa: E402
+from embgemma_keras.int8 import CACHE_ENV_VAR  # noqa: E402
 from local_runners import RunnerUnavailable  # noqa: E402
 from tests.helpers import PG_PASSWORD  # noqa: E402
 from tests.helpers import PG_ROLE  # noqa: E402
@@ -89,6 +90,13 @@ def real_model(real_model_path):
 @pytest.fixture(scope="session")
 def real_model_bf16(real_model_path):
     return EmbeddingGemma.from_preset(real_model_path, dtype="bfloat16")
+
+
+@pytest.fixture(scope="session")
+def real_model_int8(real_model_path, tmp_path_factory):
+    # Its program is made in a test cache, not the user's.
+    os.environ[CACHE_ENV_VAR] = str(tmp_path_factory.mktemp("int8"))
+    return EmbeddingGemma.from_preset(real_model_path, dtype="int8")
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 FLOORS = ("pipelines", "transforms", "embgemma_keras")
 # Modules that build or load the model; nothing else imports TensorFlow.
 MODEL_MODULES = {"embgemma_keras.backend", "embgemma_keras.embedding_gemma",
+                 "embgemma_keras.int8",
                  "embgemma_keras.loading", "embgemma_keras.tiny",
                  "embgemma_keras.cli", "embgemma_keras.__main__"}
 HEAVY = ("tensorflow", "keras", "keras_hub")
@@ -143,8 +144,10 @@ def test_a_dedup_without_the_model_runs_without_tensorflow(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_embedding_model_package_loads_tensorflow_only_for_the_model():
+def test_the_embedding_model_package_loads_tensorflow_only_for_the_model(
+        tiny_preset):
     assert _loaded_after("from embgemma_keras import MinHasher, "
-                         "RecordParser, load_head, Task") == []
+                         "RecordParser, load_head, Task, EmbeddingGemma") == []
     assert "tensorflow" in _loaded_after(
-        "from embgemma_keras import EmbeddingGemma")
+        "from embgemma_keras import EmbeddingGemma\n"
+        f"EmbeddingGemma.from_preset({tiny_preset!r})")

@@ -141,7 +141,7 @@ OUT_OF_RANGE = [
     (EmbedConfig, {"dim": 300},
      "--dim must be one of 768, 512, 256, 128, got 300 (EmbedConfig.dim)"),
     (EmbedConfig, {"dtype": "float16"},
-     "--dtype must be one of float32, bfloat16, got 'float16' "
+     "--dtype must be one of float32, bfloat16, int8, got 'float16' "
      "(EmbedConfig.dtype)"),
     (MinHashConfig, {"threshold": 7},
      "--lexical_threshold must be in (0, 1], got 7 "

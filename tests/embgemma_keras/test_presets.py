@@ -187,7 +187,8 @@ def test_a_damaged_safetensors_file_is_refused_before_loading(tmp_path,
 
 @pytest.mark.parametrize(
     "dtype,message",
-    [("float16", "does not support float16"), ("int8", "Unsupported dtype")],
+    [("float16", "does not support float16"), ("int4", "Unsupported dtype"),
+     ("mixed_bfloat16", "Unsupported dtype")],
 )
 def test_unsupported_dtypes_are_refused(tiny_preset, dtype, message):
     with pytest.raises(ValueError, match=message):

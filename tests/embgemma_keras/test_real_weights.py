@@ -55,7 +55,8 @@ def test_reference_covers_long_multilingual_and_code_texts(real_model):
 
 
 @pytest.mark.parametrize("model_fixture,min_cosine",
-                         [("real_model", 0.9999), ("real_model_bf16", 0.999)])
+                         [("real_model", 0.9999), ("real_model_bf16", 0.999),
+                          ("real_model_int8", 0.99)])
 def test_vectors_match_sentence_transformers(request, model_fixture,
                                              min_cosine):
     model = request.getfixturevalue(model_fixture)
@@ -83,6 +84,23 @@ def test_a_vector_does_not_depend_on_its_batch(real_model):
         batch.insert(position, texts[0])
         beside = real_model.encode(batch, batch_size=16)[position]
         assert float(alone @ beside) >= 0.99999
+
+
+def test_an_int8_preset_serves_the_same_vectors_without_keras(
+        real_model_int8, tmp_path):
+    from embgemma_keras.int8 import PresetTokenizer
+
+    real_model_int8.save_preset(str(tmp_path / "preset"))
+    served = EmbeddingGemma.from_preset(str(tmp_path / "preset"),
+                                        dtype="int8")
+    assert served.backbone is None  # the TensorFlow-free worker
+    items, _ = _reference()
+    texts = [item["text"] for item in items]
+    keras_tokenizer = real_model_int8.tokenizer
+    assert PresetTokenizer(str(tmp_path / "preset"))(texts) == [
+        list(ids) for ids in keras_tokenizer(texts)]
+    np.testing.assert_allclose(served.encode(texts),
+                               real_model_int8.encode(texts), atol=1e-5)
 
 
 def test_bf16_preset_round_trip_is_identical(real_model_bf16, tmp_path):

@@ -4,6 +4,7 @@ import time
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
 
+from embgemma_keras.int8 import CACHE_ENV_VAR
 from pipelines import dedup_corpus
 from pipelines.options import start
 from tests.helpers import hostile_lines
@@ -56,8 +57,12 @@ def test_every_record_lands_once_with_its_kind(tmp_path, tiny_preset):
     assert "<svg" in page and "threshold" in page
 
 
+@pytest.mark.parametrize("dtype,tolerance", [("float32", 1e-4),
+                                             ("int8", 2e-3)])
 def test_semantic_stage_groups_close_vectors(tmp_path, tiny_preset,
-                                             tiny_model):
+                                             tiny_model, monkeypatch, dtype,
+                                             tolerance):
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "programs"))
     texts = {"a": "hello world", "b": "hello world!",
              "c": "a very different text here"}
     encoded = tiny_model.encode(list(texts.values()),
@@ -72,11 +77,13 @@ def test_semantic_stage_groups_close_vectors(tmp_path, tiny_preset,
     # once normalised, so none has a Jaccard of 1.
     out = _run(tmp_path, tiny_preset, lines, "--semantic_threshold",
                str(close - 0.005), "--lexical_threshold", "1",
-               "--clusters", "1")
+               "--clusters", "1", "--dtype", dtype)
     dups = read_outputs(out, "duplicates")
     assert [(r["id"], r["kind"], r["duplicate_of"]) for r in dups] == [
         ("a", "semantic", "b")]
-    assert dups[0]["similarity"] == pytest.approx(close, abs=1e-4)
+    assert dups[0]["similarity"] == pytest.approx(close, abs=tolerance)
+    report = json.loads((out / "report.json").read_text())
+    assert report["run"]["dtype"] == dtype
 
 
 def test_plain_text_lines_without_the_model(tmp_path):

@@ -87,7 +87,7 @@ class EmbeddingGemmaModelHandler(ModelHandler):
             reads `EMBGEMMA_MODEL` on the worker.
         task: a `Task`/name, or a sequence of them for a dict of vectors.
         dim: 768, 512, 256 or 128 (Matryoshka).
-        dtype: "float32" or "bfloat16".
+        dtype: "float32", "bfloat16" or "int8".
         max_length: tokens per text; longer texts are truncated (counted in
             the `truncated_texts` metric).
         min_batch_size, max_batch_size, max_batch_duration_secs: how Beam
