@@ -35,6 +35,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -228,6 +229,9 @@ class Int8Program:
                         for d in self._interpreter.get_input_details()}
         self._output = self._interpreter.get_output_details()[0]["index"]
         self._shape: tuple[int, ...] | None = None
+        # An interpreter is not thread-safe, and Beam shares one model
+        # among a worker's threads; XNNPACK uses every core for one batch.
+        self._lock = threading.Lock()
 
     @classmethod
     def from_backbone(cls, path: str,
@@ -262,12 +266,13 @@ class Int8Program:
     def embed(self, token_ids: np.ndarray,
               padding_mask: np.ndarray) -> np.ndarray:
         """The model's vectors (batch, 768) for one padded batch."""
-        self._resize(token_ids.shape)
-        x = self._embed_tokens(token_ids)
-        self._interpreter.set_tensor(self._inputs["x"], x * self._scale)
-        self._interpreter.set_tensor(self._inputs["mask"], padding_mask)
-        self._interpreter.invoke()
-        pooled = self._interpreter.get_tensor(self._output)
+        x = self._embed_tokens(token_ids) * self._scale
+        with self._lock:
+            self._resize(token_ids.shape)
+            self._interpreter.set_tensor(self._inputs["x"], x)
+            self._interpreter.set_tensor(self._inputs["mask"], padding_mask)
+            self._interpreter.invoke()
+            pooled = self._interpreter.get_tensor(self._output)
         return pooled @ self.heads[0] @ self.heads[1]
 
     def save(self, directory: str) -> None:

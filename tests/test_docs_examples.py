@@ -31,6 +31,8 @@ import shutil
 
 import pytest
 
+from embgemma_keras.int8 import CACHE_ENV_VAR
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 RUN = {"python", "bash"}
@@ -188,6 +190,8 @@ def test_the_examples_of_a_page_run(page, tiny_preset, tmp_path,
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PWD", str(tmp_path))
     monkeypatch.setenv("EMBGEMMA_MODEL", str(tiny_preset))
+    # int8 programs an example makes go here, not into the user's cache.
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))
     namespace = {"__name__": "docs_example"}
     for block in _runnable(page):
         code = block.code.replace(HF_HANDLE, str(tiny_preset))

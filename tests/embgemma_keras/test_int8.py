@@ -1,5 +1,6 @@
 """The int8 route (`embgemma_keras.int8`) against the float32 Keras model."""
 
+import concurrent.futures
 import os
 import subprocess
 import sys
@@ -42,6 +43,18 @@ def test_an_int8_vector_does_not_depend_on_its_batch(tiny_int8):
     alone = tiny_int8.encode(TEXTS[:1])[0]
     beside = tiny_int8.encode(TEXTS[1:] + TEXTS[:1])[-1]
     np.testing.assert_allclose(beside, alone, atol=1e-5)
+
+
+def test_threads_sharing_an_int8_model_get_their_own_vectors(tiny_int8):
+    # Beam shares one model among a worker's threads.
+    batches = [TEXTS[i:] + TEXTS[:i] for i in range(len(TEXTS))]
+    alone = [tiny_int8.encode(batch, batch_size=2) for batch in batches]
+    with concurrent.futures.ThreadPoolExecutor(len(batches)) as pool:
+        together = list(pool.map(
+            lambda batch: tiny_int8.encode(batch, batch_size=2),
+            batches * 4))
+    for index, vectors in enumerate(together):
+        np.testing.assert_array_equal(vectors, alone[index % len(batches)])
 
 
 def test_matryoshka_dims_apply_to_int8_vectors(tiny_int8):
