@@ -26,6 +26,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.machine import describe_cpu  # noqa: E402
 from local_runners.flink import FlinkCluster  # noqa: E402
 from local_runners.flink import flink_flags  # noqa: E402
 from local_runners.sdk_harness import harness_flags  # noqa: E402
@@ -103,6 +104,7 @@ def main():
     print(f"\ninput {args.input}: {len(unique)} unique, {len(duplicates)} "
           f"duplicates, {len(dead)} dead letters on Flink; same ids as the "
           f"DirectRunner: {same}\n")
+    print(f"\nCPU: {describe_cpu()}")
     print("| run | wall s | peak RSS | model loads |")
     print("| --- | ---: | --- | ---: |")
     print(f"| DirectRunner (one process) | {direct_wall:.1f} | "

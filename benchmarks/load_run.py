@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.data import DATA_DIR  # noqa: E402
 from benchmarks.data import column_texts  # noqa: E402
+from benchmarks.machine import describe_cpu  # noqa: E402
 from embgemma_keras import EmbeddingGemma  # noqa: E402
 from embgemma_keras import ZeroShotHead  # noqa: E402
 from embgemma_keras import make_tiny_preset  # noqa: E402
@@ -115,6 +116,7 @@ def main():
         corpus = tmp / "corpus.jsonl"
         corpus.write_bytes(b"\n".join(lines) + b"\n")
         head = zero_shot_head(model, tmp / "head")
+        print(f"\nCPU: {describe_cpu()}")
         print(f"\n{'job':14} {'model':6} {'in':>7} {'out':>7} {'dups':>6} "
               f"{'dead':>5} {'lost':>5} {'seconds':>8} {'peak RSS GB':>12}",
               flush=True)

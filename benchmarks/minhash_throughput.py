@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.data import DATA_DIR  # noqa: E402
 from benchmarks.data import column_texts  # noqa: E402
+from benchmarks.machine import describe_cpu  # noqa: E402
 from embgemma_keras.dedup.minhash import MinHasher  # noqa: E402
 from embgemma_keras.dedup.minhash import normalize  # noqa: E402
 
@@ -81,6 +82,7 @@ def main():
         run(texts)
         results[name] = len(texts) / (time.perf_counter() - start)
     base = results["datasketch loop"]
+    print(f"\nCPU: {describe_cpu()}")
     print(f"\n{'signature + LSH':26} {'docs/s':>10} {'speed-up':>9}")
     for name, rate in results.items():
         print(f"{name:26} {rate:10,.0f} {rate / base:8.2f}x")

@@ -26,6 +26,7 @@ from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 from benchmarks.data import DATA_DIR  # noqa: E402
 from benchmarks.data import read_tsv  # noqa: E402
+from benchmarks.machine import describe_cpu  # noqa: E402
 from embgemma_keras import EmbeddingGemma  # noqa: E402
 from transforms import EmbeddingGemmaModelHandler  # noqa: E402
 from transforms import EmbedRecords  # noqa: E402
@@ -88,6 +89,7 @@ def main():
         time_pipeline(lines, handler, options))
 
     n = len(texts)
+    print(f"\nCPU: {describe_cpu()}")
     print(f"\n{'path':28} {'records':>8} {'seconds':>8} {'records/s':>10}")
     print(f"{'encode (in process)':28} {n:8} {encode_seconds:8.1f} "
           f"{n / encode_seconds:10.1f}")

@@ -44,6 +44,7 @@ from apache_beam.utils.timestamp import Timestamp  # noqa: E402
 
 from benchmarks.data import DATA_DIR  # noqa: E402
 from benchmarks.data import read_tsv  # noqa: E402
+from benchmarks.machine import describe_cpu  # noqa: E402
 from embgemma_keras import Centroids  # noqa: E402
 from embgemma_keras import EmbeddingGemma  # noqa: E402
 from embgemma_keras import ZeroShotHead  # noqa: E402
@@ -207,6 +208,7 @@ def main():
     del model
     handler = EmbeddingGemmaModelHandler(args.model, dtype=args.dtype)
 
+    print(f"\nCPU: {describe_cpu()}")
     print(f"\n{'run':40} {'records':>7} {'rec/s':>6} {'p50 s':>6} "
           f"{'p95 s':>6} {'max s':>6} {'dups':>5}", flush=True)
     for rate in args.rates.split(","):

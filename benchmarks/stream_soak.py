@@ -32,6 +32,7 @@ from benchmarks.data import DATA_DIR  # noqa: E402
 from benchmarks.load_run import corpus_lines  # noqa: E402
 from benchmarks.load_run import count_lines  # noqa: E402
 from benchmarks.load_run import real_texts  # noqa: E402
+from benchmarks.machine import describe_cpu  # noqa: E402
 from benchmarks.stream_throughput import artifacts  # noqa: E402
 from embgemma_keras import EmbeddingGemma  # noqa: E402
 from embgemma_keras import make_tiny_preset  # noqa: E402
@@ -158,6 +159,7 @@ def main():
         lines = corpus_lines(texts, max(args.records), random.Random(0))
         flags += ["--model", str(model_dir), *artifacts(
             EmbeddingGemma.from_preset(model_dir), texts, "shared", tmp)]
+        print(f"\nCPU: {describe_cpu()}")
         print(f"\n{'records':>8} {'event time':>10} {'wall s':>7} "
               f"{'rec/s':>6} {'job GB':>7} {'Prism GB':>8} {'total GB':>8} "
               f"{'at end GB':>9}", flush=True)

@@ -61,6 +61,7 @@ from benchmarks.load_run import corpus_lines  # noqa: E402
 from benchmarks.load_run import count_lines  # noqa: E402
 from benchmarks.load_run import real_texts  # noqa: E402
 from benchmarks.load_run import run_job  # noqa: E402
+from benchmarks.machine import describe_cpu  # noqa: E402
 from embgemma_keras import BadRecord  # noqa: E402
 from embgemma_keras import Centroids  # noqa: E402
 from embgemma_keras import EmbeddingGemma  # noqa: E402
@@ -320,6 +321,7 @@ def measure_jobs(model, texts, runs, inputs, common, extra_ms, tmp,
     corpus, small, records = inputs
     encode = encode_rate(model, texts, "sentence_similarity")
     results["encode_texts_per_s"] = encode
+    print(f"\nCPU: {describe_cpu()}")
     print(f"\n{records} records, model {results['model']} "
           f"{results['dtype']}, {os.cpu_count()} CPUs; raw encode: "
           f" {encode:.1f} texts/s", flush=True)
