@@ -14,6 +14,7 @@ with quiet():
 import contextlib
 import os
 import sys
+from collections.abc import Iterator
 
 from embgemma_keras.config import VERBOSE_ENV_VAR
 
@@ -37,7 +38,7 @@ def quiet() -> contextlib.AbstractContextManager[None]:
 
 
 @contextlib.contextmanager
-def stderr_to_devnull():
+def stderr_to_devnull() -> Iterator[None]:
     """The process's stderr (file descriptor 2) points at /dev/null."""
     sys.stderr.flush()
     saved = os.dup(2)
