@@ -4,6 +4,7 @@ PostgreSQL with pgvector.
     python -m benchmarks.dedup_index [--model DIR] [--sizes 10000,100000]
         [--index_kind directory,postgres] [--dim 768]
         [--postgres_url URL] [--maintenance_work_mem 2GB]
+        [--shared_buffers 10GB] [--reuse]
 
 For each size N and each kind of index:
 
@@ -89,7 +90,7 @@ STREAM_BUNDLES, STREAM_RECORDS = (1, 8, 64), 512
 RECALL_QUERIES = 500
 # First HNSW candidate lists tried besides the index's default (each
 # grows where a vector's list comes back full: `DatabaseIndex.by_vectors`).
-EF_SEARCH_ALSO = (100, 200)
+EF_SEARCH_ALSO = (40, 100, 200)
 # Records of the short stream job whose time with the index less its time
 # without is the index's start-up.
 STARTUP_RECORDS = 10
@@ -529,9 +530,10 @@ def with_ef_search(index, ef_search: int):
 
 def measure_postgres(size: int, url: str, model: str, flags: list[str],
                      dim: int, threshold: float, maintenance_work_mem: str,
-                     work: pathlib.Path) -> dict:
+                     work: pathlib.Path, reuse: bool = False) -> dict:
     """The PostgreSQL index of `size` texts: build, bytes, lookups, jobs
-    and recall (see the module's docstring)."""
+    and recall (see the module's docstring). `reuse`: an index this
+    benchmark built before on the server is measured, not built again."""
     from embgemma_keras.config import DedupConfig
     from embgemma_keras.config import EmbedConfig
     from embgemma_keras.index.database import DEFAULT_EF_SEARCH
@@ -545,11 +547,16 @@ def measure_postgres(size: int, url: str, model: str, flags: list[str],
     _, identity = checked_model(EmbedConfig(model=model))
     config = DedupConfig()
     settings = IndexSettings.of(config, identity, dim)
-    with DatabaseIndex(url, None)._connection() as connection:
-        connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     embed = HashedVectors(corpus[:size], dim)
-    built = build_postgres(url, server, settings, corpus, size, embed,
-                           config.similar.clusters, maintenance_work_mem)
+    if reuse:
+        built = {"index": DatabaseIndex.open(url, settings),
+                 "vectors": embed(corpus[:size]), "prepare_secs": 0.0,
+                 "commit_secs": 0.0, "statements": [("reused", 0.0)]}
+    else:
+        with DatabaseIndex(url, None)._connection() as connection:
+            connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        built = build_postgres(url, server, settings, corpus, size, embed,
+                               config.similar.clusters, maintenance_work_mem)
     index = built["index"]
     say_row = {k: v for k, v in built.items() if k.endswith("secs")}
     print(f"postgres {size:,}: built {say_row}; {built['statements']}",
@@ -607,7 +614,14 @@ def measure_postgres(size: int, url: str, model: str, flags: list[str],
             "recall": recalled, "batch_job": batch_job,
             "batch_alone": batch_alone, "stream_with": stream_with,
             "stream_alone": stream_alone, "startup": startup,
-            "by_ef": by_ef, "maintenance_work_mem": maintenance_work_mem}
+            "by_ef": by_ef, "maintenance_work_mem": (
+                "unused (an index built before)" if reuse
+                else maintenance_work_mem),
+            "shared_buffers": shared_buffers(index)}
+
+
+def shared_buffers(index) -> str:
+    return index._connection().execute("SHOW shared_buffers").fetchone()[0]
 
 
 def recall_of(r: dict) -> tuple[float, int]:
@@ -623,7 +637,8 @@ def print_postgres(rows: list[dict]) -> None:
     mwm = rows[0]["maintenance_work_mem"] or "the server's"
     print("\nPostgreSQL 16 + pgvector (HNSW m 24, ef_construction 128, "
           f"ef_search {DEFAULT_EF_SEARCH} growing to {MAX_EF_SEARCH} where "
-          f"full; maintenance_work_mem {mwm} for the build); DirectRunner, "
+          f"full; maintenance_work_mem {mwm} for the build, shared_buffers "
+          f"{rows[0]['shared_buffers']}); DirectRunner, "
           "this machine")
     print("| entries | dim | build s (prepare + commit) | bytes/entry "
           "| batch lookup ms/record | stream lookup ms/record "
@@ -722,14 +737,15 @@ def print_row(row: dict) -> None:
 
 
 @contextlib.contextmanager
-def postgres_server(url: str | None, work: pathlib.Path) -> Iterator[str]:
+def postgres_server(url: str | None, work: pathlib.Path,
+                    buffers: str | None) -> Iterator[str]:
     """`url`, or a LocalPostgres in `work` for the run."""
     if url:
         yield url
         return
     from local_runners.postgres import LocalPostgres
 
-    with LocalPostgres(work / "postgres") as server:
+    with LocalPostgres(work / "postgres", buffers) as server:
         yield server.url
 
 
@@ -748,6 +764,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--maintenance_work_mem", default="2GB",
                         help="The HNSW build's memory ('' for the "
                              "server's setting).")
+    parser.add_argument("--shared_buffers", default=None,
+                        help="The local server's shared buffers (default: "
+                             "a quarter of the memory; not with "
+                             "--postgres_url).")
+    parser.add_argument("--reuse", action="store_true",
+                        help="Measure the indexes an earlier run left on "
+                             "--postgres_url instead of building them.")
     args = parser.parse_args(argv)
     kinds = args.index_kind.split(",")
     sizes = [int(size) for size in args.sizes.split(",")]
@@ -766,11 +789,12 @@ def main(argv: list[str] | None = None) -> None:
             from embgemma_keras.config import SemanticDedupConfig
 
             threshold = SemanticDedupConfig().threshold
-            with postgres_server(args.postgres_url, work) as url:
+            with postgres_server(args.postgres_url, work,
+                                 args.shared_buffers) as url:
                 for size in sizes:
                     postgres.append(measure_postgres(
                         size, url, model, flags, args.dim, threshold,
-                        args.maintenance_work_mem, work))
+                        args.maintenance_work_mem, work, args.reuse))
                     print_row(postgres[-1])
     print(f"\nCPU: {cpu_model()}, {os.cpu_count()} cores")
     if directory:

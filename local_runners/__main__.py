@@ -61,6 +61,8 @@ def _run(argv):
         "postgres", help="run PostgreSQL with pgvector (a dedup index)")
     postgres.add_argument("--data_dir", help="where its data is kept "
                           "(default: the runners' cache)")
+    postgres.add_argument("--shared_buffers", help="its shared buffers "
+                          "(default: a quarter of the memory)")
     args = parser.parse_args(argv)
     try:
         if args.command == "build":
@@ -77,7 +79,7 @@ def _run(argv):
                       flush=True)
                 signal.pause()
         elif args.command == "postgres":
-            serve_postgres(args.data_dir)
+            serve_postgres(args.data_dir, args.shared_buffers)
         else:
             with PubSubServer() as server:
                 print(f"export PUBSUB_EMULATOR_HOST={server.host}",

@@ -105,3 +105,28 @@ def test_sigterm_stops_the_flink_cluster_with_its_java_processes(
         ["flink-cluster", "--task_managers", "1"], "Flink is up",
         {"FLINK_JOB_SERVER_JAR": str(jar)}, start_secs=240)
     assert not [pid for pid in children if _running(pid)]
+
+
+def test_the_local_postgres_keeps_the_shared_buffers_it_is_given(tmp_path):
+    """`shared_buffers` is read only at start: the server is restarted with
+    the size asked, which stays when it is started again, and a new size
+    replaces it."""
+    import psycopg
+
+    from local_runners import RunnerUnavailable
+    from local_runners.postgres import LocalPostgres
+    from tests.helpers import postgres_unavailable
+
+    def started_with(size: str | None) -> int:
+        try:
+            with LocalPostgres(tmp_path / "data", size) as server, \
+                    psycopg.connect(server.url) as connection:
+                return connection.execute("SELECT pg_size_bytes("
+                                          "current_setting('shared_buffers'))"
+                                          ).fetchone()[0]
+        except RunnerUnavailable as e:
+            postgres_unavailable(str(e))
+
+    assert started_with("160MB") == 160 * 2**20
+    assert started_with("160MB") == 160 * 2**20
+    assert started_with("192MB") == 192 * 2**20

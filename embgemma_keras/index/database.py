@@ -70,9 +70,11 @@ DEFAULT_SCHEMA = "public"
 # HNSW's first candidate list a query vector gets. A vector whose list
 # comes back full of entries at the threshold (a text with many copies in
 # the index) is asked again with one EF_SEARCH_GROWTH times longer, up to
-# pgvector's longest, so most vectors pay for a short list and none is cut
-# off at it (docs/benchmarks.md has the cost and recall of each).
-DEFAULT_EF_SEARCH = 40
+# pgvector's longest, so none is cut off at it. The first list sets recall:
+# the neighbours a short list misses belong to vectors that found none, so
+# asking again where one was found recovers nothing (docs/benchmarks.md
+# has the cost and recall of each length at a million entries).
+DEFAULT_EF_SEARCH = 150
 EF_SEARCH_GROWTH = 5
 MAX_EF_SEARCH = 1000  # pgvector's bound on hnsw.ef_search
 MASK = "***"
@@ -271,6 +273,8 @@ class DatabaseIndex:
         self.version: str | None = None
         self._seen = 0  # the number of `version`
         self._connected: psycopg.Connection | None = None
+        # The hnsw.ef_search the open connection's session has.
+        self._session_ef_search: int | None = None
 
     @classmethod
     def open(cls, url: str, settings: IndexSettings, must_exist: bool = False,
@@ -470,9 +474,13 @@ class DatabaseIndex:
             "CROSS JOIN LATERAL (SELECT e.*, e.vector <=> q.v AS distance "
             "FROM {schema}.dedup_entries e ORDER BY e.vector <=> q.v "
             "LIMIT %s) n WHERE n.distance <= %s ORDER BY n.run, n.id")
-        with self._errors(), connection.transaction():
-            connection.execute("SELECT set_config('hnsw.ef_search', %s, "
-                               "true)", [str(ef_search)])
+        with self._errors():
+            # Set for the session, and only when it changes: a stream's
+            # single-record bundles pay one round trip, not four.
+            if self._session_ef_search != ef_search:
+                connection.execute("SELECT set_config('hnsw.ef_search', %s, "
+                                   "false)", [str(ef_search)])
+                self._session_ef_search = ef_search
             rows = connection.execute(query, [list(vectors), ef_search,
                                               distance], binary=True
                                       ).fetchall()
@@ -710,6 +718,7 @@ class DatabaseIndex:
             return self._connected
         with self._errors():
             connection = psycopg.connect(self._conninfo, autocommit=True)
+            self._session_ef_search = None
             if self.settings is not None and self.settings.semantic:
                 _create_vector_extension(connection)
                 _register_vector(connection)
