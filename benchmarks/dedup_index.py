@@ -772,6 +772,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="Measure the indexes an earlier run left on "
                              "--postgres_url instead of building them.")
     args = parser.parse_args(argv)
+    if args.postgres_url and args.shared_buffers:
+        parser.error("--shared_buffers sizes the local server; set it on "
+                     "the server of --postgres_url instead")
+    if args.reuse and not args.postgres_url:
+        parser.error("--reuse needs --postgres_url (the local server of a "
+                     "run starts empty)")
     kinds = args.index_kind.split(",")
     sizes = [int(size) for size in args.sizes.split(",")]
     directory, postgres = [], []
