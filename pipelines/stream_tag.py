@@ -42,8 +42,10 @@ watermark, micro-batch deadlines, windowed files), at each record's event
 time (`--timestamp_field`, RFC 3339 or epoch seconds; else a line's order,
 a millisecond a line), at `--replay_rate` records a second if given; the
 job ends once every line is out. For load tests of the stream's path.
-On Flink it is refused with --checkpointing_interval and --output: the
-last records would miss their files (docs/reliability.md).
+On Flink with --checkpointing_interval, the sources shut down after
+--shutdown_sources_after_idle_ms (at once if not given), so the job ends;
+the lines still to come are then sent without pauses
+(docs/reliability.md).
 
 `--index DIR` (a dedup index `dedup_corpus --index` made) also flags
 records that near-duplicate anything its runs kept, however old, naming
@@ -256,20 +258,18 @@ def load_heads(heads: tuple[tuple[str, str], ...], identity: ModelIdentity,
         for name, directory in heads}
 
 
-def _refuse_a_lossy_replay(pipeline: beam.Pipeline,
-                           config: StreamTagConfig) -> None:
-    """Files replayed into --output files on Flink with checkpointing on
-    lose their last records: Beam 2.62's Flink runner lets the final
-    watermark pass the records still waiting in the micro-batcher, so the
-    last window's files close without them (docs/reliability.md)."""
-    if (config.replay.as_stream and config.files.output
-            and isinstance(pipeline.runner, FlinkRunner)
-            and pipeline.options.view_as(
-                FlinkJavaOptions).checkpointing_interval):
-        raise ValueError("--as_stream with --checkpointing_interval on Flink "
-                         "would close the last window's --output files "
-                         "without the records still being batched when the "
-                         "input ends: replay without checkpointing")
+def end_a_checkpointed_replay(pipeline: beam.Pipeline,
+                               config: StreamTagConfig) -> None:
+    """Files replayed on Flink with checkpointing on end their job: Flink
+    keeps a checkpointed stream's sources up to go on checkpointing, so
+    unless --shutdown_sources_after_idle_ms says how long, they shut down
+    at once, as without checkpointing. Once they are down, the lines still
+    to replay are sent without --replay_rate's pauses."""
+    flink = pipeline.options.view_as(FlinkJavaOptions)
+    if (config.replay.as_stream and isinstance(pipeline.runner, FlinkRunner)
+            and flink.checkpointing_interval
+            and flink.shutdown_sources_after_idle_ms is None):
+        flink.shutdown_sources_after_idle_ms = 0
 
 
 def build(pipeline: beam.Pipeline, config: StreamTagConfig) -> None:
@@ -283,7 +283,7 @@ def build(pipeline: beam.Pipeline, config: StreamTagConfig) -> None:
         raise ValueError("--as_stream needs a runner that reads a "
                          "splittable DoFn as a stream: add --runner "
                          "PrismRunner (or FlinkRunner, DataflowRunner)")
-    _refuse_a_lossy_replay(pipeline, config)
+    end_a_checkpointed_replay(pipeline, config)
     embed, stream = config.embed, config.stream
     handle, identity = checked_model(embed)
     heads = load_heads(config.heads, identity, embed.dim, stream.prompts)

@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 
+import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -29,6 +30,8 @@ from pipelines import dedup_corpus
 from pipelines import fit_clusters
 from pipelines import stream_tag
 from pipelines import train_classifier
+from pipelines.options import FlinkJavaOptions
+from pipelines.options import finish_bundles_before_checkpoints
 from pipelines.options import parse_flags
 from tests.helpers import SPAM_ROWS
 from tests.helpers import read_outputs
@@ -215,12 +218,6 @@ AS_STREAM = [
     (stream_tag, ["--input", "{corpus}", "--output", "{out}", "--as_stream"],
      "error: --as_stream needs a runner that reads a splittable DoFn as a "
      "stream: add --runner PrismRunner (or FlinkRunner, DataflowRunner)"),
-    (stream_tag, ["--input", "{corpus}", "--output", "{out}", "--as_stream",
-                  "--runner", "FlinkRunner", "--checkpointing_interval",
-                  "2000"],
-     "error: --as_stream with --checkpointing_interval on Flink would close "
-     "the last window's --output files without the records still being "
-     "batched when the input ends: replay without checkpointing"),
 ]
 
 
@@ -398,6 +395,19 @@ def test_flinks_java_side_options_pass_the_unknown_flag_check():
                      "2000"], dedup_corpus.DedupCorpusConfig)
 
 
+@pytest.mark.parametrize("flags, finished", [
+    (["--checkpointing_interval", "2000"], True), ([], None)])
+def test_a_checkpointed_flink_job_finishes_its_bundles_before_checkpoints(
+        flags, finished):
+    """Without it, Beam's Flink runner keeps a bundle's outputs in the
+    checkpoint while the watermark goes on, and they are dropped as late
+    (tests/runners/test_faults.py shows the records it saves)."""
+    options = PipelineOptions(["--runner", "FlinkRunner", *flags])
+    finish_bundles_before_checkpoints(options)
+    assert options.view_as(
+        FlinkJavaOptions).finish_bundle_before_checkpointing is finished
+
+
 def test_a_job_endpoint_no_service_answers_at(paths, monkeypatch):
     """A wrong --job_endpoint is refused before the job is built, not
     waited for as long as a job may run (below)."""
@@ -440,3 +450,18 @@ def test_a_portable_job_may_outlast_beams_job_server_timeout(
     with pytest.raises(SystemExit):
         options.run(argv, dedup_corpus.REQUIRED, build, "")
     assert built[0].job_server_timeout == seconds
+
+
+@pytest.mark.parametrize("flags, idle_ms", [
+    ([], 0), (["--shutdown_sources_after_idle_ms", "60000"], 60000)])
+def test_a_checkpointed_replay_on_flink_ends_its_job(flags, idle_ms):
+    """Flink keeps a checkpointed stream's sources up for good: a replay
+    shuts them down when told, else at once, so its job ends."""
+    argv = ["--input", "x.jsonl", "--output", "out", "--as_stream",
+            "--runner", "FlinkRunner", "--checkpointing_interval", "2000",
+            *flags]
+    pipeline = beam.Pipeline(options=PipelineOptions(argv))
+    stream_tag.end_a_checkpointed_replay(
+        pipeline, parse_flags(argv, stream_tag.StreamTagConfig))
+    assert pipeline.options.view_as(
+        FlinkJavaOptions).shutdown_sources_after_idle_ms == idle_ms

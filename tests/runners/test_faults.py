@@ -23,6 +23,8 @@ from pipelines import dedup_corpus
 from pipelines import stream_tag
 from pipelines.options import start
 from tests.helpers import dedup_verdicts
+from tests.runners.conftest import as_stream_verdicts
+from tests.runners.conftest import assert_as_stream_agrees
 from tests.runners.test_pubsub import NOTE
 from tests.runners.test_pubsub import OFFER
 from tests.runners.test_pubsub import OTHER
@@ -248,3 +250,57 @@ def test_dedup_corpus_on_flink_survives_a_lost_worker(
     assert failures  # the fault did fail tasks
     assert (unique, duplicates, dead) == direct_dedup
 
+
+
+def _checkpoints_done(cluster) -> int:
+    """How many checkpoints the cluster's running job has completed."""
+    jobs = [job["jid"] for job in cluster.rest("/jobs/overview")["jobs"]
+            if job["state"] == "RUNNING"]
+    if not jobs:
+        return 0
+    return cluster.rest(f"/jobs/{jobs[0]}/checkpoints")["counts"][
+        "completed"]
+
+
+def test_a_checkpointed_stream_on_flink_survives_a_lost_task_manager(
+        ordered_corpus, bounded_verdicts, tiny_preset, flink_cluster,
+        on_flink_cluster, tmp_path):
+    """`stream_tag --as_stream` with Flink checkpointing, the sample corpus
+    replayed at 5 records a second: a TaskManager killed once two
+    checkpoints are done, and started again. The job restores its last
+    checkpoint and ends with the bounded job's verdicts, every record
+    tagged once in an on-time pane, the bad lines dead letters."""
+    out = tmp_path / "out"
+    job = subprocess.Popen([
+        sys.executable, "-m", "pipelines.stream_tag", "--input",
+        str(ordered_corpus), "--output", str(out), "--model", tiny_preset,
+        "--as_stream", "--replay_rate", "5",
+        "--checkpointing_interval", "2000",
+        # Sources up (and checkpoints taken) past the replay's 43 s.
+        "--shutdown_sources_after_idle_ms", "60000",
+        *on_flink_cluster], cwd=ROOT)
+    try:
+        _wait_for(lambda: _checkpoints_done(flink_cluster) >= 2)
+        jid = _running_job(flink_cluster)
+        killed = time.monotonic()
+        flink_cluster.kill_task_manager(1)
+        time.sleep(3)
+        flink_cluster.start_task_manager(1)
+    finally:
+        assert job.wait(timeout=600) == 0
+    recovered_secs = time.monotonic() - killed
+    _wait_for(lambda: flink_cluster.overview().get("taskmanagers") == 2)
+    failures = flink_cluster.rest(f"/jobs/{jid}/exceptions")[
+        "exceptionHistory"]["entries"]
+    restored = flink_cluster.rest(f"/jobs/{jid}/checkpoints")["latest"][
+        "restored"]
+    verdicts = as_stream_verdicts(out)
+    tagged, dead, _ = verdicts
+    print(f"\ncheckpointed stream, task manager killed: {len(tagged)} "
+          f"tagged, {sum(bool(v[0]) for v in tagged.values())} duplicates, "
+          f"{len(dead)} dead letters, {len(failures)} failure(s) restarted,"
+          f" restored checkpoint {restored and restored['id']}, finished "
+          f"{recovered_secs:.1f} s after the kill")
+    assert failures
+    assert restored
+    assert_as_stream_agrees(verdicts, bounded_verdicts)
