@@ -287,6 +287,21 @@ def test_a_vector_with_more_neighbours_than_ef_search_is_asked_again(
         assert len(index.by_vectors(direction, 0.9)) == 100
 
 
+def test_a_new_connection_gets_the_candidate_list_again(url):
+    """The handle sets hnsw.ef_search once per session: a connection that
+    replaces a lost one (a database restart) gets it again too."""
+    vectors = np.random.default_rng(5).normal(size=(4, DIM)).astype(
+        np.float32)
+    with DatabaseIndex.open(url, semantic(), ef_search=20) as index:
+        index.commit("r1", vector_entries(vectors, "r1"))
+        for _ in range(2):
+            index.by_vectors(vectors[:1], 0.9)
+            connection = index._connection()
+            assert connection.execute("SHOW hnsw.ef_search").fetchone() == (
+                "20",)
+            connection.close()  # as a server restart leaves it
+
+
 def _scans(connection: psycopg.Connection) -> dict[str, int]:
     """This transaction's scans so far, by table (`seq:`) and index."""
     tables = connection.execute(

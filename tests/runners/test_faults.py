@@ -182,11 +182,35 @@ def _wait_for(condition, timeout_secs=180, every_secs=0.5):
         time.sleep(every_secs)
 
 
+def _running_jobs(cluster) -> list[str]:
+    """The ids of the cluster's running jobs."""
+    return [job["jid"] for job in cluster.rest("/jobs/overview")["jobs"]
+            if job["state"] == "RUNNING"]
+
+
 def _running_job(cluster) -> str:
     """The id of the cluster's one running job."""
-    (jid,) = [job["jid"] for job in cluster.rest("/jobs/overview")["jobs"]
-              if job["state"] == "RUNNING"]
+    (jid,) = _running_jobs(cluster)
     return jid
+
+
+def _job_process(job: str, corpus, out, model: str,
+                 *flags: str) -> subprocess.Popen:
+    """`pipelines.<job>` over `corpus` into `out`, in its own process (a
+    job's main installs signal handlers)."""
+    return subprocess.Popen([
+        sys.executable, "-m", f"pipelines.{job}", "--input", str(corpus),
+        "--output", str(out), "--model", model, *flags], cwd=ROOT)
+
+
+def _lose_a_task_manager(cluster) -> float:
+    """Kills TaskManager 1 (SIGKILL) and starts it again 3 s later;
+    returns when it was killed (`time.monotonic()`)."""
+    killed = time.monotonic()
+    cluster.kill_task_manager(1)
+    time.sleep(3)
+    cluster.start_task_manager(1)
+    return killed
 
 
 def _embedding_runs(cluster) -> str | None:
@@ -213,20 +237,14 @@ def test_dedup_corpus_on_flink_survives_a_lost_worker(
     out = tmp_path / "out"
     # A harness an earlier job left winding down fails nothing when killed.
     earlier_harnesses = set(_harness_pids(flink_cluster))
-    # Its own process: a job's main installs signal handlers.
-    job = subprocess.Popen([
-        sys.executable, "-m", "pipelines.dedup_corpus", "--input",
-        str(corpus), "--output", str(out), "--model", tiny_preset,
-        *on_flink_cluster], cwd=ROOT)
+    job = _job_process("dedup_corpus", corpus, out, tiny_preset,
+                       *on_flink_cluster)
     try:
         if fault == "task_manager":
             # With the tiny model the embedding stage runs a few seconds.
             _wait_for(lambda: _embedding_runs(flink_cluster), every_secs=0.1)
             jid = _running_job(flink_cluster)
-            killed = time.monotonic()
-            flink_cluster.kill_task_manager(1)
-            time.sleep(3)
-            flink_cluster.start_task_manager(1)
+            killed = _lose_a_task_manager(flink_cluster)
         else:
             # This job's first harness, killed as it starts: a warm harness
             # can run the whole embedding stage between two looks at it.
@@ -253,13 +271,13 @@ def test_dedup_corpus_on_flink_survives_a_lost_worker(
 
 
 def _checkpoints_done(cluster) -> int:
-    """How many checkpoints the cluster's running job has completed."""
-    jobs = [job["jid"] for job in cluster.rest("/jobs/overview")["jobs"]
-            if job["state"] == "RUNNING"]
+    """How many checkpoints the cluster's one running job has completed
+    (0 before it runs)."""
+    jobs = _running_jobs(cluster)
     if not jobs:
         return 0
-    return cluster.rest(f"/jobs/{jobs[0]}/checkpoints")["counts"][
-        "completed"]
+    (jid,) = jobs
+    return cluster.rest(f"/jobs/{jid}/checkpoints")["counts"]["completed"]
 
 
 def test_a_checkpointed_stream_on_flink_survives_a_lost_task_manager(
@@ -271,21 +289,15 @@ def test_a_checkpointed_stream_on_flink_survives_a_lost_task_manager(
     checkpoint and ends with the bounded job's verdicts, every record
     tagged once in an on-time pane, the bad lines dead letters."""
     out = tmp_path / "out"
-    job = subprocess.Popen([
-        sys.executable, "-m", "pipelines.stream_tag", "--input",
-        str(ordered_corpus), "--output", str(out), "--model", tiny_preset,
-        "--as_stream", "--replay_rate", "5",
-        "--checkpointing_interval", "2000",
+    job = _job_process(
+        "stream_tag", ordered_corpus, out, tiny_preset, "--as_stream",
+        "--replay_rate", "5", "--checkpointing_interval", "2000",
         # Sources up (and checkpoints taken) past the replay's 43 s.
-        "--shutdown_sources_after_idle_ms", "60000",
-        *on_flink_cluster], cwd=ROOT)
+        "--shutdown_sources_after_idle_ms", "60000", *on_flink_cluster)
     try:
         _wait_for(lambda: _checkpoints_done(flink_cluster) >= 2)
         jid = _running_job(flink_cluster)
-        killed = time.monotonic()
-        flink_cluster.kill_task_manager(1)
-        time.sleep(3)
-        flink_cluster.start_task_manager(1)
+        killed = _lose_a_task_manager(flink_cluster)
     finally:
         assert job.wait(timeout=600) == 0
     recovered_secs = time.monotonic() - killed
