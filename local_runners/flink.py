@@ -115,8 +115,9 @@ class FlinkCluster:
         task_managers: TaskManager processes to start.
         slots: task slots per TaskManager.
         task_manager_memory: each TaskManager's process size (Flink syntax).
-        workdir: where configuration and logs go (a temporary directory by
-            default, removed on exit; a given one is kept).
+        workdir: where configuration, logs and the processes' working
+            directories go (a temporary directory by default, removed on
+            exit; a given one is kept).
     """
 
     def __init__(self, task_managers: int = 2, slots: int = 1,
@@ -170,6 +171,13 @@ class FlinkCluster:
                 "rest.address": "localhost",
                 "rest.bind-address": "localhost",
                 "rest.port": self.rest_port,
+                # REST answers a job's state from a copy kept this long
+                # (3 s by default): longer than a small job's stages run.
+                "web.refresh-interval": 200,
+                # Each TaskManager copies the job server jar (450 MB) into
+                # its working directory, which Flink keeps after a kill:
+                # under the workdir, `stop` removes it.
+                "io.tmp.dirs": self.workdir / "tmp",
                 "jobmanager.memory.process.size": "1024m",
                 "taskmanager.memory.process.size": self._tm_memory,
                 # A Beam batch job shuffles through many channels at once;

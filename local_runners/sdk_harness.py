@@ -19,6 +19,8 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
+import signal
 import stat
 import sys
 import tempfile
@@ -51,9 +53,6 @@ def main(argv=None):
     import grpc
     from apache_beam.portability.api import beam_provision_api_pb2
     from apache_beam.portability.api import beam_provision_api_pb2_grpc
-    from apache_beam.runners.worker import sdk_worker_main
-    from google.protobuf import json_format
-    from google.protobuf import text_format
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--id", required=True)
@@ -64,14 +63,36 @@ def main(argv=None):
             channel).GetProvisionInfo(
                 beam_provision_api_pb2.GetProvisionInfoRequest(),
                 metadata=[("worker_id", args.id)]).info
+    with tempfile.TemporaryDirectory(prefix="sdk-harness-") as scratch:
+        _remove_on_termination(scratch)
+        _serve(args.id, info, scratch)
+
+
+def _remove_on_termination(directory):
+    """The runner ends a harness with SIGTERM, which skips Python's
+    clean-up: remove `directory`, then terminate as without the handler."""
+    def terminate(signum, frame):
+        shutil.rmtree(directory, ignore_errors=True)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    signal.signal(signal.SIGTERM, terminate)
+
+
+def _serve(worker_id, info, semi_persistent_dir):
+    """Runs the SDK harness until the runner shuts it down, as Beam's
+    container entry point would, given its provision info."""
+    from apache_beam.runners.worker import sdk_worker_main
+    from google.protobuf import json_format
+    from google.protobuf import text_format
+
     os.environ.update({
-        "WORKER_ID": args.id,
+        "WORKER_ID": worker_id,
         "PIPELINE_OPTIONS": json_format.MessageToJson(info.pipeline_options),
         "CONTROL_API_SERVICE_DESCRIPTOR": text_format.MessageToString(
             info.control_endpoint),
         "LOGGING_API_SERVICE_DESCRIPTOR": text_format.MessageToString(
             info.logging_endpoint),
-        "SEMI_PERSISTENT_DIRECTORY": tempfile.mkdtemp(prefix="sdk-harness-"),
+        "SEMI_PERSISTENT_DIRECTORY": semi_persistent_dir,
         "RUNNER_CAPABILITIES": " ".join(info.runner_capabilities),
     })
     sdk_worker_main.main(sys.argv[:1])

@@ -107,6 +107,31 @@ def test_sigterm_stops_the_flink_cluster_with_its_java_processes(
     assert not [pid for pid in children if _running(pid)]
 
 
+def test_an_sdk_harness_ended_by_its_runner_removes_its_scratch(tmp_path):
+    """A runner ends its SDK harness processes with SIGTERM: each removes
+    its scratch directory and still ends as terminated."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-c",
+         "import time\n"
+         "from local_runners.sdk_harness import _remove_on_termination\n"
+         f"_remove_on_termination({str(scratch)!r})\n"
+         "print('ready', flush=True)\n"
+         "time.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert _first_line(process, 60) == "ready\n"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == -signal.SIGTERM
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+    assert not scratch.exists()
+
+
 def test_the_local_postgres_keeps_the_shared_buffers_it_is_given(tmp_path):
     """`shared_buffers` is read only at start: the server is restarted with
     the size asked, which stays when it is started again, and a new size

@@ -245,6 +245,8 @@ def test_dedup_corpus_on_flink_survives_a_lost_worker(
             _wait_for(lambda: _embedding_runs(flink_cluster), every_secs=0.1)
             jid = _running_job(flink_cluster)
             killed = _lose_a_task_manager(flink_cluster)
+            # What a killed TaskManager leaves goes when the cluster stops.
+            assert list((flink_cluster.workdir / "tmp").glob("tm_*"))
         else:
             # This job's first harness, killed as it starts: a warm harness
             # can run the whole embedding stage between two looks at it.
