@@ -1,5 +1,6 @@
 """The runner builds' cache: an edited source is built anew. The servers
-of `python -m local_runners` stop with their processes on SIGTERM."""
+of `python -m local_runners` stop with their processes on SIGTERM, and an
+SDK harness ended that way leaves no scratch directory."""
 
 import os
 import pathlib
