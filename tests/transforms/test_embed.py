@@ -186,6 +186,26 @@ def test_a_stream_logs_no_key_coder_warning(tiny_preset, expected, caplog,
     assert "Key coder" not in caplog.text
 
 
+@pytest.mark.parametrize("runner,apart", [
+    ("PrismRunner", True), ("FlinkRunner", True),
+    ("DirectRunner", False), ("BundleBasedDirectRunner", False)])
+def test_a_streams_batches_reach_the_encoder_in_a_stage_of_their_own(
+        tiny_preset, runner, apart):
+    """Fused with the micro-batcher, each embedding keeps the batcher's key
+    busy, and Prism spins on its due deadline; Beam's Python DirectRunner
+    loses a last batch that crosses a GroupByKey (apache/beam#28716)."""
+    pipeline = beam.Pipeline(runner=runner,
+                             options=PipelineOptions(streaming=True))
+    parsed = pipeline | beam.Create(GOOD) | ParseRecords(max_bytes=MAX_BYTES)
+    _ = parsed.output | EmbedRecords(
+        _handler(tiny_preset, max_batch_duration_secs=1))
+    transforms = pipeline.to_runner_api().components.transforms.values()
+    reshuffled = [t.unique_name for t in transforms
+                  if t.spec.urn == "beam:transform:group_by_key:v1"
+                  and "EmbedRecords" in t.unique_name]
+    assert bool(reshuffled) == apart, reshuffled
+
+
 @pytest.mark.slow
 def test_multi_process_runner_gives_the_same_vectors(tiny_preset, expected,
                                                      tmp_path):

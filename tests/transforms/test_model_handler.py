@@ -9,6 +9,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that
 from apache_beam.testing.util import equal_to
+from apache_beam.transforms.window import TimestampedValue
 
 from tests.helpers import model_loads
 from transforms import EmbeddingGemmaModelHandler
@@ -125,6 +126,29 @@ def test_bounded_input_with_a_batch_deadline_runs_on_the_direct_runner(
         examples = (texts | RunInference(handler.for_input(texts))
                     | beam.Map(lambda result: result.example))
         assert_that(examples, equal_to(TEXTS))
+
+
+def test_a_streams_batch_leaves_at_its_earliest_texts_time():
+    """The micro-batcher holds the watermark at a batch's earliest element;
+    the batch leaves at that time, so a later stage, past a shuffle, never
+    sees it behind the watermark."""
+    stream = (TestStream()
+              .add_elements([TimestampedValue("b", 5),
+                             TimestampedValue("a", 3),
+                             TimestampedValue("c", 4)])
+              .advance_watermark_to_infinity())
+
+    class _Stamped(beam.DoFn):
+        def process(self, batch, timestamp=beam.DoFn.TimestampParam):
+            yield sorted(batch), timestamp.micros // 1_000_000
+
+    with TestPipeline(runner="BundleBasedDirectRunner",
+                      options=PipelineOptions(streaming=True)) as p:
+        stamped = (p | stream
+                   | beam.BatchElements(min_batch_size=3, max_batch_size=3,
+                                        max_batch_duration_secs=60)
+                   | beam.ParDo(_Stamped()))
+        assert_that(stamped, equal_to([(["a", "b", "c"], 3)]))
 
 
 @pytest.mark.parametrize("kwargs,message", [

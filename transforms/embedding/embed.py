@@ -15,6 +15,8 @@ from collections.abc import Mapping
 import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler
 from apache_beam.ml.inference.base import RunInference
+from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+from apache_beam.runners.direct.direct_runner import DirectRunner
 from apache_beam.transforms.window import TimestampedValue
 
 from embgemma_keras.progress import QUEUED_FOR_EMBEDDING
@@ -89,11 +91,23 @@ class EmbedRecords(beam.PTransform):
         self._handler = handler.with_tasks(self._prompts.values())
 
     def expand(self, records):
+        fitted = self._handler.for_input(records)
+        handler = KeyedModelHandler(fitted)
+        queued = records | "KeyByRecord" >> beam.Map(_queued)
+        if fitted.streaming and _breaks_fusion_safely(records.pipeline):
+            # A stream's micro-batches are embedded in a stage of their own.
+            # Fused with the batcher, each embedding would keep its one key
+            # busy past the next batch's deadline, and Prism retries a due
+            # timer of a busy key at once, over and over: a core's worth
+            # of CPU taken from the encoder (docs/streaming.md).
+            queued = (queued
+                      | "MicroBatches" >> beam.BatchElements(
+                          **handler.batch_elements_kwargs())
+                      | "ToTheEncoder" >> beam.Reshuffle())
+            handler = handler.with_no_batching()
         embedded, failed = (
-            records
-            | "KeyByRecord" >> beam.Map(_queued)
-            | "RunInference" >> RunInference(KeyedModelHandler(
-                self._handler.for_input(records))).with_exception_handling()
+            queued
+            | "RunInference" >> RunInference(handler).with_exception_handling()
         )
         return WithDeadLetters(
             embedded | "Attach" >> beam.MapTuple(self._attach),
@@ -113,6 +127,15 @@ class EmbedRecords(beam.PTransform):
             stage: vectors[task.value] for stage, task in self._prompts.items()
         }
         return TimestampedValue(record, timestamp)
+
+
+def _breaks_fusion_safely(pipeline: beam.Pipeline) -> bool:
+    """Whether a `Reshuffle` may follow the micro-batcher: not on Beam's
+    Python DirectRunner, whose `GroupByKey` can finish before the last
+    batch, flushed by a timer at the end of the input, reaches it
+    (apache/beam#28716)."""
+    return not isinstance(pipeline.runner,
+                          (DirectRunner, BundleBasedDirectRunner))
 
 
 def _queued(record, timestamp=beam.DoFn.TimestampParam):

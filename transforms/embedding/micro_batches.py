@@ -33,6 +33,8 @@ from apache_beam.transforms.userstate import CombiningValueStateSpec
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.transforms.userstate import TimerSpec
 from apache_beam.transforms.userstate import on_timer
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
 
 
 def install() -> None:
@@ -115,12 +117,16 @@ def held_micro_batches(input_coder: coders.Coder,
             batch = list(element_state.read())
             if not batch:
                 return
+            held = held_state.read()
             element_state.clear()
             count_state.clear()
             held_state.clear()
             estimator = estimator_state.read()
             with estimator.record_time(len(batch)):
-                yield batch
+                # At its earliest element's time, which the watermark has
+                # not passed: the batch may go on to another stage.
+                yield batch if held is None else TimestampedValue(
+                    batch, Timestamp(micros=held[1]))
             batch_size_state.write(estimator.next_batch_size())
             estimator_state.write(estimator)
             deadline.clear()

@@ -169,6 +169,11 @@ class EmbeddingGemmaModelHandler(ModelHandler):
     def dtype(self) -> str:
         return self._dtype
 
+    @property
+    def streaming(self) -> bool:
+        """Whether it batches a stream: micro-batches with a deadline."""
+        return self._stream
+
     def load_model(self) -> EmbeddingGemma:
         from embgemma_keras.embedding_gemma import EmbeddingGemma
 
