@@ -99,7 +99,9 @@ class EmbedRecords(beam.PTransform):
             # Fused with the batcher, each embedding would keep its one key
             # busy past the next batch's deadline, and Prism retries a due
             # timer of a busy key at once, over and over: a core's worth
-            # of CPU taken from the encoder (docs/streaming.md).
+            # of CPU taken from the encoder (docs/streaming.md). Beam's
+            # batch-size estimator then times only the hand-over, so the
+            # batches grow toward max_batch_size, cut by the deadline.
             queued = (queued
                       | "MicroBatches" >> beam.BatchElements(
                           **handler.batch_elements_kwargs())

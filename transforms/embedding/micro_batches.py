@@ -13,9 +13,12 @@ of `test_stream_tag_as_stream_on_prism_gives_the_bounded_verdicts`
 bounded job's in each of three runs here, and none with this one. Here
 each element earlier than every one before it in its batch sets the timer
 again, for the same deadline, so the batch holds the watermark at its
-earliest timestamp. `install()` puts this batcher in place of Beam's
-(`apache_beam.transforms.util._pardo_stateful_batch_elements`, which
-`BatchElements` looks up when it expands); the rest is Beam's.
+earliest timestamp, and leaves at that timestamp: it may then cross a
+shuffle (`EmbedRecords` sends a stream's batches to the encoder through a
+`Reshuffle`) and is never late after it. `install()` puts this batcher
+in place of Beam's `_pardo_stateful_batch_elements` (in
+`apache_beam.transforms.util`), which `BatchElements` looks up when it
+expands; the rest is Beam's.
 """
 
 from __future__ import annotations
