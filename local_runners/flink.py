@@ -157,8 +157,6 @@ class FlinkCluster:
             raise
 
     def _start(self, timeout_secs):
-        jar = job_server_jar()
-        classpath = f"{jar}{os.pathsep}{jar.with_name('slf4j-simple.jar')}"
         conf = self.workdir / "conf"
         conf.mkdir(parents=True, exist_ok=True)
         (conf / "flink-conf.yaml").write_text("\n".join(
@@ -198,8 +196,7 @@ class FlinkCluster:
                 "heartbeat.timeout": 10000,
             }.items()) + "\n")
         self.processes.append(self._launch(
-            "jobmanager", classpath, conf, JOB_MANAGER,
-            "GET_JM_RESOURCE_PARAMS"))
+            "jobmanager", JOB_MANAGER, "GET_JM_RESOURCE_PARAMS"))
         for i in range(self.task_managers):
             self.start_task_manager(i)
         self._wait_until_ready(timeout_secs)
@@ -212,17 +209,17 @@ class FlinkCluster:
 
     def start_task_manager(self, i: int) -> None:
         """Starts TaskManager `i` (again, after `kill_task_manager`)."""
-        jar = job_server_jar()
-        classpath = f"{jar}{os.pathsep}{jar.with_name('slf4j-simple.jar')}"
-        process = self._launch(f"taskmanager-{i}", classpath,
-                               self.workdir / "conf", TASK_MANAGER,
+        process = self._launch(f"taskmanager-{i}", TASK_MANAGER,
                                "GET_TM_RESOURCE_PARAMS")
         if 1 + i < len(self.processes):
             self.processes[1 + i] = process
         else:
             self.processes.append(process)
 
-    def _launch(self, name, classpath, conf, main_class, settings_command):
+    def _launch(self, name, main_class, settings_command):
+        jar = job_server_jar()
+        classpath = f"{jar}{os.pathsep}{jar.with_name('slf4j-simple.jar')}"
+        conf = self.workdir / "conf"
         jvm_args, dynamic = self._memory_settings(classpath, conf,
                                                   settings_command)
         log = open(self.workdir / f"{name}.log", "ab")
