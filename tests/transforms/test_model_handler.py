@@ -111,6 +111,12 @@ def test_a_batch_deadline_applies_to_streams_only(tiny_preset):
         assert handler.for_input(pcoll).batch_elements_kwargs() == {
             "min_batch_size": 128, "max_batch_size": 512,
             "max_batch_duration_secs": 5}
+        # Timed apart from the encoder, Beam's estimator cannot size them:
+        # full batches, cut by the deadline.
+        apart = handler.for_input(pcoll).batch_elements_kwargs(
+            encoder_apart=True)
+        assert apart == {"min_batch_size": 512, "max_batch_size": 512,
+                         "max_batch_duration_secs": 5}
 
 
 def test_bounded_input_with_a_batch_deadline_runs_on_the_direct_runner(

@@ -100,11 +100,11 @@ class EmbedRecords(beam.PTransform):
             # busy past the next batch's deadline, and Prism retries a due
             # timer of a busy key at once, over and over: a core's worth
             # of CPU taken from the encoder (docs/streaming.md). Beam's
-            # batch-size estimator then times only the hand-over, so the
-            # batches grow toward max_batch_size, cut by the deadline.
+            # batch-size estimator would time only the hand-over: the
+            # batches start full, cut by the deadline.
             queued = (queued
                       | "MicroBatches" >> beam.BatchElements(
-                          **handler.batch_elements_kwargs())
+                          **fitted.batch_elements_kwargs(encoder_apart=True))
                       | "ToTheEncoder" >> beam.Reshuffle())
             handler = handler.with_no_batching()
         embedded, failed = (

@@ -209,7 +209,8 @@ class EmbeddingGemmaModelHandler(ModelHandler):
             for i, text in enumerate(texts)
         ]
 
-    def batch_elements_kwargs(self) -> dict[str, Any]:
+    def batch_elements_kwargs(self, *, encoder_apart: bool = False
+                              ) -> dict[str, Any]:
         """How Beam's `BatchElements` batches this handler's examples.
 
         `max_batch_duration_secs` is passed on for a stream only (see
@@ -218,19 +219,27 @@ class EmbeddingGemmaModelHandler(ModelHandler):
         DirectRunner, flush the last batch after a later GroupByKey (a
         file sink's) has finished: the job fails with a bare
         AssertionError (apache/beam#28716).
+
+        Args:
+            encoder_apart: the batches reach the encoder in another stage
+                (`EmbedRecords` shuffles a stream's batches to it), so
+                Beam's batch-size estimator, which times the batcher's
+                output, cannot time the encoder.
         """
         kwargs = dict(super().batch_elements_kwargs())
         max_batch_size = kwargs["max_batch_size"]
         stream = self._stream
         if self._min_batch_size is not None:
             kwargs["min_batch_size"] = self._min_batch_size
-        elif stream:
-            # A stream's batches are cut by the deadline; start them at 128.
+        elif stream and not encoder_apart:
+            # The estimator times the encoder and grows the batches from
+            # 128 while they pay; the deadline cuts them.
             kwargs["min_batch_size"] = min(128, max_batch_size)
         else:
             # The encoder sorts each batch by length, so bigger batches pad
-            # less: over bounded input, full batches rather than the smaller
-            # ones Beam's adaptive batcher chooses (docs/benchmarks.md).
+            # less: full batches rather than the smaller ones Beam's
+            # adaptive batcher chooses (docs/benchmarks.md); a stream's are
+            # cut by the deadline.
             kwargs["min_batch_size"] = max_batch_size
         if stream:
             kwargs["max_batch_duration_secs"] = self._max_batch_duration_secs

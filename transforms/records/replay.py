@@ -15,8 +15,10 @@ byte offset, event time and the watermark after it are kept in memory
 (three numbers a line: files to replay are load-test sized, not unbounded
 inputs). A call sends a chunk of lines, then defers the rest, so a runner
 commits what was sent and moves the watermark on: at once, or, at
-`replay_rate`, after the chunk's share of a second (no sleeping in the
-DoFn: the runner waits).
+`replay_rate`, until the next line is due, counted from the file's start
+(no sleeping in the DoFn: the runner waits). Counted from the start, not
+from the last chunk, the runner's and a busy worker's delays between
+calls do not slow the pace (docs/streaming.md).
 
 Beam 2.77's DirectRunner cannot run it in streaming mode (its SDF
 override and its streaming overrides clash); Prism, Flink and Dataflow
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 import typing
 
 import apache_beam as beam
@@ -37,7 +40,6 @@ from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.core import WatermarkEstimatorProvider
 from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import Duration
 from apache_beam.utils.timestamp import Timestamp
 
 from embgemma_keras.config import MAX_RECORD_BYTES
@@ -118,20 +120,21 @@ class _ReplayLines(beam.DoFn, RestrictionProvider,
 
     def __init__(self, scan, replay_rate):
         self._scan = scan
-        rate = replay_rate or 0
-        self._chunk = max(1, round(rate)) if rate else CHUNK_LINES
-        self._pause = Duration.of(self._chunk / rate) if rate else None
+        self._rate = replay_rate or 0
+        self._chunk = max(1, round(self._rate)) if self._rate else CHUNK_LINES
 
-    def initial_restriction(self, path):
+    def initial_restriction(self, file):
+        path, _ = file
         return OffsetRange(0, len(self._scan(path).offsets))
 
     def create_tracker(self, restriction):
         return OffsetRestrictionTracker(restriction)
 
-    def restriction_size(self, path, restriction):
+    def restriction_size(self, file, restriction):
         return restriction.size()
 
-    def initial_estimator_state(self, path, restriction):
+    def initial_estimator_state(self, file, restriction):
+        path, _ = file
         return _timestamp(self._scan(path).schedule.watermark_before(
             restriction.start))
 
@@ -139,8 +142,9 @@ class _ReplayLines(beam.DoFn, RestrictionProvider,
         return ManualWatermarkEstimator(state)
 
     @beam.DoFn.unbounded_per_element()
-    def process(self, path, tracker=beam.DoFn.RestrictionParam(),
+    def process(self, file, tracker=beam.DoFn.RestrictionParam(),
                 watermark=beam.DoFn.WatermarkEstimatorParam()):
+        path, started = file
         scan = self._scan(path)
         line, stop = (tracker.current_restriction().start,
                       tracker.current_restriction().stop)
@@ -157,10 +161,32 @@ class _ReplayLines(beam.DoFn, RestrictionProvider,
                     watermark.set_watermark(after)
                 line, sent = line + 1, sent + 1
                 if sent == self._chunk and line < stop:
-                    # The runner resumes the rest after the pause: the
-                    # pace of --replay_rate, without a sleeping worker.
-                    tracker.defer_remainder(self._pause)
+                    # The runner resumes the rest when its first line is
+                    # due: the pace of --replay_rate, no sleeping worker.
+                    tracker.defer_remainder(resume_time(
+                        started, line, self._rate, time.time()))
                     return
+
+
+def resume_time(started: float, line: int, rate: float, now: float
+                ) -> Timestamp | None:
+    """When a file replayed from `started` at `rate` lines a second is due
+    to send line number `line` (epoch seconds); None when it is due by
+    `now`, or when there is no rate.
+
+    >>> resume_time(100.0, 240, 120.0, now=101.5)
+    Timestamp(102)
+    >>> resume_time(100.0, 240, 120.0, now=103.0) is None  # behind: at once
+    True
+    """
+    if not rate or started + line / rate <= now:
+        return None
+    return Timestamp.of(started + line / rate)
+
+
+def _started(path: str) -> tuple[str, float]:
+    """`(path, now)`: when the replay of the file starts, in epoch seconds."""
+    return path, time.time()
 
 
 class _RefuseUntimed(beam.DoFn):
@@ -234,6 +260,7 @@ class ReadRecordsAsStream(beam.PTransform):
             text_column=parser.text_column, max_bytes=parser.max_bytes)
         replay = _ReplayLines(scan, self._replay_rate)
         lines = (pipeline | "Files" >> beam.Create(self._paths)
+                 | "Start" >> beam.Map(_started)
                  | "Replay" >> beam.ParDo(replay))
         parsed = lines | "Parse" >> ParseRecords(
             parser.format, parser.columns, parser.text_column,
