@@ -107,7 +107,8 @@ def _timestamp(seconds: float) -> Timestamp | None:
 
 class _ReplayLines(beam.DoFn, RestrictionProvider,
                    WatermarkEstimatorProvider):
-    """A file's path -> its raw lines, each at its event time.
+    """A file's `(path, replay start)` -> its raw lines, each at its event
+    time.
 
     Its own restriction provider (the range of the file's line numbers)
     and watermark estimator provider (a manual watermark, starting at the
