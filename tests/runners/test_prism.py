@@ -189,14 +189,17 @@ def test_stream_tag_as_stream_on_prism_gives_the_bounded_verdicts(
 
 
 class _ArrivalTimes(beam.DoFn):
-    """Appends the wall-clock time each element arrives to a file."""
+    """Appends the wall-clock time each element arrives to a file, then
+    keeps the worker busy for `busy_secs`."""
 
-    def __init__(self, path):
+    def __init__(self, path, busy_secs=0.0):
         self._path = path
+        self._busy_secs = busy_secs
 
     def process(self, element):
         with open(self._path, "a") as f:
             f.write(f"{time.time()}\n")
+        time.sleep(self._busy_secs)
 
 
 def test_replay_rate_paces_the_stream_on_prism(tmp_path, on_prism):
@@ -212,6 +215,23 @@ def test_replay_rate_paces_the_stream_on_prism(tmp_path, on_prism):
     times = sorted(map(float, arrivals.read_text().split()))
     assert len(times) == 10
     assert times[-1] - times[0] >= 3.5
+
+
+def test_replay_rate_keeps_its_pace_on_a_busy_worker_on_prism(tmp_path,
+                                                              on_prism):
+    """Each chunk keeps the worker busy 0.6 s of its second: the lines
+    stay due at 0, 1, 2, 3 and 4 s from the start (paced from the end of
+    each chunk, they would be 1.6 s apart: 6.4 s or more)."""
+    path = tmp_path / "in.txt"
+    path.write_text("".join(f"line {i}\n" for i in range(10)))
+    arrivals = tmp_path / "arrivals"
+    with beam.Pipeline(options=PipelineOptions([*on_prism, "--streaming"])
+                       ) as p:
+        _ = (p | ReadRecordsAsStream(str(path), replay_rate=2)).output | (
+            beam.ParDo(_ArrivalTimes(str(arrivals), busy_secs=0.3)))
+    times = sorted(map(float, arrivals.read_text().split()))
+    assert len(times) == 10
+    assert 3.5 <= times[-1] - times[0] <= 5.5, times
 
 
 class _Panes(beam.DoFn):
