@@ -11,7 +11,9 @@ shared` (tiny model) over the first N records for each N of --records, on
 Prism, each job in its own process, read as fast as the job takes them or
 at --replay-rate records a second. While a job runs, the resident memory
 of its process and of the Prism server it started is sampled every
-half-second: peaks and the final sample are printed. Issue #24's target:
+half-second: peaks and the final sample are printed, and every sample
+goes to a CSV beside the job's log (--log-dir), to tell a climb from a
+spike. Issue #24's target:
 the 100,000-record soak peaks within 15 % of the 20,000-record one.
 """
 
@@ -102,7 +104,8 @@ def soak(corpus: pathlib.Path, out: pathlib.Path, flags: list[str],
     """Runs `stream_tag` over `corpus` as a stream, sampling memory: its
     wall seconds, records out, and peak and final RSS (GB) of the job's
     process and of the rest of its process tree (Prism). The job's log
-    (with Prism's, which Beam relays) goes to `log`, whole."""
+    (with Prism's, which Beam relays) goes to `log`, whole, and the
+    samples (seconds, job MB, Prism MB) to `log` with suffix .csv."""
     with open(log, "wb") as log_file:
         job = subprocess.Popen([
             sys.executable, "-m", "pipelines.stream_tag", "--input",
@@ -112,23 +115,27 @@ def soak(corpus: pathlib.Path, out: pathlib.Path, flags: list[str],
         samples = []
         start = time.perf_counter()
         while job.poll() is None:
+            at = time.perf_counter() - start
             others = sum(map(_rss_kb, _descendants(job.pid)))
-            samples.append((_rss_kb(job.pid), others))
+            samples.append((_rss_kb(job.pid), others, at))
             time.sleep(0.5)
         seconds = time.perf_counter() - start
     if job.returncode:
         tail = log.read_text(errors="replace")[-3000:]
         sys.exit(f"stream_tag failed (exit {job.returncode}; log: {log}):"
                  f"\n{tail}")
-    samples = [s for s in samples if s[0]] or [(0, 0)]
+    samples = [s for s in samples if s[0]] or [(0, 0, 0)]
+    log.with_suffix(".csv").write_text("seconds,job_mb,prism_mb\n" + "".join(
+        f"{at:.1f},{job_kb / 1024:.0f},{prism_kb / 1024:.0f}\n"
+        for job_kb, prism_kb, at in samples))
     gb = 2 ** 20
     produced = sum(count_lines(out, prefix) for prefix in (
         "tagged", "dead_letters"))
     return {"seconds": seconds, "out": produced,
             "peak_job_gb": max(s[0] for s in samples) / gb,
             "peak_prism_gb": max(s[1] for s in samples) / gb,
-            "peak_total_gb": max(sum(s) for s in samples) / gb,
-            "final_total_gb": sum(samples[-1]) / gb}
+            "peak_total_gb": max(s[0] + s[1] for s in samples) / gb,
+            "final_total_gb": sum(samples[-1][:2]) / gb}
 
 
 def main():

@@ -103,21 +103,25 @@ NO_MATCH = Match("", "", 0.0, "")
 
 class JoinEntry(typing.NamedTuple):
     """A message to the verdict join, as its inbox holds it: a delivery of
-    a record (its line, no verdict), or verdicts of some of its bands."""
+    record `id` (its line, no verdict), or verdicts of some of its bands.
+    A stream's join holds several records a key (`stream_join_key`), told
+    apart by `id`."""
 
+    id: str
     line: bytes  # the vector-free record as a JSON line; b"" for verdicts
     judged: int  # bands judged
     best: Match  # the best match of those bands, or NO_MATCH
 
     @classmethod
-    def of_line(cls, line: bytes) -> JoinEntry:
+    def of_line(cls, record_id: str, line: bytes) -> JoinEntry:
         """A delivery of a record, as its JSON line."""
-        return cls(line, 0, NO_MATCH)
+        return cls(record_id, line, 0, NO_MATCH)
 
     @classmethod
-    def of_verdicts(cls, judged: int, best: Match | None) -> JoinEntry:
+    def of_verdicts(cls, record_id: str, judged: int,
+                    best: Match | None) -> JoinEntry:
         """The verdicts of `judged` bands, `best` the best match of them."""
-        return cls(b"", judged, best or NO_MATCH)
+        return cls(record_id, b"", judged, best or NO_MATCH)
 
     @property
     def match(self) -> Match | None:
@@ -278,6 +282,22 @@ def shard_of(bucket: bytes, shards: int) -> int:
     """The shard (of `shards`) that holds the bucket keyed `bucket`: the
     same on every worker."""
     return zlib.crc32(bucket) % shards
+
+
+JOIN_KEYS = 4096
+
+
+def stream_join_key(record_id: str) -> int:
+    """The stream's verdict-join key for a record: one of `JOIN_KEYS`, the
+    same on every worker.
+
+    A bounded set of keys, not the id: a runner may keep something for
+    every key it has seen, and Prism keeps a cleared key's state until its
+    window ends, which in a stream's global window is never. With 4,096
+    keys, records in flight share a key's state only by the thousand (a
+    backlog), and a runner still has keys enough to spread over workers.
+    """
+    return zlib.crc32(record_id.encode("utf-8")) % JOIN_KEYS
 
 
 STEPS = 4  # bags a shard's newcomers wait in, one step of time each

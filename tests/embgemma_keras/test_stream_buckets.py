@@ -1,6 +1,7 @@
 import numpy as np
 
 from embgemma_keras.dedup.stream_buckets import EMPTY
+from embgemma_keras.dedup.stream_buckets import JOIN_KEYS
 from embgemma_keras.dedup.stream_buckets import STEPS
 from embgemma_keras.dedup.stream_buckets import BucketEntry
 from embgemma_keras.dedup.stream_buckets import BucketJudge
@@ -9,6 +10,7 @@ from embgemma_keras.dedup.stream_buckets import Match
 from embgemma_keras.dedup.stream_buckets import ShardClock
 from embgemma_keras.dedup.stream_buckets import ShardSlices
 from embgemma_keras.dedup.stream_buckets import shard_of
+from embgemma_keras.dedup.stream_buckets import stream_join_key
 from embgemma_keras.records.schema import DuplicateKind
 
 SECOND = 1_000_000  # microseconds
@@ -118,6 +120,17 @@ def test_a_shard_forgets_a_slice_nothing_on_time_can_meet():
 def test_a_bucket_keeps_its_shard_everywhere():
     assert shard_of(b"bucket", 64) == shard_of(b"bucket", 64) < 64
     assert len({shard_of(bytes([i]), 8) for i in range(256)}) == 8
+
+
+def test_a_streams_join_keys_are_a_bounded_set_the_same_everywhere():
+    """A stream's verdict join is keyed by a hash of the id: a bounded set
+    of keys (a runner may keep every key it has seen), fixed across
+    processes and releases (not Python's salted `hash`), so a restored or
+    updated job finds its records' state."""
+    keys = {stream_join_key(f"record-{i}") for i in range(100_000)}
+    assert len(keys) == JOIN_KEYS and keys <= set(range(JOIN_KEYS))
+    assert (stream_join_key("record-1"), stream_join_key("sms-00042")) == (
+        1680, 1354)
 
 
 def test_a_newcomer_waits_for_the_step_at_or_after_its_time():

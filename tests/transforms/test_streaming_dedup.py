@@ -335,34 +335,44 @@ def test_a_semantic_match_in_the_index_is_flagged(tmp_path, bounded):
 
 def test_the_join_lets_each_delivery_leave_with_the_best_verdict(tmp_path):
     """The verdict join's messages in an order a runner may deliver them:
-    a verdict before its record's line, and a redelivery in flight with the
-    first delivery. Each line leaves once `bands` verdicts are in, with the
-    best match either delivery got (lexical before semantic)."""
+    a verdict before its record's line, a redelivery in flight with the
+    first delivery, and another record's messages on the same key (a
+    stream's join keys are hashes of the id). Each line leaves once
+    `bands` verdicts of its record are in, with the best match any
+    delivery of it got (lexical before semantic), and nothing of the other
+    record's."""
     from transforms.dedup.streaming import FLAGGED
     from transforms.dedup.streaming import _JoinVerdicts
 
-    line = json.dumps({"id": "x", "text": TEXT}).encode("utf-8")
+    def line(record_id):
+        return json.dumps({"id": record_id, "text": TEXT}).encode("utf-8")
+
     semantic = Match("semantic", "a", 0.93, THIS_RUN)
     lexical = Match("lexical", "b", 0.8, THIS_RUN)
-    # (bands judged, best match) from a bundle of the compare stage, or
-    # None for a delivery of the record's line
-    messages = [(1, semantic), None, None, (1, lexical), (2, None)]
+    other = Match("lexical", "c", 0.99, THIS_RUN)
+    # (record id, bands judged, best match) from a bundle of the compare
+    # stage, or (record id,) for a delivery of the record's line
+    messages = [("x", 1, semantic), ("y",), ("x",), ("y", 1, other), ("x",),
+                ("x", 1, lexical), ("x", 2, None), ("y", 1, None)]
+
+    def message(fields):
+        if len(fields) == 1:
+            return JoinEntry.of_line(fields[0], line(fields[0]))
+        return JoinEntry.of_verdicts(*fields)
 
     @beam.ptransform_fn
     def flagged(events):
         # Only the flagged output: a record the join flags must go there,
         # to have its kept record found.
-        return (events | beam.Map(lambda m: (
-            "x", JoinEntry.of_line(line) if m["verdict"] is None
-            else JoinEntry.of_verdicts(*m["verdict"])))
-            | beam.ParDo(_JoinVerdicts(
-                bands=2, rank={"lexical": 0, "semantic": 1})).with_outputs(
-                FLAGGED, main="unflagged"))[FLAGGED]
+        return (events | beam.Map(lambda m: (7, message(m["message"])))
+                | beam.ParDo(_JoinVerdicts(
+                    bands=2, rank={"lexical": 0, "semantic": 1})
+                ).with_outputs(FLAGGED, main="unflagged"))[FLAGGED]
 
-    out = run_events([(t, {"verdict": m}) for t, m in enumerate(messages)],
+    out = run_events([(t, {"message": m}) for t, m in enumerate(messages)],
                      flagged(), tmp_path)
-    assert [(r["id"], r["duplicate_of"], r["kind"]) for r in out] == [
-        ("x", "b", "lexical")] * 2
+    assert sorted((r["id"], r["duplicate_of"], r["kind"]) for r in out) == [
+        ("x", "b", "lexical"), ("x", "b", "lexical"), ("y", "c", "lexical")]
 
 
 @both_inputs
@@ -437,16 +447,18 @@ def test_the_detectors_elements_have_fixed_deterministic_coders():
     from embgemma_keras.dedup.stream_buckets import BucketEntry
 
     entry = BucketEntry.newcomer("lexical", "r1", b"\x01\x02", 5_000)
-    message = JoinEntry.of_verdicts(2, Match("lexical", "r0", 0.75, "run1"))
+    message = JoinEntry.of_verdicts("r1", 2,
+                                    Match("lexical", "r0", 0.75, "run1"))
+    line = JoinEntry.of_line("r1", b"{}")
     for element_type, value in ((BucketEntry, entry), (JoinEntry, message),
-                                (JoinEntry, JoinEntry.of_line(b"{}"))):
+                                (JoinEntry, line)):
         coder = beam.coders.registry.get_coder(
             native_type_compatibility.convert_to_beam_type(
                 tuple[str, element_type]))
         assert coder.is_deterministic()
         back = coder.decode(coder.encode(("key", value)))
         assert back == ("key", value) and type(back[1]) is element_type
-    assert message.match.indexed and JoinEntry.of_line(b"{}").match is None
+    assert message.match.indexed and line.match is None
 
 
 def test_a_stream_over_many_horizons_gives_the_bounded_verdicts(tmp_path):

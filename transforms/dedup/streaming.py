@@ -13,9 +13,10 @@ newcomer, in order of event time, then id, against the latest
 `max_originals` of them within `horizon_secs` before it
 (`embgemma_keras.dedup.stream_buckets.BucketJudge`), so of two
 near-duplicates exactly one is flagged, the same one whatever the order a
-runner or Pub/Sub delivers them in. A stateful DoFn keyed by record id
-joins the verdicts of all bands and emits the record with its best match:
-lexical before semantic, then the highest similarity.
+runner or Pub/Sub delivers them in. A stateful DoFn (keyed by record id
+over a bounded input, by one of 4,096 hashes of it in a stream) joins the
+verdicts of all bands and emits the record with its best match: lexical
+before semantic, then the highest similarity.
 
 Two paths, the same verdicts. Over a bounded input (files) a `GroupByKey`
 hands each bucket its records at once, judged with no state or timers. In
@@ -56,6 +57,7 @@ import collections
 import itertools
 import json
 import typing
+from collections.abc import Callable
 from collections.abc import Sequence
 
 import apache_beam as beam
@@ -91,6 +93,7 @@ from embgemma_keras.dedup.stream_buckets import better_match
 from embgemma_keras.dedup.stream_buckets import match_rank
 from embgemma_keras.dedup.stream_buckets import resolve_kept
 from embgemma_keras.dedup.stream_buckets import shard_of
+from embgemma_keras.dedup.stream_buckets import stream_join_key
 from embgemma_keras.progress import DUPLICATES
 from embgemma_keras.records.schema import DUPLICATE_OF
 from embgemma_keras.records.schema import DUPLICATE_OF_RUN
@@ -171,7 +174,8 @@ class _BucketEntryCoder(_FieldsCoder):
 
 class _JoinEntryCoder(_FieldsCoder):
     kind = JoinEntry
-    fields = (coders.BytesCoder(), coders.VarIntCoder(), _MatchCoder())
+    fields = (coders.StrUtf8Coder(), coders.BytesCoder(),
+              coders.VarIntCoder(), _MatchCoder())
 
 
 class _ShardEntryCoder(_FieldsCoder):
@@ -217,7 +221,9 @@ CLOCK_CODER = _ShardClockCoder()
 class _BucketVerdicts(beam.DoFn):
     """Judges records in their buckets (`BucketJudge`) and sends the verdict
     join one message per record and bundle (`JoinEntry.of_verdicts`: bands
-    judged, best match), not one per band."""
+    judged, best match), not one per band, keyed by `join_key`."""
+
+    join_key: typing.ClassVar[Callable[[str], str | int]]
 
     def __init__(self, sketchers, horizon_secs, max_originals):
         self._judge = BucketJudge(sketchers, horizon_secs, max_originals)
@@ -233,7 +239,8 @@ class _BucketVerdicts(beam.DoFn):
         for (record_id, window, micros), (judged, best) in (
                 self._verdicts.items()):
             yield WindowedValue(
-                (record_id, JoinEntry.of_verdicts(judged, best)),
+                (self.join_key(record_id),
+                 JoinEntry.of_verdicts(record_id, judged, best)),
                 Timestamp(micros=micros), [window])
         self._verdicts = {}
 
@@ -336,6 +343,7 @@ class _CompareInShard(_BucketVerdicts):
     HOLD = TimerSpec("hold", TimeDomain.REAL_TIME)
     EXPIRY = "expiry"  # the tag of the timer that forgets a slice
     HOLD_SECS = 30 * 86400  # of processing time: a hold, not an alarm
+    join_key = staticmethod(stream_join_key)
 
     def __init__(self, sketchers, config: StreamDedupConfig,
                  with_index: bool):
@@ -553,6 +561,10 @@ class _CompareGrouped(_BucketVerdicts):
     they are judged at once, with no state or timers; the verdicts are
     those of `_CompareInShard`."""
 
+    # A bounded input's join holds one record a key: a batch runner drops
+    # each key's state when it is done with it.
+    join_key = staticmethod(lambda record_id: record_id)
+
     def process(self, element, window=beam.DoFn.WindowParam):
         _, entries = element
         newcomers, indexed = [], []
@@ -571,13 +583,16 @@ class _JoinVerdicts(beam.DoFn):
     Verdicts come as `JoinEntry`s (bands judged, best match), one message
     per record from each bundle of the compare stage that judged it, and
     each delivery of the record as one holding its line. Every message
-    goes into one bag per record id, which is then read back: the bag
-    itself says whether a record can leave (one state read and one write
-    per message, and a clear when all have left). A redelivered record
+    goes into its key's bag, which is then read back: the bag itself says
+    whether the message's record can leave (one state read and one write
+    per message, and a clear when it leaves, the bag's other records
+    written back). A stream's keys are a bounded set of hashes of the
+    record id (`stream_join_key`), so a key's bag may hold several
+    records; a bounded input's are the record ids. A redelivered record
     (same id) can be in flight at the same time as its first delivery, so
-    the bag may hold several lines; they leave one per `bands` verdicts
-    received, and any delivery's verdicts fit the other (the original is
-    always the earlier record).
+    the bag may hold several lines of it; they leave one per `bands`
+    verdicts received, and any delivery's verdicts fit the other (the
+    original is always the earlier record).
     """
 
     INBOX = BagStateSpec("inbox", JOIN_CODER)
@@ -592,8 +607,11 @@ class _JoinVerdicts(beam.DoFn):
     def process(self, element, inbox=beam.DoFn.StateParam(INBOX)):
         _, message = element
         inbox.add(message)
-        lines, received, best = [], 0, None
+        others, lines, received, best = [], [], 0, None
         for entry in inbox.read():
+            if entry.id != message.id:
+                others.append(entry)
+                continue
             if entry.line:
                 lines.append(entry.line)
             received += entry.judged
@@ -608,13 +626,15 @@ class _JoinVerdicts(beam.DoFn):
             else:
                 yield beam.pvalue.TaggedOutput(FLAGGED, _tagged(record, best))
         inbox.clear()
+        for entry in others:
+            inbox.add(entry)
         received -= leaving * self._bands
         waiting = lines[leaving:]
         if received or (best and waiting):
             # What is still in flight keeps the verdicts seen so far.
-            inbox.add(JoinEntry.of_verdicts(received, best))
+            inbox.add(JoinEntry.of_verdicts(message.id, received, best))
         for line in waiting:
-            inbox.add(JoinEntry.of_line(line))
+            inbox.add(JoinEntry.of_line(message.id, line))
 
 
 def _tagged(record: dict, best: Match) -> dict:
@@ -866,12 +886,14 @@ class StreamingNearDuplicates(beam.PTransform):
 
         if records.is_bounded:
             verdicts = self._grouped(records, record_entries, index_entries)
+            join_key, key_type = _CompareGrouped.join_key, str
         else:
             verdicts = self._sharded(records, record_entries, index_entries)
-        lines = records | "KeyById" >> beam.Map(lambda r: (
-            r[ID], JoinEntry.of_line(to_json_line(
+            join_key, key_type = _CompareInShard.join_key, int
+        lines = records | "KeyForJoin" >> beam.Map(lambda r: (
+            join_key(r[ID]), JoinEntry.of_line(r[ID], to_json_line(
                 without_working_fields(r)).encode("utf-8")))
-        ).with_output_types(tuple[str, JoinEntry])
+        ).with_output_types(tuple[key_type, JoinEntry])
         joined = ((lines, verdicts) | "Merge" >> beam.Flatten()
                   | "Join" >> beam.ParDo(_JoinVerdicts(
                       bands, match_rank(sketchers))).with_outputs(
@@ -943,4 +965,4 @@ class StreamingNearDuplicates(beam.PTransform):
         return (shards | "AllShards" >> beam.Flatten()
                 | "Compare" >> beam.ParDo(_CompareInShard(
                     self._sketchers, config, self._against is not None)
-                ).with_output_types(tuple[str, JoinEntry]))
+                ).with_output_types(tuple[int, JoinEntry]))
