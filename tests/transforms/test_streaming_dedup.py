@@ -484,3 +484,22 @@ def test_a_stream_over_many_horizons_gives_the_bounded_verdicts(tmp_path):
     stream = verdicts(bounded=False)
     assert stream == verdicts(bounded=True)
     assert 10 < sum(v is not None for v in stream.values()) < 70
+
+
+def test_the_watermark_holds_fire_at_whole_days_not_one_time_a_set():
+    """The detector sets its watermark holds (processing-time timers never
+    meant to fire) over and over, and Prism queues each firing time it is
+    given until that time comes: the holds share whole days, at least
+    `HOLD_DAYS` ahead."""
+    from apache_beam.utils.timestamp import Timestamp
+
+    from transforms.dedup.streaming import DAY_SECS
+    from transforms.dedup.streaming import HOLD_DAYS
+    from transforms.dedup.streaming import _hold_fire_time
+
+    day = DAY_SECS * 10**6
+    now = Timestamp.now().micros
+    times = {_hold_fire_time().micros for _ in range(1000)}
+    assert len(times) <= 2 and all(t % day == 0 for t in times)
+    assert all(HOLD_DAYS * day < t - now <= (HOLD_DAYS + 1) * day
+               for t in times)

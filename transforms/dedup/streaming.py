@@ -256,6 +256,20 @@ class _BucketVerdicts(beam.DoFn):
         return judged
 
 
+DAY_SECS = 86400
+HOLD_DAYS = 30
+
+
+def _hold_fire_time() -> Timestamp:
+    """When a `HOLD` timer (a watermark hold, never meant to fire) would
+    fire: `HOLD_DAYS` of processing time from now, rounded up to a whole
+    day. Holds are set over and over, and Prism queues each firing time it
+    is given until that time comes; whole days keep that queue to a few
+    entries instead of one a hold set."""
+    days = Timestamp.now().micros // (DAY_SECS * 10**6) + HOLD_DAYS + 1
+    return Timestamp(seconds=days * DAY_SECS)
+
+
 class _ToShards(beam.DoFn):
     """A stream's way into its buckets: each record's (or index entry's)
     bucket entries, gathered per shard (`shard_of` its bucket) over a
@@ -342,7 +356,6 @@ class _CompareInShard(_BucketVerdicts):
     WAKE = TimerSpec("wake", TimeDomain.WATERMARK)
     HOLD = TimerSpec("hold", TimeDomain.REAL_TIME)
     EXPIRY = "expiry"  # the tag of the timer that forgets a slice
-    HOLD_SECS = 30 * 86400  # of processing time: a hold, not an alarm
     join_key = staticmethod(stream_join_key)
 
     def __init__(self, sketchers, config: StreamDedupConfig,
@@ -389,7 +402,7 @@ class _CompareInShard(_BucketVerdicts):
             earliest = min(item.entry.micros for item in waiting)
             if view.clock.held_at == EMPTY or earliest < view.clock.held_at:
                 # Held at this message's time, its earliest record's.
-                hold.set(Timestamp.now() + self.HOLD_SECS)
+                hold.set(_hold_fire_time())
                 view.clock = view.clock._replace(held_at=earliest)
         if view.clock != before:
             clock.write(view.clock)
@@ -426,7 +439,7 @@ class _CompareInShard(_BucketVerdicts):
         if any(step != EMPTY for step in view.clock.pending):
             if view.clock.held_at < fired.micros:
                 # Held at this timer's time now: all still waiting is later.
-                hold.set(Timestamp.now() + self.HOLD_SECS)
+                hold.set(_hold_fire_time())
                 view.clock = view.clock._replace(held_at=fired.micros)
         elif view.clock.held_at != EMPTY:
             hold.clear()
@@ -438,7 +451,7 @@ class _CompareInShard(_BucketVerdicts):
     def hold_ran_out(self, key=beam.DoFn.KeyParam,
                      window=beam.DoFn.WindowParam,
                      clock=beam.DoFn.StateParam(CLOCK)):
-        """The watermark stood still for `HOLD_SECS`: the hold is gone, and
+        """The watermark stood still for `HOLD_DAYS`: the hold is gone, and
         the next message sets one again."""
         view = self._view(key, window, clock)
         view.clock = view.clock._replace(held_at=EMPTY)
@@ -743,7 +756,7 @@ class _ResolveKept(beam.DoFn):
         earliest = min(item.micros for item in items)
         if view.clock.held_at == EMPTY or earliest < view.clock.held_at:
             # Held at this message's time, its earliest record's.
-            hold.set(Timestamp.now() + _CompareInShard.HOLD_SECS)
+            hold.set(_hold_fire_time())
             view.clock = view.clock._replace(held_at=earliest)
             clock.write(view.clock)
 
@@ -774,7 +787,7 @@ class _ResolveKept(beam.DoFn):
         if view.pending:
             if view.clock.held_at < fired.micros:
                 # Held at this timer's time now: all still waiting is later.
-                hold.set(Timestamp.now() + _CompareInShard.HOLD_SECS)
+                hold.set(_hold_fire_time())
                 view.clock = view.clock._replace(held_at=fired.micros)
         elif view.clock.held_at != EMPTY:
             hold.clear()
@@ -784,7 +797,7 @@ class _ResolveKept(beam.DoFn):
     @on_timer(HOLD)
     def hold_ran_out(self, window=beam.DoFn.WindowParam,
                      clock=beam.DoFn.StateParam(CLOCK)):
-        """The watermark stood still for `HOLD_SECS`: the hold is gone, and
+        """The watermark stood still for `HOLD_DAYS`: the hold is gone, and
         the next message sets one again."""
         view = self._view(window, clock)
         view.clock = view.clock._replace(held_at=EMPTY)
