@@ -451,8 +451,8 @@ class _CompareInShard(_BucketVerdicts):
     def hold_ran_out(self, key=beam.DoFn.KeyParam,
                      window=beam.DoFn.WindowParam,
                      clock=beam.DoFn.StateParam(CLOCK)):
-        """The watermark stood still for `HOLD_DAYS`: the hold is gone, and
-        the next message sets one again."""
+        """The watermark stood still for `HOLD_DAYS` days: the hold is gone,
+        and the next message sets one again."""
         view = self._view(key, window, clock)
         view.clock = view.clock._replace(held_at=EMPTY)
         clock.write(view.clock)
@@ -797,8 +797,8 @@ class _ResolveKept(beam.DoFn):
     @on_timer(HOLD)
     def hold_ran_out(self, window=beam.DoFn.WindowParam,
                      clock=beam.DoFn.StateParam(CLOCK)):
-        """The watermark stood still for `HOLD_DAYS`: the hold is gone, and
-        the next message sets one again."""
+        """The watermark stood still for `HOLD_DAYS` days: the hold is gone,
+        and the next message sets one again."""
         view = self._view(window, clock)
         view.clock = view.clock._replace(held_at=EMPTY)
         clock.write(view.clock)
