@@ -202,18 +202,25 @@ class _ArrivalTimes(beam.DoFn):
         time.sleep(self._busy_secs)
 
 
-def test_replay_rate_paces_the_stream_on_prism(tmp_path, on_prism):
-    """Ten lines at two a second: five chunks of two, the runner resuming
-    each a second after the last."""
+def _replay_arrivals(tmp_path, on_prism, busy_secs=0.0) -> list[float]:
+    """Ten lines replayed on Prism at two a second into a DoFn busy
+    `busy_secs` a line: the wall-clock times they arrived, in order."""
     path = tmp_path / "in.txt"
     path.write_text("".join(f"line {i}\n" for i in range(10)))
     arrivals = tmp_path / "arrivals"
     with beam.Pipeline(options=PipelineOptions([*on_prism, "--streaming"])
                        ) as p:
         _ = (p | ReadRecordsAsStream(str(path), replay_rate=2)).output | (
-            beam.ParDo(_ArrivalTimes(str(arrivals))))
+            beam.ParDo(_ArrivalTimes(str(arrivals), busy_secs=busy_secs)))
     times = sorted(map(float, arrivals.read_text().split()))
     assert len(times) == 10
+    return times
+
+
+def test_replay_rate_paces_the_stream_on_prism(tmp_path, on_prism):
+    """Ten lines at two a second: five chunks of two, the runner resuming
+    each a second after the last."""
+    times = _replay_arrivals(tmp_path, on_prism)
     assert times[-1] - times[0] >= 3.5
 
 
@@ -222,15 +229,7 @@ def test_replay_rate_keeps_its_pace_on_a_busy_worker_on_prism(tmp_path,
     """Each chunk keeps the worker busy 0.6 s of its second: the lines
     stay due at 0, 1, 2, 3 and 4 s from the start (paced from the end of
     each chunk, they would be 1.6 s apart: 6.4 s or more)."""
-    path = tmp_path / "in.txt"
-    path.write_text("".join(f"line {i}\n" for i in range(10)))
-    arrivals = tmp_path / "arrivals"
-    with beam.Pipeline(options=PipelineOptions([*on_prism, "--streaming"])
-                       ) as p:
-        _ = (p | ReadRecordsAsStream(str(path), replay_rate=2)).output | (
-            beam.ParDo(_ArrivalTimes(str(arrivals), busy_secs=0.3)))
-    times = sorted(map(float, arrivals.read_text().split()))
-    assert len(times) == 10
+    times = _replay_arrivals(tmp_path, on_prism, busy_secs=0.3)
     assert 3.5 <= times[-1] - times[0] <= 5.5, times
 
 
