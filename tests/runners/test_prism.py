@@ -20,6 +20,7 @@ from embgemma_keras import load_head
 from embgemma_keras.config import StreamDedupConfig
 from embgemma_keras.progress import DUPLICATES
 from local_runners.state_requests import counting_state_requests
+from local_runners.state_requests import timing_state_reads
 from pipelines import dedup_corpus
 from pipelines import fit_clusters
 from pipelines import stream_tag
@@ -94,6 +95,7 @@ def test_the_detectors_stream_path_costs_a_few_state_requests_on_prism(
              for i, (record, vector) in enumerate(zip(records, vectors,
                                                       strict=True))]
     requests, sizes = collections.Counter(), collections.Counter()
+    reads = collections.defaultdict(lambda: [0, 0.0])
 
     def flagged(flags, bounded):
         p = beam.Pipeline(options=PipelineOptions(flags))
@@ -101,7 +103,8 @@ def test_the_detectors_stream_path_costs_a_few_state_requests_on_prism(
                  | beam.MapTuple(lambda t, r: TimestampedValue(r, t)))
         timed.is_bounded = bounded
         _ = timed | StreamingNearDuplicates(StreamDedupConfig(), dim=64)
-        with counting_state_requests(requests, sizes):
+        with counting_state_requests(requests, sizes), timing_state_reads(
+                reads):
             result = p.run()
             result.wait_until_finish()
         return result.metrics().query(MetricsFilter().with_name(
@@ -116,6 +119,9 @@ def test_the_detectors_stream_path_costs_a_few_state_requests_on_prism(
           f"read a record)")
     assert requests["get"] > 0  # the harness's requests were counted
     assert per_record < 20
+    # The reads by cell (benchmarks/stream_state_reads.py) are all of them.
+    assert sum(count for count, _ in reads.values()) == requests["get"]
+    assert {"clock", "inbox", "pending_0"} <= reads.keys()
 
 
 def test_train_classifier_and_fit_clusters_on_prism(

@@ -18,11 +18,15 @@ shuffle (`EmbedRecords` sends a stream's batches to the encoder through a
 `Reshuffle`) and is never late after it. `install()` puts this batcher
 in place of Beam's `_pardo_stateful_batch_elements` (in
 `apache_beam.transforms.util`), which `BatchElements` looks up when it
-expands; the rest is Beam's.
+expands; the rest is Beam's. Unlike Beam's, it reads a batch's target
+size and hold once a bundle, not once an element: on Prism, which hands
+out no cache tokens, those reads were a fifth of a paced stream's wait
+for state (docs/streaming.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -38,6 +42,16 @@ from apache_beam.transforms.userstate import TimerSpec
 from apache_beam.transforms.userstate import on_timer
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
+
+
+@dataclasses.dataclass
+class _Batch:
+    """A key's batch as one bundle read and wrote it: its target size
+    (None before the first) and its hold, (deadline in seconds, earliest
+    timestamp in micros) or None."""
+
+    target_size: int | None
+    held: tuple[float, int] | None
 
 
 def install() -> None:
@@ -64,7 +78,11 @@ def held_micro_batches(input_coder: coders.Coder,
     deadline_spec = TimerSpec("buffering_end", TimeDomain.REAL_TIME)
 
     class _HeldBatchesDoFn(DoFn):
-        def process(self, element, window=DoFn.WindowParam,
+        def start_bundle(self):
+            self._batches = {}  # (key, window) -> _Batch
+
+        def process(self, element, key=DoFn.KeyParam,
+                    window=DoFn.WindowParam,
                     timestamp=DoFn.TimestampParam,
                     element_state=DoFn.StateParam(elements),
                     count_state=DoFn.StateParam(count_spec),
@@ -73,64 +91,84 @@ def held_micro_batches(input_coder: coders.Coder,
                     held_state=DoFn.StateParam(held_spec),
                     window_timer=DoFn.TimerParam(window_timer_spec),
                     deadline=DoFn.TimerParam(deadline_spec)):
+            batch = self._batch(key, window, batch_size_state, held_state)
             window_timer.set(window.end)
             element_state.add(element[1])
             count_state.add(1)
-            target_size = batch_size_state.read()
-            if target_size is None:
-                target_size = batch_size_estimator.next_batch_size()
-                batch_size_state.write(target_size)
+            if batch.target_size is None:
+                batch.target_size = batch_size_estimator.next_batch_size()
+                batch_size_state.write(batch.target_size)
                 estimator_state.write(batch_size_estimator)
-            if max_buffering_duration_secs > 0:
-                held = held_state.read()
-                if held is None or timestamp.micros < held[1]:
-                    # The timer holds the watermark at the timestamp of the
-                    # element that sets it: this one, the batch's earliest.
-                    due = clock() + max_buffering_duration_secs if (
-                        held is None) else held[0]
-                    deadline.set(due)
-                    held_state.write((due, timestamp.micros))
-            if count_state.read() >= target_size:
-                return self.flush(element_state, count_state,
+            if max_buffering_duration_secs > 0 and (
+                    batch.held is None or timestamp.micros < batch.held[1]):
+                # The timer holds the watermark at the timestamp of the
+                # element that sets it: this one, the batch's earliest.
+                due = clock() + max_buffering_duration_secs if (
+                    batch.held is None) else batch.held[0]
+                deadline.set(due)
+                batch.held = (due, timestamp.micros)
+                held_state.write(batch.held)
+            if count_state.read() >= batch.target_size:
+                return self.flush(batch, element_state, count_state,
                                   batch_size_state, estimator_state,
                                   held_state, deadline)
 
         @on_timer(window_timer_spec)
-        def on_window_end(self, element_state=DoFn.StateParam(elements),
+        def on_window_end(self, key=DoFn.KeyParam, window=DoFn.WindowParam,
+                          element_state=DoFn.StateParam(elements),
                           count_state=DoFn.StateParam(count_spec),
                           batch_size_state=DoFn.StateParam(batch_size_spec),
                           estimator_state=DoFn.StateParam(estimator_spec),
                           held_state=DoFn.StateParam(held_spec),
                           deadline=DoFn.TimerParam(deadline_spec)):
-            return self.flush(element_state, count_state, batch_size_state,
-                              estimator_state, held_state, deadline)
+            return self.flush(
+                self._batch(key, window, batch_size_state, held_state),
+                element_state, count_state, batch_size_state,
+                estimator_state, held_state, deadline)
 
         @on_timer(deadline_spec)
-        def on_deadline(self, element_state=DoFn.StateParam(elements),
+        def on_deadline(self, key=DoFn.KeyParam, window=DoFn.WindowParam,
+                        element_state=DoFn.StateParam(elements),
                         count_state=DoFn.StateParam(count_spec),
                         batch_size_state=DoFn.StateParam(batch_size_spec),
                         estimator_state=DoFn.StateParam(estimator_spec),
                         held_state=DoFn.StateParam(held_spec),
                         deadline=DoFn.TimerParam(deadline_spec)):
-            return self.flush(element_state, count_state, batch_size_state,
-                              estimator_state, held_state, deadline)
+            return self.flush(
+                self._batch(key, window, batch_size_state, held_state),
+                element_state, count_state, batch_size_state,
+                estimator_state, held_state, deadline)
 
-        def flush(self, element_state, count_state, batch_size_state,
+        def _batch(self, key, window, batch_size_state, held_state):
+            """The key's batch as this bundle knows it, its cells read once
+            a bundle: without a runner's cache token (Prism) the harness
+            reads a cell over the Fn API at every read, and a bundle brings
+            the shared key many elements."""
+            batch = self._batches.get((key, window))
+            if batch is None:
+                batch = self._batches[key, window] = _Batch(
+                    batch_size_state.read(),
+                    held_state.read() if max_buffering_duration_secs > 0
+                    else None)
+            return batch
+
+        def flush(self, batch, element_state, count_state, batch_size_state,
                   estimator_state, held_state, deadline):
-            batch = list(element_state.read())
-            if not batch:
+            items = list(element_state.read())
+            if not items:
                 return
-            held = held_state.read()
+            held, batch.held = batch.held, None
             element_state.clear()
             count_state.clear()
             held_state.clear()
             estimator = estimator_state.read()
-            with estimator.record_time(len(batch)):
+            with estimator.record_time(len(items)):
                 # At its earliest element's time, which the watermark has
                 # not passed: the batch may go on to another stage.
-                yield batch if held is None else TimestampedValue(
-                    batch, Timestamp(micros=held[1]))
-            batch_size_state.write(estimator.next_batch_size())
+                yield items if held is None else TimestampedValue(
+                    items, Timestamp(micros=held[1]))
+            batch.target_size = estimator.next_batch_size()
+            batch_size_state.write(batch.target_size)
             estimator_state.write(estimator)
             deadline.clear()
 
