@@ -503,3 +503,51 @@ def test_the_watermark_holds_fire_at_whole_days_not_one_time_a_set():
     assert len(times) <= 2 and all(t % day == 0 for t in times)
     assert all(HOLD_DAYS * day < t - now <= (HOLD_DAYS + 1) * day
                for t in times)
+
+
+class _CountedBag:
+    """A bag that counts its reads, as a harness without a cache token
+    sends each one over the Fn API."""
+
+    def __init__(self):
+        self.entries, self.reads = [], 0
+
+    def read(self):
+        self.reads += 1
+        return list(self.entries)
+
+    def add(self, entry):
+        self.entries.append(entry)
+
+    def clear(self):
+        self.entries = []
+
+
+def test_the_join_reads_a_keys_bag_once_a_bundle_and_lets_each_record_out():
+    """Two records on one join key, their lines and band verdicts in one
+    bundle: the bag is read once, each record leaves once with its best
+    match, and what the bag keeps for the next bundle is what is still in
+    flight."""
+    from transforms.dedup.streaming import _JoinVerdicts
+
+    join = _JoinVerdicts(bands=2, rank={"lexical": 0, "semantic": 1})
+    bag = _CountedBag()
+    close = Match("lexical", "r0", 0.9, "")
+    messages = [JoinEntry.of_line("a", b'{"id": "a"}'),
+                JoinEntry.of_line("b", b'{"id": "b"}'),
+                JoinEntry.of_verdicts("a", 1, None),
+                JoinEntry.of_verdicts("b", 1, close),
+                JoinEntry.of_verdicts("a", 1, None),
+                JoinEntry.of_verdicts("b", 1, None)]
+    join.start_bundle()
+    out = [item for message in messages[:5] for item in join.process(
+        (7, message), window="w", inbox=bag) or ()]
+    assert out == [{"id": "a"}] and bag.reads == 1
+    assert [(e.id, e.judged, e.line) for e in bag.entries] == [
+        ("b", 0, b'{"id": "b"}'), ("b", 1, b"")]
+    join.finish_bundle()
+    join.start_bundle()
+    out = list(join.process((7, messages[5]), window="w", inbox=bag))
+    assert bag.reads == 2 and bag.entries == []
+    assert [(o.tag, o.value["id"], o.value["duplicate_of"]) for o in out] == [
+        ("flagged", "b", "r0")]

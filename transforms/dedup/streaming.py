@@ -77,6 +77,7 @@ from embgemma_keras.config import StreamDedupConfig
 from embgemma_keras.dedup.sketches import Sketcher
 from embgemma_keras.dedup.sketches import stream_sketchers
 from embgemma_keras.dedup.stream_buckets import EMPTY
+from embgemma_keras.dedup.stream_buckets import JOIN_KEYS
 from embgemma_keras.dedup.stream_buckets import BucketEntry
 from embgemma_keras.dedup.stream_buckets import BucketJudge
 from embgemma_keras.dedup.stream_buckets import JoinEntry
@@ -596,8 +597,8 @@ class _JoinVerdicts(beam.DoFn):
     Verdicts come as `JoinEntry`s (bands judged, best match), one message
     per record from each bundle of the compare stage that judged it, and
     each delivery of the record as one holding its line. Every message
-    goes into its key's bag, which is then read back: the bag itself says
-    whether the message's record can leave (one state read and one write
+    goes into its key's bag, read once a bundle and then kept as written:
+    the bag itself says whether the message's record can leave (one write
     per message, and a clear when it leaves, the bag's other records
     written back). A stream's keys are a bounded set of hashes of the
     record id (`stream_join_key`), so a key's bag may hold several
@@ -609,6 +610,9 @@ class _JoinVerdicts(beam.DoFn):
     """
 
     INBOX = BagStateSpec("inbox", JOIN_CODER)
+    # Keys whose bags a bundle keeps as it read and wrote them: a stream
+    # has `JOIN_KEYS`; over files a bundle may bring millions of ids.
+    KEPT_INBOXES = JOIN_KEYS
 
     def __init__(self, bands: int, rank: dict[str, int]):
         self._bands = bands
@@ -617,11 +621,24 @@ class _JoinVerdicts(beam.DoFn):
     def setup(self):
         skip_module_scan()
 
-    def process(self, element, inbox=beam.DoFn.StateParam(INBOX)):
-        _, message = element
+    def start_bundle(self):
+        # (key, window) -> the key's bag as this bundle read and wrote it:
+        # without a runner's cache token (Prism) the harness reads the bag
+        # over the Fn API at every read, and a paced stream brings a key
+        # several messages a bundle.
+        self._inboxes = {}
+
+    def finish_bundle(self):
+        self._inboxes = {}
+
+    def process(self, element, window=beam.DoFn.WindowParam,
+                inbox=beam.DoFn.StateParam(INBOX)):
+        key, message = element
+        entries = self._inbox(key, window, inbox)
         inbox.add(message)
+        entries.append(message)
         others, lines, received, best = [], [], 0, None
-        for entry in inbox.read():
+        for entry in entries:
             if entry.id != message.id:
                 others.append(entry)
                 continue
@@ -638,16 +655,27 @@ class _JoinVerdicts(beam.DoFn):
                 yield record
             else:
                 yield beam.pvalue.TaggedOutput(FLAGGED, _tagged(record, best))
-        inbox.clear()
-        for entry in others:
-            inbox.add(entry)
         received -= leaving * self._bands
         waiting = lines[leaving:]
         if received or (best and waiting):
             # What is still in flight keeps the verdicts seen so far.
-            inbox.add(JoinEntry.of_verdicts(message.id, received, best))
-        for line in waiting:
-            inbox.add(JoinEntry.of_line(message.id, line))
+            others.append(JoinEntry.of_verdicts(message.id, received, best))
+        others += [JoinEntry.of_line(message.id, line) for line in waiting]
+        inbox.clear()
+        for entry in others:
+            inbox.add(entry)
+        if others:
+            entries[:] = others
+        else:
+            del self._inboxes[key, window]
+
+    def _inbox(self, key, window, inbox) -> list[JoinEntry]:
+        entries = self._inboxes.get((key, window))
+        if entries is None:
+            if len(self._inboxes) >= self.KEPT_INBOXES:
+                del self._inboxes[next(iter(self._inboxes))]
+            entries = self._inboxes[key, window] = list(inbox.read())
+        return entries
 
 
 def _tagged(record: dict, best: Match) -> dict:
