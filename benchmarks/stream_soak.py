@@ -3,6 +3,7 @@
     python benchmarks/stream_soak.py                  # 20,000 and 100,000
     python benchmarks/stream_soak.py --records 10000 40000 --spread-mins 12 \
         --replay-rate 150
+    python benchmarks/stream_soak.py --replay-rate 75 --judge-every-secs 5
 
 Builds the load-run corpus (`benchmarks/load_run.py`) with a `time` field
 spread evenly over --spread-mins minutes of event time, then runs
@@ -147,6 +148,9 @@ def main():
     parser.add_argument("--replay-rate", type=float, default=None,
                         help="Records a second the file is read at "
                              "(default: as fast as the job takes them).")
+    parser.add_argument("--judge-every-secs", type=float, default=None,
+                        help="The job's --judge_every_secs (default: "
+                             "the job's, 1 s).")
     parser.add_argument("--data-dir", type=pathlib.Path, default=DATA_DIR)
     parser.add_argument("--log-dir", type=pathlib.Path,
                         default=pathlib.Path(tempfile.gettempdir())
@@ -158,6 +162,8 @@ def main():
              "disable_prism_server_singleton", "--verbose"]
     if args.replay_rate:
         flags += ["--replay_rate", str(args.replay_rate)]
+    if args.judge_every_secs:
+        flags += ["--judge_every_secs", str(args.judge_every_secs)]
     args.log_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         tmp = pathlib.Path(tmp)
